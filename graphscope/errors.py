@@ -1,0 +1,51 @@
+"""graphscope's exceptions and warning classes.
+
+Owns every error type a user can catch. Imports nothing from graphscope and nothing heavy, so
+any layer may raise these.
+"""
+
+from __future__ import annotations
+
+
+class GraphscopeError(Exception):
+    """Base class of every error graphscope raises on purpose."""
+
+
+class CaptureError(GraphscopeError, ValueError):
+    """The tensor given to ``capture`` has no autograd graph to walk."""
+
+
+class CaptureTypeError(GraphscopeError, TypeError):
+    """``capture`` was given something that is not a tensor (or a list/tuple of tensors)."""
+
+
+class LoadError(GraphscopeError, ValueError):
+    """A capture file is missing, corrupt, truncated, from another tool or a newer version."""
+
+
+class EngineError(GraphscopeError, RuntimeError):
+    """No Graphviz engine can produce the requested output format."""
+
+
+class GradientWarning(UserWarning):
+    """Base class of the warnings graphscope issues for its findings."""
+
+
+class NonFiniteGradientWarning(GradientWarning):
+    """A NaN or Inf appeared in the gradients (or in the loss itself)."""
+
+
+class VanishingGradientWarning(GradientWarning):
+    """Gradients shrink to almost nothing on their way back to the parameters."""
+
+
+class ExplodingGradientWarning(GradientWarning):
+    """Gradients grow very large on their way back to the parameters."""
+
+
+class DeadUnitWarning(GradientWarning):
+    """Some units pass exactly zero gradient (e.g. ReLUs that never fire)."""
+
+
+class UnusedParameterWarning(GradientWarning):
+    """A parameter that requires grad got no gradient from this loss."""

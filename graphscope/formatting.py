@@ -1,0 +1,118 @@
+"""Human-readable numbers and the gradient-magnitude colour scale, shared by every view.
+
+The DOT exporter and the TUI both take their numbers and colours from here, so the picture and
+the terminal always agree. No torch, textual or graphviz imports.
+
+The colour scale is logarithmic in a gradient's RMS (its norm divided by sqrt(numel), so big and
+small tensors compare fairly):
+
+    rms <= vanishing_rms             blue     "vanishing"
+    vanishing_rms < rms < exploding  green -> yellow -> orange on log10(rms)   "healthy"
+    rms >= exploding_rms             red      "exploding"
+    NaN or Inf anywhere              magenta  "nonfinite"
+    no gradient recorded             grey     "none"
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from graphscope.diagnostics import Thresholds
+from graphscope.model import GradStats
+
+VANISHING = "vanishing"
+HEALTHY = "healthy"
+EXPLODING = "exploding"
+NONFINITE = "nonfinite"
+NONE = "none"
+
+BAND_COLOURS = {
+    VANISHING: "#4f7fd9",
+    HEALTHY: "#4caf50",
+    EXPLODING: "#e53935",
+    NONFINITE: "#d500f9",
+    NONE: "#9e9e9e",
+}
+
+# The healthy range is shaded between these, on log10(rms).
+_HEALTHY_STOPS = ("#26a69a", "#66bb6a", "#d4e157", "#ffb300")
+
+
+def fmt_num(x: float | int | None) -> str:
+    """Format a number compactly: ``0``, ``12``, ``0.0123``, ``1.2e-07``, ``nan``."""
+    if x is None:
+        return "-"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:,}" if abs(x) >= 10_000 else str(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if a >= 1e4 or a < 1e-3:
+        return f"{x:.2e}"
+    return f"{x:.4g}"
+
+
+def fmt_shape(shape: Sequence[int] | None) -> str:
+    """``(3, 4)``, ``()`` for a scalar, ``?`` when unknown."""
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def band(stats: GradStats | None, thresholds: Thresholds | None = None) -> str:
+    """Classify a gradient: ``vanishing``, ``healthy``, ``exploding``, ``nonfinite`` or ``none``."""
+    if stats is None:
+        return NONE
+    if not stats.finite:
+        return NONFINITE
+    t = thresholds or Thresholds()
+    rms = stats.rms
+    if rms <= t.vanishing_rms:
+        return VANISHING
+    if rms >= t.exploding_rms:
+        return EXPLODING
+    return HEALTHY
+
+
+def _mix(a: str, b: str, f: float) -> str:
+    ca = [int(a[i : i + 2], 16) for i in (1, 3, 5)]
+    cb = [int(b[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(ca, cb))
+
+
+def magnitude_colour(stats: GradStats | None, thresholds: Thresholds | None = None) -> str:
+    """A hex colour for a gradient on the log-scale legend above."""
+    b = band(stats, thresholds)
+    if b != HEALTHY:
+        return BAND_COLOURS[b]
+    assert stats is not None
+    t = thresholds or Thresholds()
+    lo, hi = math.log10(t.vanishing_rms), math.log10(t.exploding_rms)
+    f = (math.log10(max(stats.rms, 1e-300)) - lo) / (hi - lo)
+    f = min(max(f, 0.0), 1.0) * (len(_HEALTHY_STOPS) - 1)
+    i = min(int(f), len(_HEALTHY_STOPS) - 2)
+    return _mix(_HEALTHY_STOPS[i], _HEALTHY_STOPS[i + 1], f - i)
+
+
+def fmt_stats(stats: GradStats | None) -> str:
+    """One line: ``norm 0.12  mean 1e-3  std 0.04  zeros 50%`` (or why there is none)."""
+    if stats is None:
+        return "no gradient"
+    parts = [
+        f"norm {fmt_num(stats.norm)}",
+        f"mean {fmt_num(stats.mean)}",
+        f"std {fmt_num(stats.std)}",
+        f"min {fmt_num(stats.min)}",
+        f"max {fmt_num(stats.max)}",
+        f"zeros {stats.zero_frac:.0%}",
+    ]
+    if stats.nan_count:
+        parts.append(f"NaN x{stats.nan_count}")
+    if stats.inf_count:
+        parts.append(f"Inf x{stats.inf_count}")
+    return "  ".join(parts)

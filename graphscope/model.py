@@ -1,0 +1,632 @@
+"""The graph model: node, edge and finding records, gradient statistics, save and load.
+
+This is plain data. It must not import torch, textual or graphviz: a capture saved from a
+training job is loaded and inspected with this module alone. networkx is imported lazily, the
+first time ``Graph.nx`` is read.
+
+Direction: edges run forward, producer -> consumer (the way the tensors flowed in the forward
+pass). Backward walks them in reverse. Node ids are the order in which the capture's walk met the
+nodes (roots first), so they are stable across runs of the same model.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from graphscope.errors import LoadError
+
+if TYPE_CHECKING:
+    import networkx
+
+FORMAT = "graphscope.capture"
+FORMAT_VERSION = 1
+
+# Node kinds.
+OP = "op"
+PARAM = "param"
+LEAF = "leaf"
+KINDS = (OP, PARAM, LEAF)
+
+
+def _num(x: float) -> Any:
+    """JSON has no NaN/Inf: store them as strings, floats otherwise."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)  # 'nan', 'inf', '-inf'
+    return x
+
+
+def _unnum(x: Any) -> Any:
+    return float(x) if isinstance(x, str) else x
+
+
+@dataclass(frozen=True, slots=True)
+class GradStats:
+    """Summary of one gradient tensor (or of several, for a multi-output node).
+
+    ``norm`` is the 2-norm, ``std`` the population standard deviation, ``zero_frac`` the share
+    of elements that are exactly zero. NaN and Inf propagate into norm/mean/std/min/max exactly as
+    they would in torch; ``nan_count`` and ``inf_count`` say how many there were. Complex
+    gradients are summarised by their magnitudes.
+    """
+
+    norm: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    abs_max: float
+    zero_frac: float
+    nan_count: int
+    inf_count: int
+    numel: int
+
+    @property
+    def finite(self) -> bool:
+        """True when the gradient holds no NaN and no Inf."""
+        return self.nan_count == 0 and self.inf_count == 0
+
+    @property
+    def rms(self) -> float:
+        """Root mean square: the norm divided by sqrt(numel), comparable across sizes."""
+        return self.norm / math.sqrt(self.numel) if self.numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _num(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GradStats:
+        return cls(**{f.name: _unnum(d[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """Shape, dtype and device of one tensor (a forward output, a parameter, a saved tensor)."""
+
+    shape: tuple[int, ...] | None
+    dtype: str | None = None
+    device: str | None = None
+    name: str = ""  # for saved tensors: the attribute name without ``_saved_``
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": None if self.shape is None else list(self.shape),
+            "dtype": self.dtype,
+            "device": self.device,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
+        shape = d.get("shape")
+        return cls(
+            shape=None if shape is None else tuple(int(s) for s in shape),
+            dtype=d.get("dtype"),
+            device=d.get("device"),
+            name=d.get("name", ""),
+        )
+
+    def __str__(self) -> str:
+        if self.shape is None:
+            return "?"
+        return "(" + ", ".join(str(s) for s in self.shape) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The user's source line that created a node during forward."""
+
+    file: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} in {self.function}"
+
+
+@dataclass(slots=True)
+class Node:
+    """One autograd node: an op (a ``grad_fn``), a parameter or another leaf tensor.
+
+    Attributes:
+        id: Position in the capture's walk (roots first); stable across runs.
+        op: The autograd class name, e.g. ``AddmmBackward0`` or ``AccumulateGrad``.
+        kind: ``"op"``, ``"param"`` (a model parameter) or ``"leaf"`` (another tensor that
+            requires grad).
+        label: A short readable name: ``addmm``, ``sigmoid``, or the parameter's name.
+        names: Qualified parameter names (several for tied weights); empty for ops.
+        outputs: Metadata of the node's forward outputs (for a leaf: the tensor itself).
+        saved: Tensors and values the op saved for backward, read at capture time.
+        module: Innermost ``nn.Module`` path that produced the op, or owns the parameter.
+        source: The user's source line that created the op, when recorded.
+        grad: Statistics of the gradient with respect to the node's forward output(s), as seen
+            in the latest backward pass. ``None`` when backward did not run this node, or ran it
+            with no gradient at all.
+        grads: Per-output statistics (``None`` where that output got no gradient).
+        executed: Whether the latest backward ran this node. ``False`` with ``grad is None``
+            means pruned (e.g. by ``autograd.grad(inputs=...)``) or never backpropagated.
+        is_root: The node is (the ``grad_fn`` of) one of the captured outputs.
+        exec_order: Position of this node in the latest backward's execution order.
+        opaque: Why the node hides a subgraph (``"checkpoint"``, ``"compiled"``), else ``None``.
+    """
+
+    id: int
+    op: str
+    kind: str = OP
+    label: str = ""
+    names: tuple[str, ...] = ()
+    outputs: tuple[TensorMeta, ...] = ()
+    saved: tuple[TensorMeta, ...] = ()
+    module: str | None = None
+    source: Source | None = None
+    grad: GradStats | None = None
+    grads: tuple[GradStats | None, ...] = ()
+    executed: bool = False
+    is_root: bool = False
+    exec_order: int | None = None
+    opaque: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The first qualified parameter name, or ``""``."""
+        return self.names[0] if self.names else ""
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        return self.outputs[0].shape if self.outputs else None
+
+    @property
+    def dtype(self) -> str | None:
+        return self.outputs[0].dtype if self.outputs else None
+
+    @property
+    def device(self) -> str | None:
+        return self.outputs[0].device if self.outputs else None
+
+    @property
+    def title(self) -> str:
+        """What a view should call this node: the parameter name, else the short label."""
+        return self.name or self.label or self.op
+
+    def attrs(self) -> dict[str, Any]:
+        """Attributes as stored on the networkx node."""
+        return {
+            "op": self.op,
+            "kind": self.kind,
+            "label": self.label,
+            "name": self.name,
+            "names": list(self.names),
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "device": self.device,
+            "outputs": [m.to_dict() for m in self.outputs],
+            "saved": [m.to_dict() for m in self.saved],
+            "module": self.module,
+            "source": None if self.source is None else str(self.source),
+            "grad": self.grad,
+            "grads": list(self.grads),
+            "executed": self.executed,
+            "is_root": self.is_root,
+            "exec_order": self.exec_order,
+            "opaque": self.opaque,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "op": self.op,
+            "kind": self.kind,
+            "label": self.label,
+            "names": list(self.names),
+            "outputs": [m.to_dict() for m in self.outputs],
+            "saved": [m.to_dict() for m in self.saved],
+            "module": self.module,
+            "source": None
+            if self.source is None
+            else [self.source.file, self.source.line, self.source.function],
+            "grad": None if self.grad is None else self.grad.to_dict(),
+            "grads": [None if g is None else g.to_dict() for g in self.grads],
+            "executed": self.executed,
+            "is_root": self.is_root,
+            "exec_order": self.exec_order,
+            "opaque": self.opaque,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        src = d.get("source")
+        kind = d.get("kind", OP)
+        if kind not in KINDS:
+            raise ValueError(f"unknown node kind {kind!r}")
+        return cls(
+            id=int(d["id"]),
+            op=str(d["op"]),
+            kind=kind,
+            label=d.get("label", ""),
+            names=tuple(d.get("names", ())),
+            outputs=tuple(TensorMeta.from_dict(m) for m in d.get("outputs", ())),
+            saved=tuple(TensorMeta.from_dict(m) for m in d.get("saved", ())),
+            module=d.get("module"),
+            source=None if src is None else Source(str(src[0]), int(src[1]), str(src[2])),
+            grad=None if d.get("grad") is None else GradStats.from_dict(d["grad"]),
+            grads=tuple(
+                None if g is None else GradStats.from_dict(g) for g in d.get("grads", ())
+            ),
+            executed=bool(d.get("executed", False)),
+            is_root=bool(d.get("is_root", False)),
+            exec_order=d.get("exec_order"),
+            opaque=d.get("opaque"),
+        )
+
+
+@dataclass(slots=True)
+class Edge:
+    """A tensor flowing forward from ``src`` (its producer) into ``dst`` (its consumer).
+
+    Attributes:
+        src: Producer node id.
+        dst: Consumer node id.
+        output_nr: Which of the producer's outputs this is (multi-output nodes: unbind, LSTM).
+        input_nr: Position of this input in the consumer's ``next_functions``. ``x * x`` gives
+            two edges from the same producer, with input_nr 0 and 1.
+        grad: Statistics of the gradient the consumer sent back along this edge in the latest
+            backward pass (``None`` if it sent none).
+    """
+
+    src: int
+    dst: int
+    output_nr: int = 0
+    input_nr: int = 0
+    grad: GradStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "output_nr": self.output_nr,
+            "input_nr": self.input_nr,
+            "grad": None if self.grad is None else self.grad.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Edge:
+        return cls(
+            src=int(d["src"]),
+            dst=int(d["dst"]),
+            output_nr=int(d.get("output_nr", 0)),
+            input_nr=int(d.get("input_nr", 0)),
+            grad=None if d.get("grad") is None else GradStats.from_dict(d["grad"]),
+        )
+
+
+class Severity(enum.IntEnum):
+    """How bad a finding is; ordered so ``max()`` picks the worst."""
+
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One diagnosis: what happened, where, and what to try.
+
+    Attributes:
+        kind: ``nonfinite_origin``, ``nonfinite_loss``, ``vanishing``, ``exploding``, ``dead``,
+            ``unreachable_param``, ``frozen_param`` or ``opaque``.
+        severity: ``Severity.INFO``, ``WARNING`` or ``ERROR``.
+        node: The node id it is about, or ``None`` (e.g. an unused parameter has no node).
+        message: What happened and where.
+        hint: Why it happens and what to try.
+        param: The parameter name it is about, if any.
+    """
+
+    kind: str
+    severity: Severity
+    node: int | None
+    message: str
+    hint: str = ""
+    param: str | None = None
+
+    def __str__(self) -> str:
+        text = f"[{self.severity}] {self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": str(self.severity),
+            "node": self.node,
+            "message": self.message,
+            "hint": self.hint,
+            "param": self.param,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        return cls(
+            kind=str(d["kind"]),
+            severity=Severity[str(d["severity"]).upper()],
+            node=d.get("node"),
+            message=str(d["message"]),
+            hint=str(d.get("hint", "")),
+            param=d.get("param"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    """A model parameter and what the capture found about it.
+
+    ``status`` is ``reached`` (the walk met it), ``unreachable`` (requires grad but the loss does
+    not depend on it), ``frozen`` (``requires_grad=False``) or ``opaque`` (used inside a
+    checkpointed or compiled region the walk cannot see into).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    status: str
+    node: int | None = None
+    module: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "status": self.status,
+            "node": self.node,
+            "module": self.module,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ParamInfo:
+        return cls(
+            name=str(d["name"]),
+            shape=tuple(int(s) for s in d["shape"]),
+            status=str(d["status"]),
+            node=d.get("node"),
+            module=d.get("module"),
+        )
+
+
+@dataclass(eq=False)
+class Graph:
+    """A captured autograd graph: nodes, edges, gradient statistics and findings.
+
+    Build one with ``graphscope.capture(loss)``; read one back with ``graphscope.load(path)``.
+    ``graph.nx`` gives a ``networkx.MultiDiGraph`` view for your own analysis.
+    """
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+    params: list[ParamInfo] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    passes: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    _nx: Any = field(default=None, repr=False)
+    _out: list[list[int]] | None = field(default=None, repr=False)
+    _in: list[list[int]] | None = field(default=None, repr=False)
+
+    # -- structure ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __getitem__(self, node_id: int) -> Node:
+        return self.nodes[node_id]
+
+    def _index(self) -> None:
+        out: list[list[int]] = [[] for _ in self.nodes]
+        inc: list[list[int]] = [[] for _ in self.nodes]
+        for i, e in enumerate(self.edges):
+            out[e.src].append(i)
+            inc[e.dst].append(i)
+        self._out, self._in = out, inc
+
+    def invalidate(self) -> None:
+        """Drop cached indexes and the networkx view after nodes or edges changed."""
+        self._nx = self._out = self._in = None
+
+    def out_edges(self, node_id: int) -> list[Edge]:
+        """Edges to the consumers of ``node_id`` (forward direction)."""
+        if self._out is None:
+            self._index()
+        assert self._out is not None
+        return [self.edges[i] for i in self._out[node_id]]
+
+    def in_edges(self, node_id: int) -> list[Edge]:
+        """Edges from the producers of ``node_id``, in ``input_nr`` order."""
+        if self._in is None:
+            self._index()
+        assert self._in is not None
+        return sorted((self.edges[i] for i in self._in[node_id]), key=lambda e: e.input_nr)
+
+    def producers(self, node_id: int) -> list[int]:
+        """Distinct producer ids of ``node_id``, in input order."""
+        return list(dict.fromkeys(e.src for e in self.in_edges(node_id)))
+
+    def consumers(self, node_id: int) -> list[int]:
+        """Distinct consumer ids of ``node_id``, in walk order."""
+        return list(dict.fromkeys(e.dst for e in self.out_edges(node_id)))
+
+    @property
+    def param_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == PARAM]
+
+    def find(self, name: str) -> Node:
+        """The node of parameter ``name`` (any of its tied names).
+
+        Raises:
+            KeyError: No captured node carries that parameter name.
+        """
+        for n in self.nodes:
+            if name in n.names:
+                return n
+        raise KeyError(f"no node for parameter {name!r}; known: {[p.name for p in self.param_nodes]}")
+
+    def backward_order(self) -> list[Node]:
+        """Executed nodes in the order the latest backward ran them."""
+        ran = [n for n in self.nodes if n.exec_order is not None]
+        return sorted(ran, key=lambda n: n.exec_order or 0)
+
+    def findings_for(self, node_id: int) -> list[Finding]:
+        return [f for f in self.findings if f.node == node_id]
+
+    @property
+    def nx(self) -> networkx.MultiDiGraph:
+        """A ``networkx.MultiDiGraph`` of the capture, built once and cached.
+
+        Node attributes: see ``Node.attrs``; edge attributes: ``output_nr``, ``input_nr``,
+        ``shape`` (of the tensor on the edge) and ``grad``. Parallel edges are kept (``x * x``).
+        """
+        if self._nx is None:
+            import networkx
+
+            g = networkx.MultiDiGraph()
+            for n in self.nodes:
+                g.add_node(n.id, **n.attrs())
+            for e in self.edges:
+                src = self.nodes[e.src]
+                meta = src.outputs[e.output_nr] if e.output_nr < len(src.outputs) else None
+                g.add_edge(
+                    e.src,
+                    e.dst,
+                    key=e.input_nr,
+                    output_nr=e.output_nr,
+                    input_nr=e.input_nr,
+                    shape=None if meta is None else meta.shape,
+                    grad=e.grad,
+                )
+            self._nx = g
+        return self._nx
+
+    def edge_shape(self, edge: Edge) -> tuple[int, ...] | None:
+        """Shape of the tensor carried by ``edge`` (the producer's output ``output_nr``)."""
+        outs = self.nodes[edge.src].outputs
+        return outs[edge.output_nr].shape if edge.output_nr < len(outs) else None
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "meta": self.meta,
+            "passes": self.passes,
+            "roots": self.roots,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "edges": [e.to_dict() for e in self.edges],
+            "params": [p.to_dict() for p in self.params],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Graph:
+        """Rebuild a graph from ``to_dict`` output.
+
+        Raises:
+            LoadError: The data is not a graphscope capture, is from a newer version, or is
+                inconsistent (edges to missing nodes, ids out of order).
+        """
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise LoadError(
+                "this is not a graphscope capture (no 'format': 'graphscope.capture' field); "
+                "make one with graphscope.capture(loss) and graph.save(path)"
+            )
+        version = d.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise LoadError(
+                f"capture format version {version!r} is newer than this graphscope understands "
+                f"(up to {FORMAT_VERSION}); upgrade graphscope"
+            )
+        try:
+            nodes = [Node.from_dict(n) for n in d["nodes"]]
+            edges = [Edge.from_dict(e) for e in d["edges"]]
+            g = cls(
+                nodes=nodes,
+                edges=edges,
+                roots=[int(r) for r in d.get("roots", [])],
+                params=[ParamInfo.from_dict(p) for p in d.get("params", [])],
+                findings=[Finding.from_dict(f) for f in d.get("findings", [])],
+                passes=int(d.get("passes", 0)),
+                meta=dict(d.get("meta", {})),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise LoadError(f"capture file is corrupt: {type(exc).__name__}: {exc}") from None
+        n = len(nodes)
+        if any(node.id != i for i, node in enumerate(nodes)):
+            raise LoadError("capture file is corrupt: node ids are not 0..N-1 in order")
+        for e in edges:
+            if not (0 <= e.src < n and 0 <= e.dst < n):
+                raise LoadError(f"capture file is corrupt: edge {e.src}->{e.dst} names a missing node")
+        if any(not (0 <= r < n) for r in g.roots):
+            raise LoadError("capture file is corrupt: a root names a missing node")
+        return g
+
+    def save(self, path: str | Path) -> Path:
+        """Write the capture as JSON (no pickle: loading it never runs code).
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")), encoding="utf-8")
+        return path
+
+    def summary(self) -> str:
+        """One line: node, edge, parameter and finding counts."""
+        by_sev: dict[str, int] = {}
+        for f in self.findings:
+            by_sev[str(f.severity)] = by_sev.get(str(f.severity), 0) + 1
+        sev = ", ".join(f"{v} {k}" for k, v in sorted(by_sev.items())) or "no findings"
+        return (
+            f"{len(self.nodes)} nodes, {len(self.edges)} edges, "
+            f"{len(self.param_nodes)} parameter nodes, {self.passes} backward pass(es); {sev}"
+        )
+
+
+def load(path: str | Path) -> Graph:
+    """Read a capture written by ``Graph.save``.
+
+    Args:
+        path: A ``.json`` file from ``graph.save``.
+
+    Returns:
+        The ``Graph``, with gradient statistics and findings, and no torch objects.
+
+    Raises:
+        LoadError: The file is missing, unreadable, not JSON, truncated, from another tool or
+            from a newer graphscope.
+
+    Example:
+        >>> g = graphscope.load("step.json")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(f"no such capture file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read capture file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if exc.pos >= len(text) - 1 else ""
+        raise LoadError(f"{path} is not valid JSON{hint}: {exc.msg} at line {exc.lineno}") from None
+    return Graph.from_dict(data)
+
+
+def iter_stats(stats: Iterable[GradStats | None]) -> Iterator[GradStats]:
+    """The non-None entries of ``stats``."""
+    return (s for s in stats if s is not None)

@@ -7,7 +7,18 @@ a saved capture can be re-diagnosed anywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from graphscope.errors import (
+    DeadUnitWarning,
+    ExplodingGradientWarning,
+    GradientWarning,
+    NonFiniteGradientWarning,
+    UnusedParameterWarning,
+    VanishingGradientWarning,
+)
+from graphscope.model import OP, PARAM, Finding, Graph, GradStats, Node, Severity
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,9 @@ class Thresholds:
         exploding_ratio: The largest parameter RMS above this multiple of the smallest, with
             gradients growing toward the input, is an explosion through depth. Uniform scaling
             (e.g. ``GradScaler``) changes no ratio, so it is never called exploding by this rule.
-        dead_frac: An op that receives a non-zero gradient but sends back at least this fraction
-            of exact zeros has dead units.
+        dead_frac: A gating op (ReLU, clamp, hardtanh) that receives a non-zero gradient but
+            sends back at least this fraction of exact zeros has dead units. Any other op is
+            reported only when everything it sends back is zero.
         min_layers: The depth rules (ratios) need at least this many parameter gradients.
     """
 
@@ -33,5 +45,371 @@ class Thresholds:
     exploding_rms: float = 1e6
     vanishing_ratio: float = 1e-4
     exploding_ratio: float = 1e4
-    dead_frac: float = 1.0
+    dead_frac: float = 0.99
     min_layers: int = 3
+
+
+# -- diagnosis ---------------------------------------------------------------------------------
+
+NONFINITE_ORIGIN = "nonfinite_origin"
+NONFINITE_LOSS = "nonfinite_loss"
+VANISHING = "vanishing"
+EXPLODING = "exploding"
+DEAD = "dead"
+UNREACHABLE = "unreachable_param"
+FROZEN = "frozen_param"
+OPAQUE = "opaque"
+
+_WARNINGS: dict[str, type[GradientWarning]] = {
+    NONFINITE_ORIGIN: NonFiniteGradientWarning,
+    NONFINITE_LOSS: NonFiniteGradientWarning,
+    VANISHING: VanishingGradientWarning,
+    EXPLODING: ExplodingGradientWarning,
+    DEAD: DeadUnitWarning,
+    UNREACHABLE: UnusedParameterWarning,
+}
+
+# Ops whose gradient is zero wherever the unit is "off": a high zero share means dead units.
+_GATING_OPS = {"relu", "threshold", "hardtanh", "relu6", "clamp", "clamp_min", "clamp_max"}
+
+# Why a local derivative becomes infinite, by op label: the first thing to try.
+_NONFINITE_HINTS = {
+    "sqrt": "d/dx sqrt(x) = 1/(2 sqrt(x)) is infinite at 0 and NaN below it. torch.where does "
+    "not protect the branch it did not take: its gradient is 0 * inf = NaN. Clamp the input "
+    "first: x.clamp_min(1e-12).sqrt().",
+    "log": "d/dx log(x) = 1/x is infinite at 0. Add an epsilon (log(x + 1e-8)) or use "
+    "log_softmax / logsumexp instead of log(softmax(...)).",
+    "div": "a / b has derivative -a/b^2, infinite where b is 0. Add an epsilon to the "
+    "denominator or mask the zeros before dividing.",
+    "pow": "x ** p with p < 1 has an infinite derivative at 0. Clamp x away from 0.",
+    "norm": "the derivative of a norm is x / ||x||, NaN when x is all zeros. Add an epsilon "
+    "or use F.normalize(..., eps=...).",
+    "linalg_vector_norm": "the derivative of a norm is x / ||x||, NaN when x is all zeros. "
+    "Add an epsilon or use F.normalize(..., eps=...).",
+    "exp": "exp overflows to Inf for inputs above ~88 (float32). Subtract the max first "
+    "(the log-sum-exp trick) or clamp the input.",
+    "acos": "acos has an infinite derivative at +-1. Clamp the input to (-1 + eps, 1 - eps).",
+    "asin": "asin has an infinite derivative at +-1. Clamp the input to (-1 + eps, 1 - eps).",
+    "rsqrt": "rsqrt has an infinite derivative at 0. Add an epsilon before rsqrt.",
+    "reciprocal": "1/x has an infinite derivative at 0. Add an epsilon.",
+}
+
+
+def warning_class(finding: Finding) -> type[GradientWarning] | None:
+    """The warning category issued for ``finding``; ``None`` for information-only findings."""
+    if finding.severity < Severity.WARNING:
+        return None
+    return _WARNINGS.get(finding.kind)
+
+
+def where(node: Node) -> str:
+    """Where a node is, in words: its op, module and source line when known."""
+    text = f"'{node.name}' {_shape(node)}" if node.kind == PARAM else f"{node.label} ({node.op})"
+    if node.module and node.kind != PARAM:
+        text += f" in module {node.module}"
+    if node.source is not None:
+        text += f", created at {node.source}"
+    return text
+
+
+def _shape(node: Node) -> str:
+    return "" if node.shape is None else "(" + ", ".join(str(s) for s in node.shape) + ")"
+
+
+def _num(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def diagnose(graph: Graph, thresholds: Thresholds | None = None) -> list[Finding]:
+    """All findings for ``graph``, worst first, then by node id.
+
+    Structure-only findings (unreachable, frozen, opaque) need no backward; the gradient
+    findings use the statistics of the latest pass.
+
+    Args:
+        graph: A capture, live or loaded from a file.
+        thresholds: Overrides for the defaults in ``Thresholds``.
+
+    Returns:
+        The findings; the input graph is not modified.
+
+    Example:
+        >>> for f in diagnose(graphscope.load("step.json")): print(f)  # doctest: +SKIP
+    """
+    t = thresholds or Thresholds()
+    findings: list[Finding] = []
+    findings += _nonfinite_loss(graph)
+    findings += _nonfinite_origins(graph)
+    findings += _magnitudes(graph, t)
+    findings += _dead(graph, t)
+    findings += _params(graph)
+    findings += _opaque(graph)
+    findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
+    return findings
+
+
+def _nonfinite_loss(graph: Graph) -> list[Finding]:
+    out = []
+    for root, value in zip(graph.roots, graph.meta.get("root_values", [])):
+        if value is None or math.isfinite(float(value)):
+            continue
+        node = graph.nodes[root]
+        grads_ok = all(n.grad is None or n.grad.finite for n in graph.nodes)
+        tail = (
+            "Its gradients are all finite, so the problem is in the forward pass only."
+            if grads_ok and graph.passes
+            else ""
+        )
+        out.append(
+            Finding(
+                kind=NONFINITE_LOSS,
+                severity=Severity.ERROR,
+                node=root,
+                message=f"The loss itself is {value} (computed by {where(node)}). {tail}".strip(),
+                hint="A non-finite loss comes from the forward pass: look for log(0), 0/0, "
+                "sqrt of a negative, exp overflow, or NaN in the input batch "
+                "(torch.isfinite(x).all()). Fix the forward before looking at gradients.",
+            )
+        )
+    return out
+
+
+def _nonfinite_origins(graph: Graph) -> list[Finding]:
+    """Nodes that received a finite gradient and sent back NaN/Inf: where the NaN was born."""
+    out = []
+    for node in graph.backward_order():
+        incoming = node.grad
+        if incoming is None:
+            continue
+        if not incoming.finite:
+            if node.is_root and node.kind == OP:
+                out.append(
+                    Finding(
+                        kind=NONFINITE_ORIGIN,
+                        severity=Severity.ERROR,
+                        node=node.id,
+                        message=f"The gradient passed to backward() for {where(node)} already "
+                        f"holds {_bad(incoming)}.",
+                        hint="Check the `gradient=` argument you pass to backward() or "
+                        "autograd.grad().",
+                    )
+                )
+            continue
+        sent = [(e, e.grad) for e in graph.in_edges(node.id) if e.grad is not None]
+        bad = [(e, s) for e, s in sent if not s.finite]
+        if not bad:
+            continue
+        targets = ", ".join(dict.fromkeys(graph.nodes[e.src].title for e, _ in bad))
+        hint = _NONFINITE_HINTS.get(
+            node.label,
+            "This op's local derivative is infinite or undefined for some input values "
+            "(0 in sqrt/log/div/pow, overflow in exp, a custom backward). Inspect the inputs "
+            "it saved for backward, clamp them or add an epsilon. Clipping gradients does "
+            "not help once a NaN exists.",
+        )
+        out.append(
+            Finding(
+                kind=NONFINITE_ORIGIN,
+                severity=Severity.ERROR,
+                node=node.id,
+                message=f"NaN/Inf gradient born at {where(node)}: it received a finite "
+                f"gradient and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
+                "gradient below it comes from here.",
+                hint=hint,
+            )
+        )
+    return out
+
+
+def _bad(s: GradStats) -> str:
+    parts = []
+    if s.nan_count:
+        parts.append(f"{s.nan_count} NaN")
+    if s.inf_count:
+        parts.append(f"{s.inf_count} Inf")
+    return " and ".join(parts) + f" of {s.numel} values"
+
+
+def forward_params(graph: Graph) -> list[Node]:
+    """Parameter nodes in forward order (model registration order when known).
+
+    Without a model, backward reaches the last layer's parameters first, so the reverse of the
+    execution order (then of the walk order) approximates the forward order.
+    """
+    params = graph.param_nodes
+    if graph.params:
+        rank = {p.name: i for i, p in enumerate(graph.params)}
+        return sorted(params, key=lambda n: min(rank.get(x, len(rank)) for x in n.names))
+    return sorted(
+        params,
+        key=lambda n: (-(n.exec_order if n.exec_order is not None else -1), -n.id),
+    )
+
+
+def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
+    layers = [n for n in forward_params(graph) if n.grad is not None and n.grad.finite]
+    rms = {n.id: n.grad.rms for n in layers if n.grad is not None}
+    nonzero = [r for r in rms.values() if r > 0]
+    if not nonzero:
+        return []
+    top = max(layers, key=lambda n: rms[n.id])
+    top_rms = rms[top.id]
+    deep = len(layers) >= t.min_layers
+    growth = 1.0
+    if deep:
+        k = max(1, len(layers) // 3)
+        first = [max(rms[n.id], 1e-300) for n in layers[:k]]
+        last = [max(rms[n.id], 1e-300) for n in layers[-k:]]
+        growth = math.exp(
+            sum(math.log(x) for x in first) / k - sum(math.log(x) for x in last) / k
+        )
+    out: list[Finding] = []
+    for i, n in enumerate(layers):
+        r = rms[n.id]
+        if r == 0:
+            continue  # all-zero gradients are reported as dead, not vanishing
+        rel = r / top_rms
+        if r <= t.vanishing_rms or (deep and rel <= t.vanishing_ratio):
+            out.append(
+                Finding(
+                    kind=VANISHING,
+                    severity=Severity.WARNING,
+                    node=n.id,
+                    param=n.name,
+                    message=f"Vanishing gradient at parameter {where(n)}: RMS {_num(r)}, "
+                    f"{_num(rel)} of the largest parameter gradient ('{top.name}', "
+                    f"RMS {_num(top_rms)}). This layer will barely learn.",
+                    hint="Gradients shrink multiplicatively on the way back: each sigmoid "
+                    "multiplies them by at most 0.25, tanh by at most 1, small weights by "
+                    "less. Try ReLU/GELU activations, residual connections, LayerNorm/"
+                    "BatchNorm, Kaiming or Xavier initialisation, or fewer layers.",
+                )
+            )
+        elif r >= t.exploding_rms or (
+            deep and growth >= t.exploding_ratio and i < max(1, len(layers) // 3)
+        ):
+            why = (
+                f"{_num(growth)}x larger near the input than near the output"
+                if growth >= t.exploding_ratio
+                else f"above the {_num(t.exploding_rms)} threshold"
+            )
+            out.append(
+                Finding(
+                    kind=EXPLODING,
+                    severity=Severity.WARNING,
+                    node=n.id,
+                    param=n.name,
+                    message=f"Exploding gradient at parameter {where(n)}: RMS {_num(r)}, "
+                    f"{why}.",
+                    hint="Each layer multiplies the gradient by roughly its weight scale; "
+                    "weights initialised too large make it grow exponentially with depth. Use "
+                    "Kaiming/Xavier initialisation, normalisation layers, gradient clipping "
+                    "(torch.nn.utils.clip_grad_norm_) or a lower learning rate.",
+                )
+            )
+    # Worst first: the smallest vanishing and the largest exploding gradients lead.
+    out.sort(key=lambda f: rms[f.node] if f.kind == VANISHING else -rms[f.node])  # type: ignore[index]
+    return out
+
+
+def _dead(graph: Graph, t: Thresholds) -> list[Finding]:
+    out = []
+    for node in graph.nodes:
+        if node.kind == OP and node.grad is not None and node.grad.finite:
+            if node.grad.zero_frac >= 1.0:
+                continue  # nothing came in: the dead unit is further up
+            sent = [e.grad for e in graph.in_edges(node.id) if e.grad is not None]
+            if not sent or not all(s.finite for s in sent):
+                continue
+            zero = min(s.zero_frac for s in sent)
+            limit = t.dead_frac if node.label in _GATING_OPS else 1.0
+            if zero >= limit:
+                out.append(
+                    Finding(
+                        kind=DEAD,
+                        severity=Severity.WARNING,
+                        node=node.id,
+                        message=f"Dead units at {where(node)}: it received a non-zero "
+                        f"gradient but sent back {zero:.0%} exact zeros, so nothing below it "
+                        "learns from this path.",
+                        hint="A ReLU whose inputs are all negative (e.g. a large negative bias, "
+                        "a too-high learning rate) passes no gradient. Try LeakyReLU/GELU, "
+                        "a smaller learning rate, or re-initialise the layer feeding it.",
+                    )
+                )
+        elif node.kind == PARAM and node.grad is not None and node.grad.zero_frac >= 1.0:
+            out.append(
+                Finding(
+                    kind=DEAD,
+                    severity=Severity.WARNING,
+                    node=node.id,
+                    param=node.name,
+                    message=f"Parameter {where(node)} received an all-zero gradient: it "
+                    "will not change this step.",
+                    hint="Look at the op that consumes it for a dead unit (a ReLU that never "
+                    "fires, a mask of zeros).",
+                )
+            )
+    return out
+
+
+def _params(graph: Graph) -> list[Finding]:
+    out = []
+    frozen = []
+    for p in graph.params:
+        if p.status == "unreachable":
+            out.append(
+                Finding(
+                    kind=UNREACHABLE,
+                    severity=Severity.WARNING,
+                    node=None,
+                    param=p.name,
+                    message=f"Parameter '{p.name}' {tuple(p.shape)} requires grad but the "
+                    "loss does not depend on it: it gets no gradient and never learns.",
+                    hint="It is unused in forward, or its output was cut off by .detach(), "
+                    ".item(), .data or torch.no_grad(). If that is intended, set "
+                    "requires_grad=False on it (and pass find_unused_parameters=True to DDP).",
+                )
+            )
+        elif p.status == "frozen":
+            frozen.append(p.name)
+    if frozen:
+        shown = ", ".join(frozen[:8]) + (f" and {len(frozen) - 8} more" if len(frozen) > 8 else "")
+        out.append(
+            Finding(
+                kind=FROZEN,
+                severity=Severity.INFO,
+                node=None,
+                message=f"{len(frozen)} frozen parameter(s) (requires_grad=False): {shown}.",
+                hint="Frozen on purpose (fine-tuning)? Nothing to do. Otherwise set "
+                "requires_grad=True.",
+            )
+        )
+    return out
+
+
+def _opaque(graph: Graph) -> list[Finding]:
+    out = []
+    for node in graph.nodes:
+        if node.opaque is None:
+            continue
+        inside = [p.name for p in graph.params if p.status == "opaque" and p.node == node.id]
+        params = f" It uses {len(inside)} parameter(s): {', '.join(inside[:5])}." if inside else ""
+        if node.opaque == "checkpoint":
+            hint = "Reentrant checkpointing runs the region in a nested backward that the " \
+                "walk cannot see. Use torch.utils.checkpoint.checkpoint(..., use_reentrant=" \
+                "False) to see every op inside."
+        else:
+            hint = "torch.compile fuses the region into one autograd node. Capture the " \
+                "uncompiled model to see every op."
+        out.append(
+            Finding(
+                kind=OPAQUE,
+                severity=Severity.INFO,
+                node=node.id,
+                message=f"{where(node)} is an opaque {node.opaque} region shown as one node."
+                + params,
+                hint=hint,
+            )
+        )
+    return out

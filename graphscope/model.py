@@ -91,6 +91,7 @@ class TensorMeta:
     dtype: str | None = None
     device: str | None = None
     name: str = ""  # for saved tensors: the attribute name without ``_saved_``
+    value: str | None = None  # a saved non-tensor value, or why the tensor was not read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class TensorMeta:
             "dtype": self.dtype,
             "device": self.device,
             "name": self.name,
+            "value": self.value,
         }
 
     @classmethod
@@ -108,11 +110,12 @@ class TensorMeta:
             dtype=d.get("dtype"),
             device=d.get("device"),
             name=d.get("name", ""),
+            value=d.get("value"),
         )
 
     def __str__(self) -> str:
         if self.shape is None:
-            return "?"
+            return self.value or "?"
         return "(" + ", ".join(str(s) for s in self.shape) + ")"
 
 
@@ -414,6 +417,21 @@ class Graph:
     _nx: Any = field(default=None, repr=False)
     _out: list[list[int]] | None = field(default=None, repr=False)
     _in: list[list[int]] | None = field(default=None, repr=False)
+    # The live capture's hook owner (set by graphscope.capture); None for a loaded graph.
+    _session: Any = field(default=None, repr=False)
+
+    # -- hook lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the hooks of a live capture now (after a backward that raised, say)."""
+        if self._session is not None:
+            self._session.remove()
+
+    def __enter__(self) -> Graph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- structure ----------------------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""graphscope: see and debug PyTorch's autograd graph.
+
+Public API only. ``import graphscope`` loads torch (for ``capture``) but neither textual nor
+graphviz; the inspector and the renderer are imported when first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphscope.autograd import active_hook_count, capture, graph_of
+from graphscope.diagnostics import Thresholds, diagnose
+from graphscope.errors import (
+    CaptureError,
+    CaptureTypeError,
+    DeadUnitWarning,
+    EngineError,
+    ExplodingGradientWarning,
+    GradientWarning,
+    GraphscopeError,
+    LoadError,
+    NonFiniteGradientWarning,
+    UnusedParameterWarning,
+    VanishingGradientWarning,
+)
+from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, Severity, load
+
+__version__ = "0.1.0"
+
+
+def render(x: Any, path: Any = None, **options: Any) -> Any:
+    """Draw a loss tensor or a ``Graph``; see ``graphscope.drawing.render``."""
+    from graphscope.drawing import render as _render
+
+    return _render(x, path, **options)
+
+
+def inspect(graph: Graph) -> None:
+    """Open the terminal inspector on ``graph``; see ``graphscope.tui.inspect``."""
+    from graphscope.tui import inspect as _inspect
+
+    _inspect(graph)
+
+
+__all__ = [
+    "CaptureError",
+    "CaptureTypeError",
+    "DeadUnitWarning",
+    "Edge",
+    "EngineError",
+    "ExplodingGradientWarning",
+    "Finding",
+    "GradStats",
+    "GradientWarning",
+    "Graph",
+    "GraphscopeError",
+    "LoadError",
+    "Node",
+    "NonFiniteGradientWarning",
+    "ParamInfo",
+    "Severity",
+    "Thresholds",
+    "UnusedParameterWarning",
+    "VanishingGradientWarning",
+    "active_hook_count",
+    "capture",
+    "diagnose",
+    "graph_of",
+    "inspect",
+    "load",
+    "render",
+]

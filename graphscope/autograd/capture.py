@@ -1,0 +1,233 @@
+"""``capture``: walk a tensor's autograd graph into a model ``Graph`` and arm its hooks.
+
+Owns input validation (every message says what was wrong and how to fix it), parameter naming
+and status with ``model=``, and the link from a live tensor back to its latest capture
+(``graph_of``), kept in the root node's ``metadata`` dict so it dies with the user's graph.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import torch
+
+from graphscope.autograd.hooks import Recorder
+from graphscope.autograd.walk import walk
+from graphscope.diagnostics import Thresholds, diagnose
+from graphscope.errors import CaptureError, CaptureTypeError
+from graphscope.model import OP, PARAM, Graph, ParamInfo
+
+_GRAPH_KEY = "graphscope.graph"
+
+
+def _flatten(outputs: Any, path: str = "outputs") -> list[tuple[str, torch.Tensor]]:
+    if isinstance(outputs, torch.Tensor):
+        return [(path, outputs)]
+    if isinstance(outputs, dict):
+        items: list[tuple[str, Any]] = [(f"{path}[{k!r}]", v) for k, v in outputs.items()]
+    elif isinstance(outputs, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(outputs)]
+    else:
+        raise CaptureTypeError(
+            f"graphscope.capture expects a tensor (e.g. your loss) or a list/tuple/dict of "
+            f"tensors, got {type(outputs).__name__}. Pass the tensor you call .backward() on."
+        )
+    found: list[tuple[str, torch.Tensor]] = []
+    for name, v in items:
+        if isinstance(v, (torch.Tensor, list, tuple, dict)):
+            found += _flatten(v, name)
+    return found
+
+
+def _no_graph_reason(name: str, t: torch.Tensor) -> str:
+    if t.is_inference():
+        return (
+            f"{name} was created under torch.inference_mode(): inference tensors never record "
+            "an autograd graph. Run the forward pass outside inference_mode (use "
+            "torch.no_grad() only for evaluation, and neither for training)."
+        )
+    if t.requires_grad:
+        return (
+            f"{name} is a leaf tensor (shape {tuple(t.shape)}): it was created directly, not "
+            "computed, so there is no graph above it. Capture the result of a computation, "
+            "e.g. loss = model(x).sum(), not a parameter or input."
+        )
+    if not torch.is_grad_enabled():
+        return (
+            f"{name} does not require grad because grad mode is off here (you are inside "
+            "torch.no_grad() or torch.set_grad_enabled(False)). Run the forward pass with "
+            "gradients enabled."
+        )
+    return (
+        f"{name} has no grad_fn: nothing it was computed from requires grad, or it was built "
+        "under torch.no_grad(). Make sure your parameters have requires_grad=True, that the "
+        "forward ran outside torch.no_grad(), and that nothing was .detach()ed on the way."
+    )
+
+
+def _model_params(model: Any) -> tuple[list[tuple[str, torch.nn.Parameter]], dict[int, list[str]]]:
+    if not isinstance(model, torch.nn.Module):
+        raise CaptureTypeError(
+            f"model= must be a torch.nn.Module, got {type(model).__name__}."
+        )
+    named = list(model.named_parameters(remove_duplicate=False))
+    names: dict[int, list[str]] = {}
+    for name, p in named:
+        names.setdefault(id(p), []).append(name)
+    return named, names
+
+
+def _module_of(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _opaque_param_ids(fn: Any) -> set[int]:
+    """Parameters a reentrant checkpoint's function closes over (its module, bound or captured)."""
+    run = getattr(fn, "run_function", None)
+    candidates: list[Any] = [run, getattr(run, "__self__", None)]
+    for cell in getattr(run, "__closure__", None) or ():
+        try:
+            candidates.append(cell.cell_contents)
+        except ValueError:
+            continue
+    ids: set[int] = set()
+    for c in candidates:
+        if isinstance(c, torch.nn.Module):
+            ids.update(id(p) for p in c.parameters())
+    return ids
+
+
+def capture(
+    outputs: Any,
+    *,
+    model: torch.nn.Module | None = None,
+    warn: bool = True,
+    thresholds: Thresholds | None = None,
+) -> Graph:
+    """Walk the autograd graph behind ``outputs`` and record the next backward through it.
+
+    Args:
+        outputs: The loss tensor, or a list/tuple/dict of output tensors (one graph with
+            several roots). Non-scalar outputs are fine.
+        model: The ``nn.Module`` whose parameters should be named, and checked for parameters
+            that get no gradient (unused, detached) or are frozen.
+        warn: Issue ``graphscope.GradientWarning`` subclasses for the findings after backward.
+        thresholds: Overrides for the vanishing/exploding/dead thresholds.
+
+    Returns:
+        A ``Graph``: structure now; gradient statistics and findings once a backward through
+        it has run. Use it as a context manager to remove the hooks even if backward raises.
+
+    Raises:
+        CaptureTypeError: ``outputs`` is not a tensor or a container of tensors, or ``model``
+            is not an ``nn.Module``.
+        CaptureError: A tensor has no autograd graph (a leaf, ``requires_grad=False``, built
+            under ``torch.no_grad()`` or ``torch.inference_mode()``).
+
+    Example:
+        >>> graph = graphscope.capture(loss, model=model)  # doctest: +SKIP
+        >>> loss.backward()  # doctest: +SKIP
+        >>> print(*graph.findings, sep="\\n")  # doctest: +SKIP
+    """
+    tensors = _flatten(outputs)
+    if not tensors:
+        raise CaptureTypeError(
+            f"graphscope.capture found no tensor in the {type(outputs).__name__} it was given; "
+            "pass the tensor you call .backward() on."
+        )
+    for name, t in tensors:
+        if t.grad_fn is None:
+            raise CaptureError(_no_graph_reason(name if len(tensors) > 1 else "the tensor", t))
+    thresholds = thresholds or Thresholds()
+    named: list[tuple[str, torch.nn.Parameter]] = []
+    names: dict[int, list[str]] = {}
+    if model is not None:
+        named, names = _model_params(model)
+    modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
+    w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
+    graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
+    graph.meta = {
+        "torch": torch.__version__,
+        "root_values": _root_values(tensors),
+        "graph_freed": w.graph_freed,
+    }
+    if model is not None:
+        graph.meta["model"] = type(model).__name__
+        graph.params = _param_status(graph, w.fns, named)
+        _attribute_ops(graph)
+    graph.findings = diagnose(graph, thresholds)
+    recorder = Recorder(graph, warn=warn, thresholds=thresholds)
+    recorder.arm(w.fns)
+    graph._session = recorder
+    ref = weakref.ref(graph)
+    for _, t in tensors:
+        t.grad_fn.metadata[_GRAPH_KEY] = ref
+    return graph
+
+
+def _root_values(tensors: list[tuple[str, torch.Tensor]]) -> list[float | None]:
+    """The value of each scalar root (one sync each), to tell a NaN loss from NaN gradients."""
+    out: list[float | None] = []
+    for _, t in tensors:
+        if t.numel() == 1 and not t.is_complex() and t.layout == torch.strided:
+            v = float(t.detach().reshape(()).item())
+            out.append(v if math.isfinite(v) else repr(v))  # JSON-safe
+        else:
+            out.append(None)
+    return out
+
+
+def _param_status(
+    graph: Graph, fns: list[Any], named: list[tuple[str, torch.nn.Parameter]]
+) -> list[ParamInfo]:
+    by_name = {name: n.id for n in graph.param_nodes for name in n.names}
+    opaque: dict[int, int] = {}
+    for n in graph.nodes:
+        if n.opaque is not None:
+            for pid in _opaque_param_ids(fns[n.id]):
+                opaque.setdefault(pid, n.id)
+    out = []
+    for name, p in named:
+        module = _module_of(name)
+        shape = tuple(p.shape)
+        if name in by_name:
+            out.append(ParamInfo(name, shape, "reached", by_name[name], module))
+        elif not p.requires_grad:
+            out.append(ParamInfo(name, shape, "frozen", None, module))
+        elif id(p) in opaque:
+            out.append(ParamInfo(name, shape, "opaque", opaque[id(p)], module))
+        else:
+            out.append(ParamInfo(name, shape, "unreachable", None, module))
+    return out
+
+
+def _attribute_ops(graph: Graph) -> None:
+    """Without a recorded forward, give each op that consumes a parameter its owner module.
+
+    Parameters reach their op through view ops (``t``, ``view``, ``expand``), so attribution
+    follows single-producer chains from the parameter to the first op with other inputs.
+    """
+    for p in graph.param_nodes:
+        if not p.module:
+            continue
+        frontier = [p.id]
+        while frontier:
+            nid = frontier.pop()
+            for c in graph.consumers(nid):
+                node = graph.nodes[c]
+                if node.kind != OP or node.module is not None:
+                    continue
+                node.module = p.module
+                if len(graph.producers(c)) == 1:
+                    frontier.append(c)
+
+
+def graph_of(tensor: torch.Tensor) -> Graph | None:
+    """The latest capture of ``tensor`` still alive, or ``None``."""
+    fn = getattr(tensor, "grad_fn", None)
+    if fn is None:
+        return None
+    ref = fn.metadata.get(_GRAPH_KEY)
+    return ref() if ref is not None else None

@@ -1,0 +1,178 @@
+"""Arms a post-hook on every autograd node of a capture and records each backward pass.
+
+Owns the hook lifetime. Each hook only queues reductions (``StatsBatch.add``); the first hook of
+a pass queues an engine callback that runs once at the end of that backward, moves all
+statistics to the host in one transfer, writes them into the model, runs the diagnostics and
+removes the hooks (unless the backward ran with ``retain_graph=True``, where the user may run it
+again and the next pass is recorded separately). A pass that raised never reaches its callback:
+the next hook to fire, ``Graph.close()`` or leaving ``with capture(...)`` removes the hooks.
+
+The hooks hold only this recorder, which holds plain data (the model ``Graph``) and hook
+handles, never tensors or autograd nodes, so nothing here keeps the user's graph alive.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from graphscope.autograd.stats import StatsBatch, combine
+from graphscope.diagnostics import Thresholds, diagnose, warning_class
+from graphscope.model import Graph, GradStats
+
+_engine = torch.autograd.Variable._execution_engine
+
+# Live recorders, for tests and for ``active_hook_count()``.
+_live: set[Recorder] = set()
+_live_lock = threading.Lock()
+
+
+def active_hook_count() -> int:
+    """How many graphscope hooks are registered right now, over all captures."""
+    with _live_lock:
+        return sum(len(r._handles) for r in _live)
+
+
+class Recorder:
+    """Records the backward passes of one capture into its ``Graph``."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        warn: bool,
+        thresholds: Thresholds,
+        on_pass: Callable[[Graph], None] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.warn = warn
+        self.thresholds = thresholds
+        self.on_pass = on_pass
+        self._handles: list[Any] = []
+        # in_edge[node][input_nr] -> edge index, for the gradients a node sends back.
+        self._in_edge: list[dict[int, int]] = [{} for _ in graph.nodes]
+        for i, e in enumerate(graph.edges):
+            self._in_edge[e.dst][e.input_nr] = i
+        self._task: int | None = None
+        self._keep = False
+        self._batch = StatsBatch()
+        self._node_rows: dict[int, list[int | None]] = {}
+        self._edge_rows: dict[int, int] = {}
+        self._order: list[int] = []
+        self.error: BaseException | None = None
+
+    # -- arming -------------------------------------------------------------------------------
+
+    def arm(self, fns: list[Any]) -> None:
+        """Register one post-hook per autograd node (``fns`` indexed by node id)."""
+        on_node = self._on_node
+        for nid, fn in enumerate(fns):
+
+            def hook(grad_inputs: Any, grad_outputs: Any, _nid: int = nid) -> None:
+                on_node(_nid, grad_inputs, grad_outputs)
+
+            self._handles.append(fn.register_hook(hook))
+        with _live_lock:
+            _live.add(self)
+
+    def remove(self) -> None:
+        """Remove every hook this recorder added (idempotent)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        with _live_lock:
+            _live.discard(self)
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def _begin(self, task: int) -> None:
+        self._task = task
+        self._keep = bool(torch._C._autograd._get_current_graph_task_keep_graph())
+        self._batch = StatsBatch()
+        self._node_rows, self._edge_rows, self._order = {}, {}, []
+        _engine.queue_callback(self._finish)
+
+    def _on_node(self, nid: int, grad_inputs: Any, grad_outputs: Any) -> None:
+        # Never let graphscope break the user's backward: record the failure instead.
+        try:
+            task = torch._C._current_graph_task_id()
+            if task != self._task:
+                self._begin(task)
+            batch = self._batch
+            self._order.append(nid)
+            self._node_rows[nid] = [None if g is None else batch.add(g) for g in grad_outputs]
+            slots = self._in_edge[nid]
+            for input_nr, g in enumerate(grad_inputs):
+                if g is not None and input_nr in slots:
+                    self._edge_rows[slots[input_nr]] = batch.add(g)
+        except Exception as exc:  # pragma: no cover - defensive
+            self.error = exc
+
+    def _finish(self) -> None:
+        try:
+            self._write(self._batch.collect())
+        except Exception as exc:  # pragma: no cover - defensive
+            self.error = exc
+            warnings.warn(f"graphscope could not record this backward pass: {exc!r}", stacklevel=2)
+        finally:
+            self._task = None
+            if not self._keep:
+                self.remove()
+
+    def _write(self, stats: list[GradStats]) -> None:
+        g = self.graph
+        for n in g.nodes:
+            n.grad, n.grads, n.executed, n.exec_order = None, (), False, None
+        for e in g.edges:
+            e.grad = None
+        for order, nid in enumerate(self._order):
+            node = g.nodes[nid]
+            grads = tuple(None if r is None else stats[r] for r in self._node_rows[nid])
+            present = [s for s in grads if s is not None]
+            node.grads = grads
+            node.grad = combine(present) if present else None
+            node.executed = True
+            node.exec_order = order
+        for ei, r in self._edge_rows.items():
+            g.edges[ei].grad = stats[r]
+        g.passes += 1
+        g.findings = diagnose(g, self.thresholds)
+        g.invalidate()
+        if self.warn:
+            _emit(g)
+        if self.on_pass is not None:
+            self.on_pass(g)
+
+
+def _emit(graph: Graph) -> None:
+    """Issue one Python warning per kind of finding (a 20-layer stack is one warning)."""
+    by_kind: dict[str, list[Any]] = {}
+    for f in graph.findings:
+        cls = warning_class(f)
+        if cls is not None:
+            by_kind.setdefault(f.kind, []).append(f)
+    for kind, fs in by_kind.items():
+        first = fs[0]
+        more = f" (and {len(fs) - 1} more like it; see graph.findings)" if len(fs) > 1 else ""
+        text = f"{first.message}{more}"
+        if first.hint:
+            text += f"\n  hint: {first.hint}"
+        warnings.warn(text, warning_class(first), stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """Stack level of the first frame outside torch and graphscope: the user's backward()."""
+    internal = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1

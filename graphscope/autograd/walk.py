@@ -1,0 +1,230 @@
+"""Walks an autograd graph from its roots down to the ``AccumulateGrad`` leaves.
+
+Owns the traversal: ``walk(roots)`` returns the model's nodes and edges plus the live autograd
+nodes in id order (for the hook layer to arm, then drop). It is iterative (a deque, never
+recursion), so a 10,000-step chain or a diamond chain with 2^60 paths costs one visit per node.
+
+Saved tensors are described from their ``SavedTensor`` records, never unpacked through a
+``saved_tensors_hooks`` unpack hook: unpacking a non-reentrant checkpoint's tensor would rerun
+the forward. A graph already freed by an earlier backward is walked for structure only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from graphscope.model import LEAF, OP, PARAM, Edge, Node, Source, TensorMeta
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
+# Nodes whose inside the walk cannot see: the region's ops ran in a nested autograd call.
+OPAQUE_OPS = {
+    "CheckpointFunctionBackward": "checkpoint",
+    "CompiledFunctionBackward": "compiled",
+}
+# Where ``graphscope.watch`` (recording) leaves a node's module path and source line.
+METADATA_KEY = "graphscope"
+
+_saved_names: dict[type, tuple[str, ...]] = {}
+
+
+def short_label(fn: Any) -> str:
+    """``AddmmBackward0`` -> ``addmm``; a custom Function -> its class name."""
+    fwd = getattr(fn, "_forward_cls", None)
+    if fwd is not None:
+        return fwd.__name__
+    name = _BACKWARD_SUFFIX.sub("", type(fn).__name__)
+    return _CAMEL.sub("_", name).lower() or type(fn).__name__
+
+
+def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
+    return TensorMeta(
+        shape=tuple(t.shape) if not t.is_nested else None,
+        dtype=str(t.dtype).removeprefix("torch."),
+        device=str(t.device),
+        name=name,
+    )
+
+
+def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
+    try:
+        metas = fn._input_metadata
+    except (AttributeError, RuntimeError):
+        return ()
+    out = []
+    for m in metas:
+        nested = getattr(m, "is_nested_tensor", False)
+        out.append(
+            TensorMeta(
+                shape=None if nested else tuple(m.shape),
+                dtype=str(m.dtype).removeprefix("torch."),
+                device=str(m.device),
+                value="nested tensor" if nested else None,
+            )
+        )
+    return tuple(out)
+
+
+def _saved_attr_names(fn: Any) -> tuple[str, ...]:
+    cls = type(fn)
+    names = _saved_names.get(cls)
+    if names is None:
+        names = tuple(a[len("_saved_") :] for a in dir(fn) if a.startswith("_saved_"))
+        _saved_names[cls] = names
+    return names
+
+
+@dataclass
+class _SavedReader:
+    """Reads saved-tensor metadata; stops for good once it meets a freed graph."""
+
+    freed: bool = False
+
+    def read(self, fn: Any) -> tuple[TensorMeta, ...]:
+        if self.freed:
+            return ()
+        out: list[TensorMeta] = []
+        try:
+            raws = getattr(fn, "_raw_saved_tensors", None)
+            if raws is not None:  # a custom autograd.Function
+                for i, raw in enumerate(raws):
+                    out.append(self._describe(f"saved_tensors[{i}]", raw))
+                return tuple(out)
+            for name in _saved_attr_names(fn):
+                raw = getattr(fn, "_raw_saved_" + name, None)
+                if raw is None:
+                    out.append(self._value(name, getattr(fn, "_saved_" + name)))
+                elif isinstance(raw, (list, tuple)):
+                    out.extend(self._describe(f"{name}[{i}]", r) for i, r in enumerate(raw))
+                else:
+                    out.append(self._describe(name, raw))
+        except RuntimeError:
+            # "Trying to backward through the graph a second time": buffers already freed.
+            self.freed = True
+            return ()
+        return tuple(out)
+
+    @staticmethod
+    def _describe(name: str, raw: Any) -> TensorMeta:
+        if raw.unpack_hook is not None:
+            return TensorMeta(
+                shape=None, name=name, value="packed by saved_tensors_hooks (not unpacked)"
+            )
+        t = raw.data
+        if not isinstance(t, torch.Tensor):
+            return TensorMeta(shape=None, name=name, value=type(t).__name__)
+        if not t.layout == torch.strided and not t.is_sparse:
+            return TensorMeta(shape=None, name=name, value=str(t.layout))
+        return _meta_of(t, name)
+
+    @staticmethod
+    def _value(name: str, value: Any) -> TensorMeta:
+        if isinstance(value, torch.Tensor):
+            return _meta_of(value, name)
+        text = repr(value)
+        return TensorMeta(shape=None, name=name, value=text if len(text) <= 60 else text[:57] + "...")
+
+
+@dataclass
+class Walk:
+    """The result of one walk: model records plus the live autograd nodes, by id."""
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    fns: list[Any] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+    graph_freed: bool = False
+
+
+def walk(
+    root_fns: list[Any],
+    *,
+    param_names: dict[int, list[str]] | None = None,
+    param_modules: dict[int, str] | None = None,
+) -> Walk:
+    """Breadth-first walk from ``root_fns`` over ``next_functions``.
+
+    Args:
+        root_fns: The ``grad_fn`` of each captured output (duplicates allowed).
+        param_names: ``id(parameter) -> qualified names`` (several for tied weights).
+        param_modules: ``id(parameter) -> owning module path``.
+
+    Returns:
+        A ``Walk`` whose node ids are the visiting order (roots first).
+    """
+    param_names = param_names or {}
+    param_modules = param_modules or {}
+    result = Walk()
+    ids: dict[Any, int] = {}
+    queue: deque[Any] = deque()
+    for fn in root_fns:
+        if fn not in ids:
+            ids[fn] = len(result.fns)
+            result.fns.append(fn)
+            queue.append(fn)
+        result.roots.append(ids[fn])
+    result.roots = list(dict.fromkeys(result.roots))
+    reader = _SavedReader()
+    while queue:
+        fn = queue.popleft()
+        nid = ids[fn]
+        for input_nr, (child, output_nr) in enumerate(fn.next_functions):
+            if child is None:
+                continue
+            cid = ids.get(child)
+            if cid is None:
+                cid = ids[child] = len(result.fns)
+                result.fns.append(child)
+                queue.append(child)
+            result.edges.append(Edge(src=cid, dst=nid, output_nr=output_nr, input_nr=input_nr))
+    root_set = set(result.roots)
+    for nid, fn in enumerate(result.fns):
+        result.nodes.append(_describe(nid, fn, reader, param_names, param_modules, nid in root_set))
+    result.graph_freed = reader.freed
+    return result
+
+
+def _describe(
+    nid: int,
+    fn: Any,
+    reader: _SavedReader,
+    param_names: dict[int, list[str]],
+    param_modules: dict[int, str],
+    is_root: bool,
+) -> Node:
+    op = type(fn).__name__
+    variable = getattr(fn, "variable", None) if op == "AccumulateGrad" else None
+    if variable is not None:
+        names = param_names.get(id(variable), ())
+        return Node(
+            id=nid,
+            op=op,
+            kind=PARAM if names else LEAF,
+            label=names[0] if names else "leaf",
+            names=tuple(names),
+            outputs=(_meta_of(variable),),
+            module=param_modules.get(id(variable)),
+            is_root=is_root,
+        )
+    recorded = fn.metadata.get(METADATA_KEY) if hasattr(fn, "metadata") else None
+    module, source = None, None
+    if recorded is not None:
+        module, file, line, function = recorded
+        source = Source(file, line, function) if file else None
+    return Node(
+        id=nid,
+        op=op,
+        kind=OP,
+        label=short_label(fn),
+        outputs=_outputs_of(fn),
+        saved=reader.read(fn),
+        module=module,
+        source=source,
+        is_root=is_root,
+        opaque=OPAQUE_OPS.get(op),
+    )

@@ -263,34 +263,18 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
         growth = math.exp(
             sum(math.log(x) for x in first) / k - sum(math.log(x) for x in last) / k
         )
+    trend_vanishing = deep and growth <= t.vanishing_ratio
+    trend_exploding = deep and growth >= t.exploding_ratio
     out: list[Finding] = []
     for i, n in enumerate(layers):
         r = rms[n.id]
         if r == 0:
             continue  # all-zero gradients are reported as dead, not vanishing
         rel = r / top_rms
-        if r <= t.vanishing_rms or (deep and rel <= t.vanishing_ratio):
-            out.append(
-                Finding(
-                    kind=VANISHING,
-                    severity=Severity.WARNING,
-                    node=n.id,
-                    param=n.name,
-                    message=f"Vanishing gradient at parameter {where(n)}: RMS {_num(r)}, "
-                    f"{_num(rel)} of the largest parameter gradient ('{top.name}', "
-                    f"RMS {_num(top_rms)}). This layer will barely learn.",
-                    hint="Gradients shrink multiplicatively on the way back: each sigmoid "
-                    "multiplies them by at most 0.25, tanh by at most 1, small weights by "
-                    "less. Try ReLU/GELU activations, residual connections, LayerNorm/"
-                    "BatchNorm, Kaiming or Xavier initialisation, or fewer layers.",
-                )
-            )
-        elif r >= t.exploding_rms or (
-            deep and growth >= t.exploding_ratio and i < max(1, len(layers) // 3)
-        ):
+        if (trend_exploding and i < max(1, len(layers) // 3)) or r >= t.exploding_rms:
             why = (
                 f"{_num(growth)}x larger near the input than near the output"
-                if growth >= t.exploding_ratio
+                if trend_exploding
                 else f"above the {_num(t.exploding_rms)} threshold"
             )
             out.append(
@@ -307,9 +291,39 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
                     "(torch.nn.utils.clip_grad_norm_) or a lower learning rate.",
                 )
             )
+        elif not trend_exploding and (r <= t.vanishing_rms or (deep and rel <= t.vanishing_ratio)):
+            out.append(_vanishing(n, r, rel, top, top_rms, trend_vanishing))
     # Worst first: the smallest vanishing and the largest exploding gradients lead.
     out.sort(key=lambda f: rms[f.node] if f.kind == VANISHING else -rms[f.node])  # type: ignore[index]
     return out
+
+
+def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: bool) -> Finding:
+    where_ = f"parameter {where(n)}: RMS {_num(r)}, {_num(rel)} of the largest parameter " \
+        f"gradient ('{top.name}', RMS {_num(top_rms)})"
+    if trend:
+        return Finding(
+            kind=VANISHING,
+            severity=Severity.WARNING,
+            node=n.id,
+            param=n.name,
+            message=f"Vanishing gradient at {where_}. Gradients fade layer by layer toward "
+            "the input, so the early layers barely learn.",
+            hint="Gradients shrink multiplicatively on the way back: each sigmoid multiplies "
+            "them by at most 0.25, tanh by at most 1, small weights by less. Try ReLU/GELU "
+            "with Kaiming initialisation, residual connections, LayerNorm/BatchNorm, or fewer "
+            "layers.",
+        )
+    return Finding(
+        kind=VANISHING,
+        severity=Severity.INFO,
+        node=n.id,
+        param=n.name,
+        message=f"Near-zero gradient at {where_}, while its neighbours' are healthy.",
+        hint="An isolated tiny gradient is usually structural, not depth: the parameter is "
+        "cancelled out downstream (a key bias before softmax adds the same score to every "
+        "key), or its input is almost zero. Consider removing it; no training fix needed.",
+    )
 
 
 def _dead(graph: Graph, t: Thresholds) -> list[Finding]:

@@ -1,0 +1,290 @@
+"""Built-in example models: small, random-init networks that each teach one idea.
+
+Owns the models behind ``graphscope demo`` and the scripts in ``examples/``. Each ``Demo``
+builds its model and a forward pass in code (no downloads), seeded inside ``fork_rng`` so the
+caller's random state is left as it was. Imports torch and the capture layer; the TUI never
+imports this module (the CLI hands it a finished ``Graph``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from graphscope.autograd import capture
+from graphscope.model import Graph
+
+Forward = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One built-in example.
+
+    Attributes:
+        name: The name ``graphscope demo NAME`` takes.
+        description: One sentence: what the example shows.
+        lesson: What to look for in the inspector or the picture.
+        make: Builds ``(model, forward)``; ``forward()`` runs the model and returns the loss.
+    """
+
+    name: str
+    description: str
+    lesson: str
+    make: Callable[[], tuple[nn.Module, Forward]]
+
+    def build(self, *, seed: int = 0) -> Graph:
+        """Build the model, capture its loss, run backward; returns the finished ``Graph``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, forward = self.make()
+            loss = forward()
+        graph = capture(loss, model=model, warn=False)
+        loss.backward()
+        graph.meta["title"] = f"{self.name}: {self.description}"
+        return graph
+
+
+def mlp(depth: int, width: int, activation: type[nn.Module] | None) -> nn.Sequential:
+    """``depth`` hidden Linear layers of ``width`` units, each followed by ``activation``."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers.append(nn.Linear(width if i else 8, width))
+        if activation is not None:
+            layers.append(activation())
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def _regression(model: nn.Module, inputs: int = 8, batch: int = 32) -> Forward:
+    x = torch.randn(batch, inputs)
+    y = torch.randn(batch, 1)
+    return lambda: nn.functional.mse_loss(model(x), y)
+
+
+def _linear_regression() -> tuple[nn.Module, Forward]:
+    model = nn.Linear(3, 1)
+    x = torch.randn(64, 3)
+    y = x @ torch.tensor([[2.0], [-1.0], [0.5]]) + 0.3
+    return model, lambda: nn.functional.mse_loss(model(x), y)
+
+
+def _sigmoid_mlp() -> tuple[nn.Module, Forward]:
+    model = mlp(20, 32, nn.Sigmoid)
+    return model, _regression(model)
+
+
+def _relu_mlp() -> tuple[nn.Module, Forward]:
+    model = mlp(20, 32, nn.ReLU)
+    # ReLU alone is not enough at depth 20: PyTorch's default init shrinks every layer's signal
+    # by about 0.4. Kaiming (He) init keeps it at 1, which is what makes deep ReLU nets train.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                m.bias.zero_()
+    return model, _regression(model)
+
+
+def _exploding() -> tuple[nn.Module, Forward]:
+    model = mlp(20, 32, None)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.5)
+    return model, _regression(model)
+
+
+class LSTMRegressor(nn.Module):
+    """A 2-layer LSTM over a sequence, its last hidden state fed to a linear head."""
+
+    def __init__(self, features: int = 4, hidden: int = 16) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, num_layers=2, batch_first=True)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def _lstm() -> tuple[nn.Module, Forward]:
+    model = LSTMRegressor()
+    x = torch.randn(8, 12, 4)
+    y = torch.randn(8, 1)
+    return model, lambda: nn.functional.mse_loss(model(x), y)
+
+
+class SelfAttention(nn.Module):
+    """One head of scaled dot-product self-attention with a residual and LayerNorm."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q(x) @ self.k(x).transpose(-2, -1) / x.shape[-1] ** 0.5
+        weights = torch.softmax(scores, dim=-1)
+        return self.norm(x + self.out(weights @ self.v(x)))
+
+
+def _attention() -> tuple[nn.Module, Forward]:
+    model = SelfAttention()
+    x = torch.randn(2, 6, 16)
+    target = torch.randint(0, 16, (2, 6))
+    return model, lambda: nn.functional.cross_entropy(model(x).flatten(0, 1), target.flatten())
+
+
+def _cnn() -> tuple[nn.Module, Forward]:
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10),
+    )
+    x = torch.randn(4, 1, 16, 16)
+    y = torch.randint(0, 10, (4,))
+    return model, lambda: nn.functional.cross_entropy(model(x), y)
+
+
+class SafeSqrtNet(nn.Module):
+    """A layer that 'guards' sqrt with torch.where, the classic NaN trap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        guarded = torch.where(h > 0, h.sqrt(), torch.zeros_like(h))
+        return self.head(guarded)
+
+
+def _nan_hunt() -> tuple[nn.Module, Forward]:
+    model = SafeSqrtNet()
+    x = torch.randn(16, 4)
+    return model, lambda: model(x).pow(2).mean()
+
+
+class PartlyUsed(nn.Module):
+    """An encoder whose auxiliary head is never used and whose second branch is detached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.branch = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 1)
+        self.aux_head = nn.Linear(16, 3)  # defined but never called in forward
+        self.frozen = nn.Linear(16, 16)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.embed(x))
+        side = self.branch(h).detach()  # the bug: cuts `branch` off from the loss
+        return self.head(self.frozen(h) + side)
+
+
+def _unused_layer() -> tuple[nn.Module, Forward]:
+    model = PartlyUsed()
+    return model, _regression(model)
+
+
+class DeadReLU(nn.Module):
+    """A hidden layer whose bias starts at -100: every ReLU is off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 1)
+        with torch.no_grad():
+            self.hidden.bias.fill_(-100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def _dead_relu() -> tuple[nn.Module, Forward]:
+    model = DeadReLU()
+    return model, _regression(model)
+
+
+DEMOS: dict[str, Demo] = {
+    d.name: d
+    for d in [
+        Demo(
+            "sigmoid_mlp",
+            "a 20-layer MLP with sigmoid activations",
+            "Open the gradient-flow view: the norm falls by orders of magnitude toward the "
+            "input, because every sigmoid multiplies the gradient by at most 0.25.",
+            _sigmoid_mlp,
+        ),
+        Demo(
+            "relu_mlp",
+            "the same 20-layer MLP with ReLU activations and Kaiming init",
+            "Compare with sigmoid_mlp: the gradient norm stays within a small band per layer.",
+            _relu_mlp,
+        ),
+        Demo(
+            "linear_regression",
+            "linear regression as a one-layer network with no activation",
+            "The whole graph is addmm -> mse_loss; weight and bias get their gradient from one op.",
+            _linear_regression,
+        ),
+        Demo(
+            "exploding",
+            "a 20-layer linear stack initialised with std 0.5",
+            "Each layer multiplies the gradient by about 0.5 * sqrt(32) = 2.8, so it explodes "
+            "toward the input.",
+            _exploding,
+        ),
+        Demo(
+            "lstm",
+            "a 2-layer LSTM unrolled over 12 steps",
+            "The LSTM op is a multi-output node: follow its outputs to the head.",
+            _lstm,
+        ),
+        Demo(
+            "attention",
+            "single-head self-attention with softmax, residual and LayerNorm",
+            "q, k and v all consume the same input: one node, three consumers.",
+            _attention,
+        ),
+        Demo(
+            "cnn",
+            "a small CNN: two conv-relu-pool blocks and a linear classifier",
+            "Shapes on the edges show how pooling halves the feature maps.",
+            _cnn,
+        ),
+        Demo(
+            "nan_hunt",
+            "torch.where guarding sqrt: the NaN gradient trap",
+            "The findings name sqrt as the origin: where() blocks NaN in forward, not backward.",
+            _nan_hunt,
+        ),
+        Demo(
+            "unused_layer",
+            "a model with an unused head, a detached branch and a frozen layer",
+            "aux_head and branch are reported as never getting a gradient; frozen is info.",
+            _unused_layer,
+        ),
+        Demo(
+            "dead_relu",
+            "a hidden layer whose bias of -100 keeps every ReLU off",
+            "The relu node receives gradient but sends back only zeros: dead units.",
+            _dead_relu,
+        ),
+    ]
+}
+DEFAULT_DEMO = "sigmoid_mlp"

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import warnings
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -27,15 +28,17 @@ from graphscope.model import Graph, GradStats
 
 _engine = torch.autograd.Variable._execution_engine
 
-# Live recorders, for tests and for ``active_hook_count()``.
-_live: set[Recorder] = set()
+# Armed recorders, for ``active_hook_count()``. Weak: a recorder lives exactly as long as the
+# autograd nodes whose hooks reference it, or the Graph that owns it.
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
 def active_hook_count() -> int:
-    """How many graphscope hooks are registered right now, over all captures."""
+    """How many graphscope hooks sit on autograd nodes that are still alive, over all captures."""
     with _live_lock:
-        return sum(len(r._handles) for r in _live)
+        recorders = list(_live)
+    return sum(r.live_hooks() for r in recorders)
 
 
 class Recorder:
@@ -88,9 +91,13 @@ class Recorder:
         with _live_lock:
             _live.discard(self)
 
-    @property
-    def armed(self) -> bool:
-        return bool(self._handles)
+    def live_hooks(self) -> int:
+        """Hooks of this recorder still registered on a live autograd node."""
+        count = 0
+        for h in self._handles:
+            hooks = h.hooks_dict_ref()
+            count += hooks is not None and h.id in hooks
+        return count
 
     # -- recording ----------------------------------------------------------------------------
 

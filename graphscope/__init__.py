@@ -1,14 +1,14 @@
 """graphscope: see and debug PyTorch's autograd graph.
 
-Public API only. ``import graphscope`` loads torch (for ``capture``) but neither textual nor
-graphviz; the inspector and the renderer are imported when first used.
+Public API only. ``import graphscope`` loads neither torch, textual nor graphviz: the capture
+layer (torch) is imported the first time ``capture``, ``graph_of`` or ``active_hook_count`` is
+used, so ``graphscope.load`` and the inspector open saved captures without paying for torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from graphscope.autograd import active_hook_count, capture, graph_of
 from graphscope.diagnostics import Thresholds, diagnose
 from graphscope.errors import (
     CaptureError,
@@ -26,6 +26,16 @@ from graphscope.errors import (
 from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, Severity, load
 
 __version__ = "0.1.0"
+
+_TORCH_SIDE = {"capture", "graph_of", "active_hook_count", "watch"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_SIDE:
+        import graphscope.autograd as _autograd
+
+        return getattr(_autograd, name)
+    raise AttributeError(f"module 'graphscope' has no attribute {name!r}")
 
 
 def render(x: Any, path: Any = None, **options: Any) -> Any:

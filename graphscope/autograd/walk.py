@@ -30,22 +30,39 @@ OPAQUE_OPS = {
 # Where ``graphscope.watch`` (recording) leaves a node's module path and source line.
 METADATA_KEY = "graphscope"
 
+# Per-type and per-dtype caches: the walk runs once per training step, so the string work for
+# a node type is done once per process, not once per node.
 _saved_names: dict[type, tuple[str, ...]] = {}
+_labels: dict[type, str] = {}
+_dtype_names: dict[torch.dtype, str] = {}
 
 
 def short_label(fn: Any) -> str:
     """``AddmmBackward0`` -> ``addmm``; a custom Function -> its class name."""
-    fwd = getattr(fn, "_forward_cls", None)
-    if fwd is not None:
-        return fwd.__name__
-    name = _BACKWARD_SUFFIX.sub("", type(fn).__name__)
-    return _CAMEL.sub("_", name).lower() or type(fn).__name__
+    cls = type(fn)
+    label = _labels.get(cls)
+    if label is None:
+        fwd = getattr(fn, "_forward_cls", None)
+        if fwd is not None:
+            label = fwd.__name__
+        else:
+            name = _BACKWARD_SUFFIX.sub("", cls.__name__)
+            label = _CAMEL.sub("_", name).lower() or cls.__name__
+        _labels[cls] = label
+    return label
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
     return TensorMeta(
         shape=tuple(t.shape) if not t.is_nested else None,
-        dtype=str(t.dtype).removeprefix("torch."),
+        dtype=_dtype_name(t.dtype),
         device=str(t.device),
         name=name,
     )
@@ -62,7 +79,7 @@ def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
         out.append(
             TensorMeta(
                 shape=None if nested else tuple(m.shape),
-                dtype=str(m.dtype).removeprefix("torch."),
+                dtype=_dtype_name(m.dtype),
                 device=str(m.device),
                 value="nested tensor" if nested else None,
             )

@@ -1,0 +1,52 @@
+"""The inspector app: built from a ``Graph``, holds the global keys, shows the main screen.
+
+The CLI calls ``run()``; tests call ``run_test()``. Everything else lives in the screens and
+widgets, which take their data from here.
+"""
+
+from __future__ import annotations
+
+from textual.app import App
+from textual.binding import Binding
+
+from graphscope.diagnostics import Thresholds
+from graphscope.model import Graph
+from graphscope.tui.screens.help import HelpScreen
+from graphscope.tui.screens.main import MainScreen
+
+
+class InspectorApp(App[None]):
+    """Browse one captured graph.
+
+    Args:
+        graph: The capture to show (from ``graphscope.capture`` or ``graphscope.load``).
+        source: Where it came from (a file name or a demo name), shown in the header and used
+            to name exported files.
+        thresholds: The limits the colours and the gradient-flow bands use.
+    """
+
+    CSS_PATH = "inspector.tcss"
+    TITLE = "graphscope"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, graph: Graph, *, source: str = "graph",
+                 thresholds: Thresholds | None = None) -> None:
+        super().__init__()
+        self.graph = graph
+        self.source = source
+        self.thresholds = thresholds or Thresholds()
+
+    def get_default_screen(self) -> MainScreen:
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.source.rsplit(".", 1)[0])
+        return MainScreen(self.graph, thresholds=self.thresholds, stem=stem or "graph")
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.source}: {self.graph.summary()}"
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())

@@ -1,0 +1,294 @@
+"""Pure plans for the inspector's tree: what goes under which line, and the way down to a node.
+
+Owns the shape of the two groupings (backward from the loss, and by ``nn.Module``), search over
+ops and parameter names, the forward order of parameter layers and a node's neighbourhood. No
+textual imports: the widgets turn these plans into lines, the tests check them directly.
+
+Backward grouping. A spanning tree is built once, breadth first from the roots along producer
+edges, so every node has one canonical place; its other consumers show a reference line instead
+of a second copy. To keep the indentation shallow on deep graphs, each node's largest child (its
+heavy child) is listed right after it at the same depth, and only the other inputs nest under
+it: reading down a list walks backward along the main path, and a node's side inputs (weights,
+biases, skip branches) hang under the op that consumes them. Heavy-path decomposition bounds the
+nesting depth by log2(number of nodes), so a 50,000-op chain is one flat, lazily loaded list.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Hashable
+
+from graphscope.model import PARAM, Graph, Node
+
+Container = Hashable  # None (the top), ("node", id) or ("module", path)
+SeqKey = Hashable  # ("path", head id) or ("members", module path)
+
+NO_MODULE = "(no module)"
+
+
+@dataclass(frozen=True, slots=True)
+class SeqItem:
+    """A run of nodes listed one after another under a container (loaded in windows)."""
+
+    key: SeqKey
+
+
+@dataclass(frozen=True, slots=True)
+class RefItem:
+    """A line pointing at a node that is shown elsewhere (a shared input)."""
+
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleItem:
+    """A module group: its submodules and the nodes it produced."""
+
+    path: str
+    count: int
+
+
+Item = SeqItem | RefItem | ModuleItem
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One move on the way down to a node: open ``container``, then find ``item`` in it.
+
+    For a ``SeqItem`` the target is the entry at ``index`` of that sequence.
+    """
+
+    container: Container
+    item: Item
+    index: int = 0
+
+
+class BackwardPlan:
+    """The graph from the roots down, backward, with shared inputs expanded once.
+
+    Built in O(nodes + edges); every query afterwards costs the size of its answer (or the
+    nesting depth, for ``locate``), never the size of the graph.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        n = len(graph.nodes)
+        self.graph = graph
+        inputs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        for e in graph.edges:
+            inputs[e.dst].append((e.input_nr, e.src))
+        # Distinct producers in input order (most nodes have one input: skip the sort).
+        self._producers = [
+            [ins[0][1]] if len(ins) == 1 else list(dict.fromkeys(s for _, s in sorted(ins)))
+            for ins in inputs
+        ]
+        parent = [-2] * n  # -2: not reached yet, -1: a top-level node
+        order: list[int] = []
+        tops: list[int] = []
+        starts = list(dict.fromkeys(graph.roots)) + list(range(n))
+        for s in starts:
+            if parent[s] != -2:
+                continue
+            parent[s] = -1
+            tops.append(s)
+            queue = deque([s])
+            while queue:
+                u = queue.popleft()
+                order.append(u)
+                for p in self._producers[u]:
+                    if parent[p] == -2:
+                        parent[p] = u
+                        queue.append(p)
+        size = [1] * n
+        for u in reversed(order):
+            if parent[u] >= 0:
+                size[parent[u]] += size[u]
+        heavy = [-1] * n
+        for u in order:
+            best = 0
+            for p in self._producers[u]:
+                if parent[p] == u and size[p] > best:
+                    heavy[u], best = p, size[p]
+        head = list(range(n))
+        index = [0] * n
+        for u in order:
+            p = parent[u]
+            if p >= 0 and heavy[p] == u:
+                head[u], index[u] = head[p], index[p] + 1
+        self._parent, self._heavy, self._head, self._index = parent, heavy, head, index
+        self._tops = tops
+        self._paths: dict[int, list[int]] = {}
+
+    def top(self) -> list[Item]:
+        """What the tree shows first: the main path of each root (and of any orphan)."""
+        return [SeqItem(("path", t)) for t in self._tops]
+
+    def items(self, container: Container) -> list[Item]:
+        """The lines nested under ``container`` (a ``("node", id)``), in input order."""
+        if container is None:
+            return self.top()
+        _, u = container
+        out: list[Item] = []
+        for p in self._producers[u]:
+            if p == self._heavy[u]:
+                continue
+            out.append(SeqItem(("path", p)) if self._parent[p] == u else RefItem(p))
+        return out
+
+    def expandable(self, node_id: int) -> bool:
+        """Whether ``node_id`` has nested lines (inputs other than the next one on its path)."""
+        return len(self._producers[node_id]) > (1 if self._heavy[node_id] >= 0 else 0)
+
+    def seq(self, key: SeqKey) -> list[int]:
+        """The nodes of a heavy path, from its head down (computed once, then cached)."""
+        _, h = key
+        path = self._paths.get(h)
+        if path is None:
+            path = [h]
+            while self._heavy[path[-1]] >= 0:
+                path.append(self._heavy[path[-1]])
+            self._paths[h] = path
+        return path
+
+    def locate(self, node_id: int) -> list[Step]:
+        """The steps from the top down to the canonical line of ``node_id``."""
+        steps: list[Step] = []
+        u = node_id
+        while True:
+            h = self._head[u]
+            container = None if self._parent[h] < 0 else ("node", self._parent[h])
+            steps.append(Step(container, SeqItem(("path", h)), self._index[u]))
+            if container is None:
+                return steps[::-1]
+            u = self._parent[h]
+
+    def canonical_parent(self, node_id: int) -> int | None:
+        """The consumer under which ``node_id`` is expanded, or None for a top-level node."""
+        p = self._parent[node_id]
+        return p if p >= 0 else None
+
+
+class ModulePlan:
+    """The graph grouped by ``node.module``: a module tree with each module's own nodes."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        members: dict[str, list[int]] = {}
+        for node in graph.nodes:
+            members.setdefault(node.module or NO_MODULE, []).append(node.id)
+        children: dict[str | None, set[str]] = {None: set()}
+        count: dict[str, int] = {}
+        for path, ids in members.items():
+            parts = [path] if path == NO_MODULE else path.split(".")
+            parent: str | None = None
+            for i in range(len(parts)):
+                p = ".".join(parts[: i + 1])
+                children.setdefault(parent, set()).add(p)
+                count[p] = count.get(p, 0) + len(ids)
+                parent = p
+        self._members = members
+        self._children = {k: sorted(v, key=_module_sort_key) for k, v in children.items()}
+        self._count = count
+
+    def top(self) -> list[Item]:
+        return self.items(None)
+
+    def items(self, container: Container) -> list[Item]:
+        path = None if container is None else container[1]
+        out: list[Item] = [ModuleItem(c, self._count[c]) for c in self._children.get(path, [])]
+        if path is not None and path in self._members:
+            out.append(SeqItem(("members", path)))
+        return out
+
+    def expandable(self, node_id: int) -> bool:
+        return False
+
+    def seq(self, key: SeqKey) -> list[int]:
+        return self._members[key[1]]
+
+    def locate(self, node_id: int) -> list[Step]:
+        path = self.graph.nodes[node_id].module or NO_MODULE
+        parts = [path] if path == NO_MODULE else path.split(".")
+        steps: list[Step] = []
+        parent: Container = None
+        for i in range(len(parts)):
+            p = ".".join(parts[: i + 1])
+            steps.append(Step(parent, ModuleItem(p, self._count[p])))
+            parent = ("module", p)
+        index = self._members[path].index(node_id)
+        steps.append(Step(parent, SeqItem(("members", path)), index))
+        return steps
+
+
+def _module_sort_key(path: str) -> tuple:
+    """``layers.10`` after ``layers.9``; the no-module bucket last."""
+    if path == NO_MODULE:
+        return (1,)
+    last = path.rsplit(".", 1)[-1]
+    return (0, 0, int(last), "") if last.isdigit() else (0, 1, 0, last)
+
+
+class SearchIndex:
+    """Case-insensitive substring search over op names, labels and parameter names."""
+
+    def __init__(self, graph: Graph) -> None:
+        self._text = [
+            " ".join((n.op, n.label, *n.names, n.module or "")).lower() for n in graph.nodes
+        ]
+
+    def next(self, query: str, after: int | None, *, backward: bool = False) -> int | None:
+        """The first match after ``after`` (wrapping around), or None when nothing matches."""
+        q = query.strip().lower()
+        n = len(self._text)
+        if not q or not n:
+            return None
+        start = -1 if after is None else after
+        step = -1 if backward else 1
+        for k in range(1, n + 1):
+            i = (start + step * k) % n
+            if q in self._text[i]:
+                return i
+        return None
+
+
+def forward_layers(graph: Graph) -> list[Node]:
+    """Parameter nodes in forward order: the model's parameter order when the capture recorded
+    it, else the reverse of walk order (the walk meets the last layer first)."""
+    nodes = graph.nodes
+    if graph.params:
+        seen: set[int] = set()
+        out = []
+        for p in graph.params:
+            if p.node is not None and p.node not in seen and 0 <= p.node < len(nodes):
+                seen.add(p.node)
+                out.append(nodes[p.node])
+        if out:
+            return out
+    return [n for n in reversed(nodes) if n.kind == PARAM]
+
+
+def neighbourhood(graph: Graph, node_id: int, *, limit: int = 6) -> tuple[list[int], list[int], int, int]:
+    """Producers and consumers of ``node_id``, at most ``limit`` each.
+
+    Returns:
+        ``(producers, consumers, producers_left_out, consumers_left_out)``.
+    """
+    prods = graph.producers(node_id)
+    cons = graph.consumers(node_id)
+    return prods[:limit], cons[:limit], max(0, len(prods) - limit), max(0, len(cons) - limit)
+
+
+def subgraph(graph: Graph, ids: list[int]) -> Graph:
+    """The nodes ``ids`` and the edges among them, renumbered 0..k-1 in id order (for export).
+
+    Findings about those nodes come along; parameter records do not (the subgraph is a view).
+    """
+    keep = sorted(set(ids))
+    new = {old: i for i, old in enumerate(keep)}
+    nodes = [replace(graph.nodes[old], id=new[old]) for old in keep]
+    edges = [replace(e, src=new[e.src], dst=new[e.dst])
+             for old in keep for e in graph.out_edges(old) if e.dst in new]
+    findings = [replace(f, node=new[f.node]) for f in graph.findings if f.node in new]
+    roots = [new[r] for r in graph.roots if r in new] or [0]
+    return Graph(nodes=nodes, edges=edges, roots=roots, findings=findings,
+                 passes=graph.passes, meta=dict(graph.meta))

@@ -1,0 +1,1 @@
+"""The inspector's screens: they compose widgets and route messages between them."""

@@ -1,0 +1,178 @@
+"""The main screen: tree on the left; node details, neighbours and gradient flow in tabs on the
+right, above the findings list. It composes the widgets and routes their messages; the work of
+each view lives in its widget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+
+from graphscope.diagnostics import Thresholds
+from graphscope.errors import EngineError
+from graphscope.model import Finding, Graph
+from graphscope.tui.outline import SearchIndex, forward_layers, neighbourhood, subgraph
+from graphscope.tui.widgets.details import NodeDetails
+from graphscope.tui.widgets.findings import FindingsList
+from graphscope.tui.widgets.flow import GradientFlow
+from graphscope.tui.widgets.graph_tree import GraphTree
+from graphscope.tui.widgets.local_graph import LocalGraph
+
+TABS = ("tab-node", "tab-local", "tab-flow")
+
+
+def render_svg(graph: Graph, path: Path) -> Path:
+    """Draw ``graph`` to ``path`` with the shared exporter (imported only when asked)."""
+    from graphscope import drawing
+
+    drawing.render(graph, path)
+    return path
+
+
+class MainScreen(Screen[None]):
+    """Everything about one graph at once."""
+
+    BINDINGS = [
+        Binding("slash", "search", "Search"),
+        Binding("n", "finding(1)", "Next finding"),
+        Binding("N", "finding(-1)", "Prev finding", key_display="N"),
+        Binding("g", "grouping", "Group"),
+        Binding("e", "export", "Export SVG"),
+        Binding("1", "tab(0)", "Node", show=False),
+        Binding("2", "tab(1)", "Neighbours", show=False),
+        Binding("3", "tab(2)", "Flow", show=False),
+        Binding("escape", "close_search", "Close search", show=False),
+    ]
+
+    def __init__(self, graph: Graph, *, thresholds: Thresholds | None = None,
+                 stem: str = "graph") -> None:
+        super().__init__()
+        self.graph = graph
+        self.thresholds = thresholds or Thresholds()
+        self.stem = stem
+        self._search = SearchIndex(graph)
+        self._finding = -1
+        self._selected: int | None = None
+
+    def compose(self):
+        yield Header()
+        with Horizontal(id="body"):
+            yield GraphTree(self.graph, thresholds=self.thresholds, id="tree")
+            with Vertical(id="side"):
+                with TabbedContent(id="tabs"):
+                    with TabPane("Node", id="tab-node"):
+                        yield NodeDetails(self.graph, thresholds=self.thresholds, id="details")
+                    with TabPane("Neighbours", id="tab-local"):
+                        yield LocalGraph(self.graph, thresholds=self.thresholds, id="local")
+                    with TabPane("Gradient flow", id="tab-flow"):
+                        layers = [(n.title, n.grad) for n in forward_layers(self.graph)]
+                        yield GradientFlow(layers, thresholds=self.thresholds, id="flow")
+                yield FindingsList(self.graph.findings, id="findings")
+        yield Input(placeholder="search ops and parameter names (enter: next match, esc: close)",
+                    id="search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        tree = self.query_one(GraphTree)
+        if self.graph.nodes:
+            tree.reveal(self.graph.roots[0] if self.graph.roots else 0)
+        tree.focus()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    @on(GraphTree.Selected)
+    def _selected_node(self, event: GraphTree.Selected) -> None:
+        self._selected = event.node
+        self.query_one(NodeDetails).node = event.node
+        if self.query_one(TabbedContent).active == "tab-local":
+            self.query_one(LocalGraph).node = event.node
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        # The neighbourhood is laid out only while visible: moving the cursor stays cheap.
+        if event.pane.id == "tab-local":
+            self.query_one(LocalGraph).node = self._selected
+
+    @on(FindingsList.Chosen)
+    def _finding_chosen(self, event: FindingsList.Chosen) -> None:
+        findings = self.query_one(FindingsList)
+        self._finding = findings.findings.index(event.finding)
+        self._jump_to(event.finding)
+
+    @on(LocalGraph.Clicked)
+    def _neighbour_clicked(self, event: LocalGraph.Clicked) -> None:
+        self.query_one(GraphTree).reveal(event.node)
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        found = self._search.next(event.value, self._selected)
+        if found is None:
+            self.notify(f"nothing matches {event.value!r}", severity="warning")
+        else:
+            self.query_one(GraphTree).reveal(found)
+
+    def _jump_to(self, finding: Finding) -> None:
+        if finding.node is None:
+            what = f"parameter {finding.param}" if finding.param else "this finding"
+            self.notify(f"{what} has no node in the graph: {finding.message}", severity="warning")
+            return
+        self.query_one(GraphTree).reveal(finding.node)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    def action_close_search(self) -> None:
+        box = self.query_one("#search", Input)
+        if box.has_class("-shown"):
+            box.remove_class("-shown")
+            self.query_one(GraphTree).focus()
+
+    def action_finding(self, step: int) -> None:
+        findings = self.query_one(FindingsList)
+        if not findings.findings:
+            self.notify("no findings in this capture")
+            return
+        count = len(findings.findings)
+        start = self._finding if self._finding >= 0 else (-1 if step > 0 else 0)
+        self._finding = (start + step) % count
+        findings.highlighted = self._finding
+        self._jump_to(findings.findings[self._finding])
+
+    def action_grouping(self) -> None:
+        tree = self.query_one(GraphTree)
+        tree.grouping = "module" if tree.grouping == "backward" else "backward"
+        self.notify(f"tree grouped {tree.border_title}", timeout=2)
+
+    def action_tab(self, index: int) -> None:
+        self.query_one(TabbedContent).active = TABS[index]
+
+    def action_export(self) -> None:
+        graph, path = self.graph, Path.cwd() / f"{self.stem}.svg"
+        if self.query_one(TabbedContent).active == "tab-local" and self._selected is not None:
+            prods, cons, _, _ = neighbourhood(self.graph, self._selected, limit=50)
+            graph = subgraph(self.graph, [self._selected, *prods, *cons])
+            path = Path.cwd() / f"{self.stem}-node{self._selected}.svg"
+        self.notify(f"exporting {len(graph.nodes):,} nodes to {path.name} …", timeout=2)
+        self._export(graph, path)
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, graph: Graph, path: Path) -> None:
+        try:
+            render_svg(graph, path)
+        except EngineError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="cannot export",
+                                      severity="error", timeout=10)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps running
+            self.app.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}",
+                                      title="export failed", severity="error", timeout=10)
+        else:
+            self.app.call_from_thread(self.notify, str(path), title="exported")

@@ -1,0 +1,40 @@
+"""The findings list, worst first, each line coloured by severity."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from graphscope.model import Finding
+from graphscope.tui.widgets.graph_tree import SEVERITY_STYLE
+
+
+def _prompt(f: Finding) -> Text:
+    text = Text(f"{str(f.severity).upper():7} ", style=SEVERITY_STYLE[f.severity])
+    text.append(f.message)
+    return text
+
+
+class FindingsList(OptionList):
+    """Lists ``findings`` (sorted worst first). Posts ``Chosen`` on enter or click."""
+
+    class Chosen(Message):
+        """The user chose ``finding`` (to jump to its node)."""
+
+        def __init__(self, finding: Finding) -> None:
+            self.finding = finding
+            super().__init__()
+
+    def __init__(self, findings: list[Finding], **kw) -> None:
+        self.findings = sorted(findings, key=lambda f: -f.severity)
+        options = [Option(_prompt(f), id=str(i)) for i, f in enumerate(self.findings)]
+        super().__init__(*options, **kw)
+        self.border_title = f"findings ({len(self.findings)})" if self.findings else "no findings"
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.post_message(self.Chosen(self.findings[event.option_index]))

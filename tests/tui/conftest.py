@@ -1,0 +1,31 @@
+"""Helpers for driving the inspector with Pilot from plain (sync) tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import pytest
+from textual.pilot import Pilot
+
+from graphscope.model import Graph
+from graphscope.tui.app import InspectorApp
+
+
+@pytest.fixture
+def drive() -> Callable[..., InspectorApp]:
+    """Run ``steps(pilot)`` against an inspector on ``graph``; return the app afterwards."""
+
+    def run(graph: Graph, steps: Callable[[Pilot], Awaitable[None]],
+            size: tuple[int, int] = (120, 40)) -> InspectorApp:
+        app = InspectorApp(graph, source="test")
+
+        async def main() -> None:
+            async with app.run_test(size=size) as pilot:
+                await pilot.pause()
+                await steps(pilot)
+
+        asyncio.run(main())
+        return app
+
+    return run

@@ -1,0 +1,132 @@
+"""Hand-built ``model.Graph`` fixtures for the TUI and CLI tests (no torch).
+
+Ids follow the capture's convention: the order a breadth-first walk from the root meets the
+nodes, so the loss is node 0 and parameters come last.
+"""
+
+from __future__ import annotations
+
+import math
+
+from graphscope.model import (
+    LEAF,
+    OP,
+    PARAM,
+    Edge,
+    Finding,
+    GradStats,
+    Graph,
+    Node,
+    ParamInfo,
+    Severity,
+    Source,
+    TensorMeta,
+)
+
+
+def stats(rms: float, numel: int = 16, *, nan: int = 0, zero_frac: float = 0.0) -> GradStats:
+    """Gradient statistics with the given RMS over ``numel`` elements."""
+    norm = float("nan") if nan else rms * math.sqrt(numel)
+    return GradStats(
+        norm=norm, mean=rms / 2, std=rms, min=-rms, max=rms, abs_max=rms,
+        zero_frac=zero_frac, nan_count=nan, inf_count=0, numel=numel,
+    )
+
+
+class Builder:
+    """Adds nodes in id order and edges producer -> consumer."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.edges: list[Edge] = []
+
+    def node(self, op: str, label: str, *, kind: str = OP, names: tuple[str, ...] = (),
+             shape: tuple[int, ...] = (4, 8), module: str | None = None,
+             rms: float | None = 0.1) -> int:
+        i = len(self.nodes)
+        g = None if rms is None else stats(rms, math.prod(shape) or 1)
+        self.nodes.append(Node(
+            id=i, op=op, kind=kind, label=label, names=names,
+            outputs=(TensorMeta(shape, "float32", "cpu"),), module=module,
+            source=Source("train.py", 10 + i, "forward") if kind == OP else None,
+            grad=g, grads=(g,), executed=rms is not None, is_root=(i == 0), exec_order=i,
+        ))
+        return i
+
+    def edge(self, src: int, dst: int, input_nr: int = 0) -> None:
+        self.edges.append(Edge(src, dst, 0, input_nr, None))
+
+    def graph(self, **kw) -> Graph:
+        return Graph(nodes=self.nodes, edges=self.edges, roots=[0], passes=1, **kw)
+
+
+def sigmoid_mlp(depth: int = 4) -> Graph:
+    """loss <- sigmoid <- addmm(bias, x, t(weight)) ... with gradients fading toward the input.
+
+    Layer ``k`` (0 = first in forward) has parameter RMS ``10 ** -(2 * (depth - k))``, so the
+    first layer's weight is the faintest. Findings: a vanishing warning on ``fc0.weight`` and an
+    info on the loss.
+    """
+    b = Builder()
+    loss = b.node("MseLossBackward0", "mse_loss", shape=(), rms=1.0)
+    prev = loss
+    params: list[ParamInfo] = []
+    weight_ids: dict[int, int] = {}
+    for k in reversed(range(depth)):
+        rms = 10.0 ** -(2 * (depth - k))
+        sig = b.node("SigmoidBackward0", "sigmoid", module=f"fc{k}", rms=rms * 10)
+        b.edge(sig, prev, 0 if prev == loss else 1)
+        mm = b.node("AddmmBackward0", "addmm", module=f"fc{k}", rms=rms * 5)
+        b.edge(mm, sig)
+        bias = b.node("AccumulateGrad", f"fc{k}.bias", kind=PARAM, names=(f"fc{k}.bias",),
+                      shape=(8,), module=f"fc{k}", rms=rms)
+        t = b.node("TBackward0", "t", module=f"fc{k}", rms=rms)
+        w = b.node("AccumulateGrad", f"fc{k}.weight", kind=PARAM, names=(f"fc{k}.weight",),
+                   shape=(8, 4), module=f"fc{k}", rms=rms)
+        b.edge(bias, mm, 0)
+        b.edge(t, mm, 2)
+        b.edge(w, t, 0)
+        weight_ids[k] = w
+        prev = mm
+    x = b.node("AccumulateGrad", "x", kind=LEAF, shape=(4, 4), rms=1e-9)
+    b.edge(x, prev, 1)
+    for k in range(depth):
+        params.append(ParamInfo(f"fc{k}.weight", (8, 4), "reached", weight_ids[k], f"fc{k}"))
+    findings = [
+        Finding("vanishing", Severity.WARNING, weight_ids[0],
+                "fc0.weight gradient RMS is 1e-8 of the largest", "use ReLU or a residual", "fc0.weight"),
+        Finding("nonfinite_loss", Severity.ERROR, weight_ids[depth - 1],
+                "NaN in fc3.weight gradient", "lower the learning rate", f"fc{depth - 1}.weight"),
+        Finding("unreachable_param", Severity.INFO, None, "head.weight got no gradient",
+                "is it used?", "head.weight"),
+    ]
+    return b.graph(params=params, findings=findings)
+
+
+def diamond() -> Graph:
+    """loss = a(x) + b(x): ``x`` (node 3) has two consumers, so one line is a reference."""
+    b = Builder()
+    add = b.node("AddBackward0", "add", shape=())
+    a = b.node("ExpBackward0", "exp")
+    c = b.node("SinBackward0", "sin")
+    x = b.node("MulBackward0", "mul")
+    p = b.node("AccumulateGrad", "w", kind=PARAM, names=("w",))
+    b.edge(a, add, 0)
+    b.edge(c, add, 1)
+    b.edge(x, a)
+    b.edge(x, c)
+    b.edge(p, x, 0)
+    b.edge(p, x, 1)
+    return b.graph()
+
+
+def chain(n: int) -> Graph:
+    """A straight chain of ``n`` ops ending in one parameter (a deep, flat heavy path)."""
+    b = Builder()
+    for i in range(n - 1):
+        b.node("AddBackward0", f"add{i}", module=f"block{i // 100}")
+        if i:
+            b.edge(i, i - 1)
+    w = b.node("AccumulateGrad", "w", kind=PARAM, names=("w",), rms=1e-12)
+    b.edge(w, w - 1)
+    return b.graph(findings=[Finding("vanishing", Severity.WARNING, w, "w is vanishing", "", "w")])

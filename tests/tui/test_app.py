@@ -1,0 +1,287 @@
+"""The inspector driven with Pilot: the widget tree, navigation, search, findings, export."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+from textual.widgets import Input, TabbedContent
+
+from graphscope.errors import EngineError
+from graphscope.tui.screens.help import HelpScreen
+from graphscope.tui.widgets.details import NodeDetails
+from graphscope.tui.widgets.findings import FindingsList
+from graphscope.tui.widgets.flow import GradientFlow
+from graphscope.tui.widgets.graph_tree import CHUNK, GraphTree
+from graphscope.tui.widgets.local_graph import LocalGraph
+from tests.tui.graphs import chain, diamond, sigmoid_mlp
+
+
+def _lines(tree: GraphTree):
+    """(depth, data) of every loaded line, depth first."""
+    out = []
+    stack = [(0, c) for c in reversed(tree.root.children)]
+    while stack:
+        d, tn = stack.pop()
+        out.append((d, tn.data))
+        stack += [(d + 1, c) for c in reversed(tn.children)]
+    return out
+
+
+def test_main_screen_shows_tree_details_findings_at_once(drive):
+    """On open: tree on the root, its details, and the findings list are all on screen."""
+    async def steps(pilot):
+        screen = pilot.app.screen
+        tree = screen.query_one(GraphTree)
+        assert tree.current == 0 and tree.has_focus
+        assert screen.query_one(NodeDetails).node == 0
+        assert screen.query_one(FindingsList).option_count == 3
+        for w in (tree, screen.query_one(NodeDetails), screen.query_one(FindingsList)):
+            assert w.region.area > 0
+    drive(sigmoid_mlp(), steps)
+
+
+def test_tree_children_are_added_only_on_expand(drive):
+    """An addmm's side inputs are not in the tree until it is expanded."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        addmm = tree.root.children[2]
+        assert addmm.data.node == 2 and addmm.allow_expand and not addmm.children
+        await pilot.press("j", "j", "l")
+        await pilot.pause()
+        assert [c.data.node for c in addmm.children] == [3, 4, 5]
+        assert len(_lines(tree)) == 11 + 3  # the spine, plus the opened addmm's inputs
+    drive(sigmoid_mlp(), steps)
+
+
+def test_vim_keys_move_and_collapse(drive):
+    """j/k move the cursor, l expands, h collapses then goes to the parent."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        await pilot.press("j", "j", "k")
+        assert tree.current == 1
+        await pilot.press("j", "l", "l")
+        assert tree.current == 3
+        await pilot.press("h")
+        assert tree.current == 2
+        await pilot.press("h")
+        assert not tree.cursor_node.is_expanded
+    drive(sigmoid_mlp(), steps)
+
+
+def test_shared_input_is_a_reference_that_jumps(drive):
+    """A node with two consumers appears once; the other use is a ↪ line that jumps to it."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        await pilot.press("l", "l", "l", "l")  # add: open, onto sin, open, onto its reference
+        await pilot.pause()
+        lines = _lines(tree)
+        assert [d.node for _, d in lines if d.kind == "node"].count(3) == 1
+        assert [d.node for _, d in lines if d.kind == "ref"] == [3]
+        assert tree.cursor_node.data.kind == "ref"
+        assert pilot.app.screen.query_one(NodeDetails).node == 3
+        await pilot.press("enter")
+        assert tree.cursor_node.data.kind == "node" and tree.current == 3
+    drive(diamond(), steps)
+
+
+def test_search_moves_selection_to_next_match(drive):
+    """'/' then a query selects the first match; enter again moves to the next one."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        await pilot.press("slash")
+        assert pilot.app.screen.query_one("#search", Input).has_focus
+        await pilot.press(*"fc1.", "enter")
+        await pilot.pause()
+        first = tree.current
+        assert pilot.app.graph.nodes[first].module == "fc1"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert tree.current != first and pilot.app.graph.nodes[tree.current].module == "fc1"
+        await pilot.press("escape")
+        assert tree.has_focus
+    drive(sigmoid_mlp(), steps)
+
+
+def test_n_and_N_cycle_findings_and_select_their_nodes(drive):
+    """n goes to the worst finding's node first, then on; N goes back."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        await pilot.press("n")
+        assert tree.current == 5  # the ERROR on fc3.weight, nested under an addmm
+        await pilot.press("n")
+        assert tree.current == 20  # fc0.weight, deep in the tree
+        assert pilot.app.screen.query_one(FindingsList).highlighted == 1
+        await pilot.press("N")
+        assert tree.current == 5
+    drive(sigmoid_mlp(), steps)
+
+
+def test_choosing_a_finding_jumps_to_its_node(drive):
+    """Enter on a finding in the list selects its node in the tree."""
+    async def steps(pilot):
+        findings = pilot.app.screen.query_one(FindingsList)
+        findings.focus()
+        findings.highlighted = 1
+        await pilot.press("enter")
+        await pilot.pause()
+        assert pilot.app.screen.query_one(GraphTree).current == 20
+    drive(sigmoid_mlp(), steps)
+
+
+def test_finding_without_node_says_so(drive):
+    """A finding about an unreached parameter gives a notice, not a crash."""
+    async def steps(pilot):
+        await pilot.press("N")  # wraps to the last: the INFO without a node
+        await pilot.pause()
+        assert any("head.weight" in n.message for n in pilot.app._notifications)
+    drive(sigmoid_mlp(), steps)
+
+
+def test_grouping_toggle_regroups_and_keeps_selection(drive):
+    """g regroups the tree by module and back, keeping the selected node."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        await pilot.press("n", "g")
+        await pilot.pause()
+        assert tree.grouping == "module" and tree.current == 5
+        top = [tn.data for tn in tree.root.children]
+        assert [d.module for d in top] == ["fc0", "fc1", "fc2", "fc3", "(no module)"]
+        await pilot.press("g")
+        assert tree.grouping == "backward" and tree.current == 5
+    drive(sigmoid_mlp(), steps)
+
+
+def test_details_show_the_selected_node(drive):
+    """The details name the op, module, source, shape, gradient, neighbours and findings."""
+    async def steps(pilot):
+        await pilot.press("n")
+        await pilot.pause()
+        body = pilot.app.screen.query_one("#details-body")
+        text = _plain(body)
+        for part in ("fc3.weight", "AccumulateGrad", "fc3", "(8, 4)", "float32",
+                     "norm", "t #4", "NaN in fc3.weight gradient", "lower the learning rate"):
+            assert part in text, part
+    drive(sigmoid_mlp(), steps)
+
+
+def _plain(static) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(static.content if hasattr(static, "content") else static.renderable)
+    return console.export_text()
+
+
+def test_gradient_flow_plots_layers_in_forward_order(drive):
+    """The flow tab plots one point per parameter layer, first layer first."""
+    async def steps(pilot):
+        await pilot.press("3")
+        await pilot.pause()
+        flow = pilot.app.screen.query_one(GradientFlow)
+        assert [name for name, _ in flow._layers] == [f"fc{k}.weight" for k in range(4)]
+        plot = flow.query_one("#flow-plot")
+        assert plot.region.area > 0
+        assert any(len(d.x) == 4 for d in plot._datasets)
+    drive(sigmoid_mlp(), steps)
+
+
+def test_neighbours_tab_draws_the_selected_node(drive):
+    """The neighbours tab follows the selection once shown."""
+    async def steps(pilot):
+        await pilot.press("2", "j")
+        await pilot.pause()
+        local = pilot.app.screen.query_one(LocalGraph)
+        assert pilot.app.screen.query_one(TabbedContent).active == "tab-local"
+        assert local.node == 1
+        assert set(local._graph_nodes) == {0, 1, 2}
+    drive(sigmoid_mlp(), steps)
+
+
+@pytest.fixture
+def use_render(monkeypatch, tmp_path):
+    """Install ``render`` as graphscope.drawing.render and work in a temporary directory."""
+    def install(render):
+        monkeypatch.setitem(sys.modules, "graphscope.drawing", types.SimpleNamespace(render=render))
+        monkeypatch.chdir(tmp_path)
+        return tmp_path
+    return install
+
+
+async def _press_and_wait(pilot, *keys):
+    await pilot.press(*keys)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_export_writes_svg_through_drawing(drive, use_render):
+    """e renders the graph with graphscope.drawing.render and notifies the path."""
+    calls = []
+
+    def render(graph, path):
+        calls.append(len(graph.nodes))
+        path.write_text("<svg/>")
+        return path
+
+    tmp_path = use_render(render)
+
+    async def steps(pilot):
+        await _press_and_wait(pilot, "e")
+        await _press_and_wait(pilot, "2", "e")  # on the neighbours tab: just the neighbourhood
+        assert any(str(tmp_path / "test.svg") in n.message for n in pilot.app._notifications)
+    drive(sigmoid_mlp(), steps)
+    assert (tmp_path / "test.svg").read_text() == "<svg/>"
+    assert (tmp_path / "test-node0.svg").exists()
+    assert calls == [22, 2]
+
+
+def test_export_without_engine_shows_the_error(drive, use_render):
+    """A missing Graphviz engine is a notification with its message; the app keeps running."""
+    def render(graph, path):
+        raise EngineError("no Graphviz engine: install graphviz")
+
+    use_render(render)
+
+    async def steps(pilot):
+        await _press_and_wait(pilot, "e")
+        assert any("install graphviz" in n.message for n in pilot.app._notifications)
+        assert pilot.app.is_running
+    drive(sigmoid_mlp(), steps)
+
+
+def test_help_screen_opens_and_closes(drive):
+    """? shows the key reference; escape returns to the inspector."""
+    async def steps(pilot):
+        await pilot.press("question_mark")
+        assert isinstance(pilot.app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(pilot.app.screen, HelpScreen)
+    drive(sigmoid_mlp(), steps)
+
+
+def test_deep_chain_loads_a_window_around_a_far_node(drive):
+    """Jumping deep into a 5,000-op chain loads a window, not the whole chain."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        assert len(tree.root.children) == CHUNK + 1  # a window and a "more" line
+        await pilot.press("n")  # the only finding sits at the far end
+        await pilot.pause()
+        assert tree.current == 4999
+        kinds = [d.kind for _, d in _lines(tree)]
+        assert kinds.count("node") <= 2 * CHUNK and kinds.count("more") == 1
+        await pilot.press("k", "k")
+        assert tree.current == 4997
+    drive(chain(5000), steps)
+
+
+def test_more_line_loads_the_next_chunk(drive):
+    """Enter on the "… more" line loads the next lines in place."""
+    async def steps(pilot):
+        tree = pilot.app.screen.query_one(GraphTree)
+        tree.move_cursor(tree.root.children[-1])
+        await pilot.press("enter")
+        await pilot.pause()
+        assert tree.current == CHUNK
+        assert len(tree.root.children) == 2 * CHUNK + 1
+    drive(chain(1000), steps)

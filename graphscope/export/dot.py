@@ -1,0 +1,447 @@
+"""Turns a captured graph into Graphviz DOT text. Needs no Graphviz engine.
+
+This docstring is the legend; the picture carries the same one (``legend=False`` drops it).
+
+Shapes
+    rounded box      an op (a ``grad_fn``) with its short name (``addmm``, ``sigmoid``); the full
+                     autograd class is in the tooltip
+    cylinder         a parameter, with its qualified name; tied weights list every name
+    ellipse          another leaf tensor that requires grad (an input)
+    double octagon   an output of the capture (usually the loss)
+    3-D box          a group: a module's ops (``encoder.layers``), a chain of ops
+                     (``12 ops: add, mul, ...``), or what the node budget left out
+    tab              an opaque region (checkpoint, compiled code) the capture cannot see into
+
+Fill colour: the gradient's RMS on a log scale, from ``graphscope.formatting.magnitude_colour``
+    blue             vanishing (RMS at or below ``Thresholds.vanishing_rms``)
+    teal to orange   healthy, from small to large
+    red              exploding (RMS at or above ``Thresholds.exploding_rms``)
+    magenta          NaN or Inf in the gradient
+    grey             no gradient recorded
+    white            structure only: no backward pass has run
+    A group is filled like its worst member (NaN, then exploding, then vanishing, then largest).
+
+Borders and marks
+    thick magenta border and "‼"   the NaN/Inf origin: where non-finite gradients start
+    red / orange / blue border     a finding of severity error / warning / info (tooltip says what)
+    dashed, grey                   backward did not run this node (pruned, or not on the loss path)
+    "x12", or a frame "x12"        stands for 12 identical numbered blocks; the first is drawn
+
+Edges run forward, producer to consumer
+    label            the tensor's shape; "out 1" names an output of a multi-output op; "in 1"
+                     tells parallel edges apart (``x * x``); "x5" counts edges merged between groups
+    coloured, bold   the gradient sent back along the edge is vanishing (blue), exploding (red)
+                     or NaN/Inf (magenta); grey otherwise
+    dashed           "next copy": from one copy of a folded block into the next
+
+Every node and edge has a tooltip with the full gradient statistics, dtype, device, saved
+tensors, module and source line (hover over it in a browser or in Jupyter).
+
+Imports ``graphscope.model``, ``graphscope.formatting`` and this package's ``collapse`` and
+``options``; never graphviz, torch or textual.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+from graphscope.diagnostics import Thresholds
+from graphscope.export.collapse import CHAIN, MODULE, SINGLE, Box, Link, View, build_view
+from graphscope.export.options import RenderOptions
+from graphscope.formatting import (
+    BAND_COLOURS,
+    EXPLODING,
+    HEALTHY,
+    NONE,
+    NONFINITE,
+    VANISHING,
+    band,
+    fmt_num,
+    fmt_shape,
+    fmt_stats,
+    magnitude_colour,
+)
+from graphscope.model import LEAF, OP, PARAM, Finding, GradStats, Graph, Node, Severity
+
+ORIGIN_KIND = "nonfinite_origin"
+ORIGIN_MARK = "‼"  # in the fonts graphviz-pure embeds, unlike the warning sign
+ORIGIN_COLOUR = BAND_COLOURS[NONFINITE]
+SEVERITY_COLOURS = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1e88e5"}
+NOT_RUN = {"fillcolor": "#f2f2f2", "color": "#9e9e9e", "fontcolor": "#757575"}
+SHAPES = {
+    OP: "box",
+    PARAM: "cylinder",
+    LEAF: "ellipse",
+    "root": "doubleoctagon",
+    "group": "box3d",
+    "opaque": "tab",
+}
+# Edge labels become layout nodes in dot; past this many boxes they are placed as cheaper
+# external labels instead (a 1,000-node graph: 15 s with labels, about 1 s with xlabels).
+_XLABEL_ABOVE = 150
+_BAND_RANK = {NONE: 0, HEALTHY: 1, VANISHING: 2, EXPLODING: 3, NONFINITE: 4}
+
+
+def to_dot(graph: Graph, *, options: RenderOptions | None = None) -> str:
+    """Draw ``graph`` as Graphviz DOT text (the legend is this module's docstring).
+
+    Args:
+        graph: A capture (``graphscope.capture(loss)`` or ``graphscope.load(path)``).
+        options: Budget, grouping, shapes on edges, legend, direction; defaults when ``None``.
+
+    Returns:
+        DOT source for ``dot`` or ``graphviz-pure``. Node ``n<id>`` is graph node ``id``;
+        ``g<k>`` nodes are groups.
+
+    Example:
+        >>> text = to_dot(graph, options=RenderOptions(legend=False))  # doctest: +SKIP
+        >>> text.startswith("digraph")  # doctest: +SKIP
+        True
+    """
+    opts = options or RenderOptions()
+    view = build_view(graph, max_nodes=opts.max_nodes, depth=opts.depth, fold_repeats=opts.fold_repeats)
+    return view_to_dot(graph, view, options=opts)
+
+
+def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
+    """DOT text for an already reduced ``view`` of ``graph`` (see ``collapse.build_view``)."""
+    ctx = _Context.of(graph, view, options)
+    caption = graph.summary() + (f"\n{view.note}" if view.note else "")
+    lines = [
+        "digraph graphscope {",
+        f"  graph {_attrs(rankdir=options.rankdir, fontname='Helvetica', fontsize=10, nodesep=0.3, ranksep=0.4, labelloc='b', label=caption, tooltip='graphscope', newrank='true')}",
+        "  node [fontname=\"Helvetica\" fontsize=11 shape=box style=\"rounded,filled\" "
+        "height=0.3 margin=\"0.12,0.04\" fillcolor=\"#ffffff\"]",
+        "  edge [fontname=\"Helvetica\" fontsize=9 color=\"#757575\" fontcolor=\"#424242\" arrowsize=0.6]",
+    ]
+    framed: dict[object, list[Box]] = {}
+    for box in view.boxes:
+        if box.repeat is not None and ctx.repeat_boxes[box.repeat] > 1:
+            framed.setdefault(box.repeat, []).append(box)
+        else:
+            lines.append(f"  {box.name} {_attrs(**_box_attrs(graph, box, ctx))}")
+    for k, (repeat, boxes) in enumerate(framed.items()):
+        lines.append(f"  subgraph cluster_repeat{k} {{")
+        label = f"{repeat.span}  x{repeat.count} identical blocks (first drawn)"  # type: ignore[attr-defined]
+        lines.append(f'    label={_q(label)}; labelloc="t"; style="dashed,rounded"; color="#616161"; fontsize=10;')
+        lines.extend(f"    {b.name} {_attrs(**_box_attrs(graph, b, ctx))}" for b in boxes)
+        lines.append("  }")
+    for link in view.links:
+        lines.append(f"  {link.src} -> {link.dst} {_attrs(**_link_attrs(graph, link, ctx))}")
+    if options.legend:
+        lines.extend(_legend(graph, ctx))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Context:
+    boxes: dict[str, Box]
+    findings: dict[int, list[Finding]]
+    thresholds: Thresholds
+    backward: bool  # any backward has run: colours mean something
+    parallel: Counter  # (src, dst) -> how many links join them
+    repeat_boxes: Counter  # Repeat -> how many boxes it has
+    edge_label: str  # "label" or "xlabel"
+    show_shapes: bool
+
+    @classmethod
+    def of(cls, graph: Graph, view: View, options: RenderOptions) -> _Context:
+        findings: dict[int, list[Finding]] = {}
+        for f in graph.findings:
+            if f.node is not None:
+                findings.setdefault(f.node, []).append(f)
+        return cls(
+            boxes={b.name: b for b in view.boxes},
+            findings=findings,
+            thresholds=options.thresholds or Thresholds(),
+            backward=graph.passes > 0 or any(n.executed for n in graph.nodes),
+            parallel=Counter((link.src, link.dst) for link in view.links),
+            repeat_boxes=Counter(b.repeat for b in view.boxes if b.repeat is not None),
+            edge_label="label" if len(view.boxes) <= _XLABEL_ABOVE else "xlabel",
+            show_shapes=options.show_shapes,
+        )
+
+
+# -- text -------------------------------------------------------------------------------------
+
+
+def _q(value: object) -> str:
+    """A DOT double-quoted string; newlines become centred line breaks."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _attrs(**attrs: object) -> str:
+    return "[" + " ".join(f"{k}={_q(v)}" for k, v in attrs.items() if v is not None) + "]"
+
+
+def _ink(fill: str) -> str:
+    """Black or white text, whichever reads better on ``fill`` (``#rrggbb``)."""
+    r, g, b = (int(fill[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    return "#ffffff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "#000000"
+
+
+def _short(op: str) -> str:
+    """``AddmmBackward0`` -> ``addmm``: the fallback when a node has no label."""
+    for suffix in ("Backward0", "Backward1", "Backward"):
+        if op.endswith(suffix):
+            return op[: -len(suffix)].lower() or op
+    return op
+
+
+def _worst(stats: Iterable[GradStats | None], t: Thresholds) -> GradStats | None:
+    """The stats a group is coloured by: NaN/Inf, then exploding, vanishing, largest healthy."""
+
+    def rank(s: GradStats) -> tuple[int, float]:
+        b = band(s, t)
+        size = s.rms if s.finite else 0.0
+        return _BAND_RANK[b], -size if b == VANISHING else size
+
+    return max((s for s in stats if s is not None), key=rank, default=None)
+
+
+def _meta_line(meta: object) -> str:
+    shape = fmt_shape(meta.shape)  # type: ignore[attr-defined]
+    rest = " ".join(x for x in (meta.dtype, meta.device) if x)  # type: ignore[attr-defined]
+    return f"{shape} {rest}".strip()
+
+
+# -- boxes ------------------------------------------------------------------------------------
+
+
+def _box_attrs(graph: Graph, box: Box, ctx: _Context) -> dict[str, object]:
+    nodes = [graph.nodes[m] for m in box.members]
+    findings = [f for m in box.members for f in ctx.findings.get(m, ())]
+    stats = _worst((n.grad for n in nodes), ctx.thresholds)
+    if box.kind == SINGLE:
+        node = graph.nodes[box.node]  # type: ignore[index]
+        label, shape, tooltip = _node_label(node, stats, ctx), _node_shape(node), _node_tooltip(graph, node, box, ctx)
+    else:
+        label, shape, tooltip = _group_label(box, nodes), SHAPES["group"], _group_tooltip(box, nodes, stats, ctx)
+    style = ["filled"] if shape in ("cylinder", "ellipse", "doubleoctagon", "box3d", "tab") else ["rounded", "filled"]
+    attrs: dict[str, object] = {"id": box.name, "shape": shape}
+    fill = magnitude_colour(stats, ctx.thresholds) if ctx.backward else "#ffffff"
+    attrs.update(fillcolor=fill, fontcolor=_ink(fill))
+    if ctx.backward and not any(n.executed for n in nodes):
+        style.append("dashed")
+        attrs.update(NOT_RUN)
+    if any(f.kind == ORIGIN_KIND for f in findings):
+        label = f"{ORIGIN_MARK} {label}\nNaN/Inf starts here"
+        attrs.update(color=ORIGIN_COLOUR, penwidth=4, peripheries=2)
+        style.append("bold")
+    elif findings:
+        attrs.update(color=SEVERITY_COLOURS[max(f.severity for f in findings)], penwidth=2.5)
+        style.append("bold")
+    if nodes and all(n.is_root for n in nodes):
+        style.append("bold")
+    attrs.update(style=",".join(dict.fromkeys(style)), label=label, tooltip=tooltip)
+    return attrs
+
+
+def _node_shape(node: Node) -> str:
+    if node.opaque:
+        return SHAPES["opaque"]
+    if node.is_root:
+        return SHAPES["root"]
+    return SHAPES.get(node.kind, SHAPES[OP])
+
+
+def _node_label(node: Node, stats: GradStats | None, ctx: _Context) -> str:
+    if node.kind == PARAM:
+        label = "\n".join(node.names) or node.label or node.op
+        if ctx.backward and stats is not None:
+            label += f"\ngrad rms {fmt_num(stats.rms)}"
+    else:
+        label = node.label or _short(node.op)
+    if node.opaque:
+        label += f"\n({node.opaque}: inside hidden)"
+    return label
+
+
+def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
+    lines = [f"{node.op}  (node {node.id}, {node.kind}{', output' if node.is_root else ''})"]
+    if node.names:
+        lines.append("parameter: " + ", ".join(node.names))
+    if node.module is not None:
+        lines.append(f"module: {node.module or '(top level)'}")
+    if node.source is not None:
+        lines.append(f"source: {node.source}")
+    for i, meta in enumerate(node.outputs):
+        lines.append(f"{'output' if len(node.outputs) == 1 else f'output {i}'}: {_meta_line(meta)}")
+    if node.saved:
+        lines.append("saved: " + ", ".join(f"{m.name or '?'} {_meta_line(m)}" for m in node.saved[:8]))
+        if len(node.saved) > 8:
+            lines[-1] += f", ... ({len(node.saved)} in all)"
+    lines.append(f"grad: {fmt_stats(node.grad)}")
+    if len(node.grads) > 1:
+        lines.extend(f"grad out {i}: {fmt_stats(g)}" for i, g in enumerate(node.grads))
+    if ctx.backward:
+        lines.append(
+            "backward: not run" if not node.executed
+            else f"backward: ran (step {node.exec_order})" if node.exec_order is not None
+            else "backward: ran"
+        )
+    if box.repeat is not None:
+        norms = [graph.nodes[m].grad.norm for m in box.members if graph.nodes[m].grad is not None]  # type: ignore[union-attr]
+        lines.append(
+            f"stands for {box.repeat.count} copies ({box.repeat.span}); colour shows the worst"
+            + (f"; grad norm {fmt_num(min(norms))} .. {fmt_num(max(norms))}" if norms else "")
+        )
+    lines.extend(str(f) for m in box.members for f in ctx.findings.get(m, ()))
+    return "\n".join(lines)
+
+
+def _group_label(box: Box, nodes: list[Node]) -> str:
+    copies = box.repeat.count if box.repeat is not None else 1
+    ops = [n for n in nodes if n.kind == OP]
+    n_ops, n_params = len(ops) // copies, sum(n.kind == PARAM for n in nodes) // copies
+    counts = f"{n_ops} op{'s' if n_ops != 1 else ''}" + (f", {n_params} param{'s' if n_params != 1 else ''}" if n_params else "")
+    if box.kind == MODULE:
+        head = box.title or "(top level)"
+        if box.repeat is not None and box.title == box.repeat.path:
+            return f"{box.repeat.span}  x{copies}\n{counts} each"
+        return f"{head}\n{counts}"
+    if box.kind == CHAIN:
+        names = [n.label or _short(n.op) for n in ops[: len(ops) // copies]]
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return f"{n_ops} ops: {shown}" + (f"\n+{n_params} param{'s' if n_params != 1 else ''}" if n_params else "")
+    return f"... {len(nodes):,} more nodes\n(raise max_nodes to draw them)"
+
+
+def _group_tooltip(box: Box, nodes: list[Node], stats: GradStats | None, ctx: _Context) -> str:
+    what = {MODULE: f"module {box.title or '(top level)'}", CHAIN: "a linear chain of ops"}.get(
+        box.kind, "nodes left out to keep the drawing under max_nodes"
+    )
+    lines = [f"{what}: {len(nodes):,} nodes"]
+    if box.repeat is not None:
+        lines.append(f"stands for {box.repeat.count} identical copies ({box.repeat.span})")
+    worst = next((n for n in nodes if stats is not None and n.grad is stats), None)
+    if worst is not None:
+        lines.append(f"worst gradient: {worst.name or worst.label or worst.op} (node {worst.id}): {fmt_stats(stats)}")
+    params = [name for n in nodes for name in n.names]
+    if params:
+        lines.append("parameters: " + ", ".join(params[:6]) + (", ..." if len(params) > 6 else ""))
+    ops = Counter(n.label or _short(n.op) for n in nodes if n.kind == OP)
+    lines.append("ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.most_common(8)))
+    lines.extend(str(f) for n in nodes for f in ctx.findings.get(n.id, ()))
+    return "\n".join(lines)
+
+
+# -- links ------------------------------------------------------------------------------------
+
+
+def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
+    edges = [graph.edges[i] for i in link.edges]
+    first = edges[0]
+    src, dst = ctx.boxes[link.src], ctx.boxes[link.dst]
+    shapes = list(dict.fromkeys(fmt_shape(graph.edge_shape(e)) for e in edges))
+    parts = []
+    if ctx.show_shapes:
+        parts.append(shapes[0] + (" ..." if len(shapes) > 1 else ""))
+    if src.kind == SINGLE and len(graph.nodes[first.src].outputs) > 1:
+        parts.append(f"out {first.output_nr}")
+    if dst.kind == SINGLE and ctx.parallel[(link.src, link.dst)] > 1:
+        parts.append(f"in {first.input_nr}")
+    # Inside a folded block every edge stands for its copies' edges: count one copy's.
+    copies = src.repeat.count if src.repeat is not None and src.repeat == dst.repeat else 1
+    if len(edges) // copies > 1:
+        parts.append(f"x{len(edges) // copies}")
+    attrs: dict[str, object] = {}
+    if link.repeat:
+        parts = ["next copy"]
+        attrs.update(style="dashed", constraint="false", color="#616161")
+    if parts:
+        attrs[ctx.edge_label] = "  ".join(parts)
+    stats = _worst((e.grad for e in edges), ctx.thresholds)
+    if ctx.backward and band(stats, ctx.thresholds) in (VANISHING, EXPLODING, NONFINITE):
+        colour = magnitude_colour(stats, ctx.thresholds)
+        attrs.update(color=colour, fontcolor=colour, penwidth=2)
+    producer = graph.nodes[first.src]
+    meta = producer.outputs[first.output_nr] if first.output_nr < len(producer.outputs) else None
+    tip = [
+        f"{_box_title(graph, src)} -> {_box_title(graph, dst)}"
+        + (f"  ({len(edges)} edges)" if len(edges) > 1 else ""),
+        f"tensor: {_meta_line(meta) if meta is not None else '?'}"
+        + (f" (output {first.output_nr})" if len(producer.outputs) > 1 else ""),
+        f"grad sent back: {fmt_stats(stats)}",
+    ]
+    attrs["tooltip"] = "\n".join(tip)
+    return attrs
+
+
+def _box_title(graph: Graph, box: Box) -> str:
+    if box.kind == SINGLE:
+        return graph.nodes[box.node].title  # type: ignore[index]
+    return box.title or box.kind
+
+
+# -- legend -----------------------------------------------------------------------------------
+
+
+_LEGEND_SHAPES = (
+    (SHAPES[OP], "op", {"style": "rounded,filled"}),
+    (SHAPES[PARAM], "parameter", {}),
+    (SHAPES[LEAF], "input", {}),
+    (SHAPES["root"], "output / loss", {}),
+    (SHAPES["group"], "group of ops", {}),
+    (SHAPES["opaque"], "opaque region", {}),
+)
+
+
+def _legend(graph: Graph, ctx: _Context) -> list[str]:
+    """A small framed legend of the shapes, marks and colours this picture uses.
+
+    One row of samples, kept in order by invisible edges, and the colour scale below it.
+    """
+    shapes = {SHAPES["group"] if b.kind != SINGLE else _node_shape(graph.nodes[b.node]) for b in ctx.boxes.values()}  # type: ignore[index]
+    samples = [s for s in _LEGEND_SHAPES if s[0] in shapes]
+    findings = [f for fs in ctx.findings.values() for f in fs]
+    if any(f.kind == ORIGIN_KIND for f in findings):
+        samples.append(("box", f"{ORIGIN_MARK} NaN/Inf origin", {"color": ORIGIN_COLOUR, "penwidth": 4, "peripheries": 2, "style": "rounded,filled,bold"}))
+    for sev in sorted({f.severity for f in findings if f.kind != ORIGIN_KIND}, reverse=True):
+        samples.append(("box", f"finding: {sev}", {"color": SEVERITY_COLOURS[sev], "penwidth": 2.5, "style": "rounded,filled,bold"}))
+    if ctx.backward and not all(n.executed for n in graph.nodes):
+        samples.append(("box", "not run by backward", {**NOT_RUN, "style": "rounded,filled,dashed"}))
+    if ctx.repeat_boxes:
+        samples.append(("box", "xN: N identical blocks", {"style": "rounded,dashed"}))
+    # The colour scale is the cluster's own (HTML-like) label: a separate node would sit a rank
+    # or two below the samples, as far apart as the graph's labelled edges make its ranks.
+    title = _colour_table(ctx.thresholds) if ctx.backward else '"legend"'
+    lines = [
+        "  subgraph cluster_legend {",
+        f'    label={title}; labelloc="b"; fontsize=10; style="rounded"; color="#bdbdbd"; margin=6;',
+        '    node [fontsize=9 height=0.25 width=0.3 margin="0.06,0.02" fillcolor="#ffffff"];',
+    ]
+    for i, (shape, label, extra) in enumerate(samples):
+        attrs = {"shape": shape, "label": label, "tooltip": f"legend: {label}", "style": "filled", **extra}
+        lines.append(f"    legend_{i} {_attrs(**attrs)}")
+    # Invisible edges within one rank fix the samples' left-to-right order.
+    order = " -> ".join(f"legend_{i}" for i in range(len(samples)))
+    lines.append(f"    {{ rank=same; {order} [style=invis] }}")
+    lines.append("  }")
+    return lines
+
+
+def _colour_table(t: Thresholds) -> str:
+    """An HTML-like label: the colour scale, vanishing to exploding, from ``formatting``."""
+    lo, hi = math.log10(t.vanishing_rms), math.log10(t.exploding_rms)
+
+    def at(rms: float) -> str:
+        return magnitude_colour(GradStats(rms, 0, 0, 0, 0, 0, 0, 0, 0, 1), t)
+
+    cells = [(BAND_COLOURS[VANISHING], f"vanishing &lt;= {fmt_num(t.vanishing_rms)}")]
+    cells += [(at(10 ** (lo + (hi - lo) * f)), text) for f, text in ((0.1, "healthy: small"), (0.4, ""), (0.6, ""), (0.9, "large"))]
+    cells += [
+        (BAND_COLOURS[EXPLODING], f"exploding &gt;= {fmt_num(t.exploding_rms)}"),
+        (BAND_COLOURS[NONFINITE], "NaN/Inf"),
+        (BAND_COLOURS[NONE], "no grad"),
+    ]
+    tds = "".join(
+        f'<td bgcolor="{c}"><font color="{_ink(c)}" point-size="9">{text or "&nbsp;&nbsp;&nbsp;"}</font></td>'
+        for c, text in cells
+    )
+    return f'<<table border="0" cellborder="0" cellspacing="1" cellpadding="3"><tr><td><font point-size="9">legend; gradient RMS:</font></td>{tds}</tr></table>>'

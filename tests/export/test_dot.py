@@ -1,0 +1,184 @@
+"""DOT text checked against the model it draws: nodes, edges, labels, shapes and colours."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from graphscope.export import dot as dotmod
+from graphscope.export.dot import ORIGIN_COLOUR, ORIGIN_MARK, SEVERITY_COLOURS, SHAPES, to_dot
+from graphscope.export.options import RenderOptions
+from graphscope.formatting import BAND_COLOURS, fmt_stats, magnitude_colour
+from graphscope.model import LEAF, OP, PARAM, Severity
+from tests.export import graphs
+from tests.export.dotfile import parse
+
+
+def test_every_node_drawn_once_with_its_label() -> None:
+    """Each graph node is one DOT node ``n<id>``; ops show their short label, params their name."""
+    g = graphs.mlp()
+    dot = parse(to_dot(g))
+    assert set(dot.drawn) == {f"n{n.id}" for n in g.nodes}
+    for n in g.nodes:
+        label = dot.nodes[f"n{n.id}"]["label"]
+        if n.kind == PARAM:
+            assert label.splitlines()[0] == n.name
+        else:
+            assert label == n.label
+
+
+def test_edges_match_the_model() -> None:
+    """One DOT edge per model edge, producer -> consumer."""
+    g = graphs.mlp()
+    dot = parse(to_dot(g))
+    drawn = sorted((s, d) for s, d, _ in dot.edges if not s.startswith("legend"))
+    assert drawn == sorted((f"n{e.src}", f"n{e.dst}") for e in g.edges)
+
+
+def test_parallel_edges_kept_apart() -> None:
+    """``w * w`` draws two edges from w into mul, labelled with their input positions."""
+    dot = parse(to_dot(graphs.square()))
+    labels = sorted(a["label"] for a in dot.between("n2", "n1"))
+    assert labels == ["(3, 4)  in 0", "(3, 4)  in 1"]
+
+
+def test_multi_output_edges_name_the_output() -> None:
+    """Edges out of a multi-output op say which output they carry."""
+    dot = parse(to_dot(graphs.unbind()))
+    labels = sorted(a["label"] for a in dot.between("n1", "n0"))
+    assert labels == ["(4)  out 0  in 0", "(4)  out 1  in 1"]
+
+
+def test_shapes_on_edges_can_be_switched_off() -> None:
+    """Edge labels carry the tensor shape (Graph.edge_shape), unless show_shapes=False."""
+    g = graphs.mlp()
+    assert parse(to_dot(g)).between("n4", "n3")[0]["label"] == "(4, 4)"
+    assert "label" not in parse(to_dot(g, options=RenderOptions(show_shapes=False))).between("n4", "n3")[0]
+
+
+def test_fill_is_the_shared_magnitude_colour() -> None:
+    """Every node is filled with formatting.magnitude_colour of its gradient."""
+    g = graphs.nan_origin()
+    dot = parse(to_dot(g))
+    for n in g.nodes:
+        if n.executed:
+            assert dot.nodes[f"n{n.id}"]["fillcolor"] == magnitude_colour(n.grad)
+    assert dot.nodes["n3"]["fillcolor"] == BAND_COLOURS["nonfinite"]  # x holds the NaN
+    assert dot.nodes["n4"]["fillcolor"] == BAND_COLOURS["exploding"]
+
+
+def test_kinds_have_distinct_shapes() -> None:
+    """Ops, parameters, other leaves and the root each get their own shape."""
+    g = graphs.mlp()
+    dot = parse(to_dot(g))
+    assert dot.nodes["n0"]["shape"] == SHAPES["root"]
+    assert dot.nodes["n1"]["shape"] == SHAPES[OP]
+    assert dot.nodes["n4"]["shape"] == SHAPES[PARAM]
+    assert dot.nodes["n8"]["shape"] == SHAPES[LEAF]
+    assert len({SHAPES[k] for k in (OP, PARAM, LEAF, "root", "group", "opaque")}) == 6
+
+
+def test_nonfinite_origin_is_unmistakable() -> None:
+    """The NaN origin gets a thick magenta double border and the warning mark."""
+    node = parse(to_dot(graphs.nan_origin())).nodes["n2"]
+    assert node["color"] == ORIGIN_COLOUR
+    assert float(node["penwidth"]) >= 4
+    assert node["label"].startswith(ORIGIN_MARK)
+
+
+def test_findings_colour_the_border_by_severity() -> None:
+    """A node with a finding has a border in its severity's colour."""
+    node = parse(to_dot(graphs.nan_origin())).nodes["n4"]
+    assert node["color"] == SEVERITY_COLOURS[Severity.WARNING]
+
+
+def test_tied_weights_list_every_name() -> None:
+    """A parameter shared under two names shows both."""
+    assert parse(to_dot(graphs.nan_origin())).nodes["n4"]["label"].startswith("w\ndecoder.w\n")
+
+
+def test_not_executed_nodes_are_dashed_grey() -> None:
+    """A node backward did not run is dashed and grey; the others are not."""
+    dot = parse(to_dot(graphs.nan_origin()))
+    assert "dashed" in dot.nodes["n5"]["style"]
+    assert dot.nodes["n5"]["fillcolor"] == dotmod.NOT_RUN["fillcolor"]
+    assert "dashed" not in dot.nodes["n1"]["style"]
+
+
+def test_structure_only_capture_is_plain() -> None:
+    """With no backward run, nothing is dashed or coloured, and the colour scale is left out."""
+    b = graphs.GraphBuilder()
+    b.add("SumBackward0", "sum", root=True, executed=False)
+    b.add("AccumulateGrad", "w", kind=PARAM, names=("w",), executed=False)
+    b.edge(1, 0)
+    text = to_dot(b.graph(passes=0))
+    dot = parse(text)
+    assert all("dashed" not in a["style"] and a["fillcolor"] == "#ffffff" for a in dot.drawn.values())
+    assert "gradient RMS" not in text
+
+
+def test_every_node_has_a_full_tooltip() -> None:
+    """Tooltips carry the op, stats, dtype, device, saved tensors, module and source line."""
+    g = graphs.mlp()
+    dot = parse(to_dot(g))
+    for n in g.nodes:
+        tip = dot.nodes[f"n{n.id}"]["tooltip"]
+        assert n.op in tip and fmt_stats(n.grad) in tip and "float32 cpu" in tip
+        if n.module:
+            assert f"module: {n.module}" in tip
+        if n.source:
+            assert str(n.source) in tip
+        if n.saved:
+            assert "saved: self (3, 4)" in tip
+
+
+def test_legend_can_be_switched_off() -> None:
+    """The legend cluster is drawn by default and left out with legend=False."""
+    g = graphs.nan_origin()
+    assert "cluster_legend" in to_dot(g)
+    off = to_dot(g, options=RenderOptions(legend=False))
+    assert "cluster_legend" not in off and "legend_" not in off
+
+
+def test_legend_shows_only_what_is_used() -> None:
+    """The legend lists the NaN origin and 'not run' marks only when the picture has them."""
+    assert "NaN/Inf origin" in to_dot(graphs.nan_origin())
+    mlp = to_dot(graphs.mlp())
+    assert "NaN/Inf origin" not in mlp and "not run by backward" not in mlp
+
+
+def test_module_docstring_is_the_legend() -> None:
+    """Every shape, mark and colour band the drawing uses is explained in dot.py's docstring."""
+    doc = dotmod.__doc__ or ""
+    words = {"box": "rounded box", "cylinder": "cylinder", "ellipse": "ellipse",
+             "doubleoctagon": "double octagon", "box3d": "3-D box", "tab": "tab"}
+    for shape in SHAPES.values():
+        assert words[shape] in doc
+    for meaning in ("blue", "red", "magenta", "grey", "dashed", ORIGIN_MARK, "x12", "out 1", "in 1"):
+        assert meaning in doc
+
+
+def test_quotes_and_backslashes_are_escaped() -> None:
+    """Labels with quotes, backslashes and newlines survive into the DOT text intact."""
+    b = graphs.GraphBuilder()
+    b.add("Weird\\Backward0", 'say "hi"\\n', root=True)
+    dot = parse(to_dot(b.graph()))
+    assert dot.nodes["n0"]["label"] == 'say "hi"\\n'
+
+
+def test_export_imports_no_graphviz_textual_or_torch() -> None:
+    """graphscope.export and graphscope.drawing load without graphviz, textual or torch."""
+    code = (
+        "import sys, graphscope.export, graphscope.export.render, graphscope.drawing; "
+        "bad = [m for m in ('graphviz', 'textual', 'torch') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("rankdir", ["TB", "LR"])
+def test_rankdir_is_passed_through(rankdir: str) -> None:
+    """The rankdir option reaches the DOT graph attributes."""
+    assert f'rankdir="{rankdir}"' in to_dot(graphs.mlp(), options=RenderOptions(rankdir=rankdir))

@@ -1,0 +1,1 @@
+"""Reliability tests (issue 5): graphscope survives every real autograd graph, leaks nothing, changes nothing."""

@@ -217,7 +217,7 @@ def _attribute_ops(graph: Graph) -> None:
             nid = frontier.pop()
             for c in graph.consumers(nid):
                 node = graph.nodes[c]
-                if node.kind != OP or node.module is not None:
+                if node.kind != OP or node.module is not None or node.opaque is not None:
                     continue
                 node.module = p.module
                 if len(graph.producers(c)) == 1:

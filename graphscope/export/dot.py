@@ -109,7 +109,8 @@ def to_dot(graph: Graph, *, options: RenderOptions | None = None) -> str:
 def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     """DOT text for an already reduced ``view`` of ``graph`` (see ``collapse.build_view``)."""
     ctx = _Context.of(graph, view, options)
-    caption = graph.summary() + (f"\n{view.note}" if view.note else "")
+    title = graph.meta.get("title")
+    caption = "\n".join(x for x in (title, graph.summary(), view.note) if x)
     lines = [
         "digraph graphscope {",
         f"  graph {_attrs(rankdir=options.rankdir, fontname='Helvetica', fontsize=10, nodesep=0.3, ranksep=0.4, labelloc='b', label=caption, tooltip='graphscope', newrank='true')}",
@@ -131,6 +132,7 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
         lines.append("  }")
     for link in view.links:
         lines.append(f"  {link.src} -> {link.dst} {_attrs(**_link_attrs(graph, link, ctx))}")
+    lines.extend(_unreached(graph, ctx))
     if options.legend:
         lines.extend(_legend(graph, ctx))
     lines.append("}")
@@ -331,6 +333,49 @@ def _group_tooltip(box: Box, nodes: list[Node], stats: GradStats | None, ctx: _C
     return "\n".join(lines)
 
 
+_UNREACHED_SHOWN = 12
+
+
+def _row(names: list[str]) -> str:
+    """Keep ``names`` on one rank, left to right in this order (invisible edges fix it)."""
+    return f"    {{ rank=same; {' -> '.join(names)} [style=invis] }}"
+
+
+def _unreached(graph: Graph, ctx: _Context) -> list[str]:
+    """Parameters the walk never met (unused, detached, frozen): a dashed frame of their own.
+
+    They have no node in the graph, so without this the picture would hide the very thing
+    ``capture(model=...)`` found.
+    """
+    params = [p for p in graph.params if p.node is None and p.status != "reached"]
+    if not params:
+        return []
+    severity = {f.param: f.severity for f in graph.findings if f.param is not None}
+    lines = [
+        "  subgraph cluster_unreached {",
+        '    label="parameters this loss does not reach"; labelloc="t"; style="dashed,rounded"; '
+        'color="#9e9e9e"; fontsize=10;',
+    ]
+    for i, p in enumerate(params[:_UNREACHED_SHOWN]):
+        attrs: dict[str, object] = {
+            "id": f"u{i}", "shape": SHAPES[PARAM], "style": "filled,dashed", **NOT_RUN,
+            "label": f"{p.name}\n{p.status}",
+            "tooltip": f"{p.name} {fmt_shape(p.shape)}: {p.status}"
+            + "".join(f"\n{f}" for f in graph.findings if f.param == p.name),
+        }
+        if p.name in severity:
+            attrs.update(color=SEVERITY_COLOURS[severity[p.name]], penwidth=2)
+        lines.append(f"    u{i} {_attrs(**attrs)}")
+    names = [f"u{i}" for i in range(min(len(params), _UNREACHED_SHOWN))]
+    if len(params) > _UNREACHED_SHOWN:
+        rest = len(params) - _UNREACHED_SHOWN
+        lines.append(f"    u_more {_attrs(shape='plaintext', style='', label=f'... and {rest} more')}")
+        names.append("u_more")
+    lines.append(_row(names))
+    lines.append("  }")
+    return lines
+
+
 # -- links ------------------------------------------------------------------------------------
 
 
@@ -419,9 +464,7 @@ def _legend(graph: Graph, ctx: _Context) -> list[str]:
     for i, (shape, label, extra) in enumerate(samples):
         attrs = {"shape": shape, "label": label, "tooltip": f"legend: {label}", "style": "filled", **extra}
         lines.append(f"    legend_{i} {_attrs(**attrs)}")
-    # Invisible edges within one rank fix the samples' left-to-right order.
-    order = " -> ".join(f"legend_{i}" for i in range(len(samples)))
-    lines.append(f"    {{ rank=same; {order} [style=invis] }}")
+    lines.append(_row([f"legend_{i}" for i in range(len(samples))]))
     lines.append("  }")
     return lines
 

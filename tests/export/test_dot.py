@@ -182,3 +182,27 @@ def test_export_imports_no_graphviz_textual_or_torch() -> None:
 def test_rankdir_is_passed_through(rankdir: str) -> None:
     """The rankdir option reaches the DOT graph attributes."""
     assert f'rankdir="{rankdir}"' in to_dot(graphs.mlp(), options=RenderOptions(rankdir=rankdir))
+
+
+def test_unreached_parameters_are_shown() -> None:
+    """Parameters the loss never reaches get dashed cylinders in a frame of their own."""
+    from graphscope.model import Finding, ParamInfo
+
+    g = graphs.mlp()
+    g.params = [ParamInfo("aux.weight", (3, 4), "unreachable", None, "aux"),
+                ParamInfo("fc1.weight", (4, 4), "reached", 4, "fc1")]
+    g.findings = [Finding("unreachable_param", Severity.WARNING, None, "aux.weight got no gradient", "", "aux.weight")]
+    text = to_dot(g)
+    dot = parse(text)
+    assert "cluster_unreached" in text
+    assert dot.nodes["u0"]["label"] == "aux.weight\nunreachable"
+    assert "dashed" in dot.nodes["u0"]["style"]
+    assert dot.nodes["u0"]["color"] == SEVERITY_COLOURS[Severity.WARNING]
+    assert "u1" not in dot.nodes  # reached parameters are drawn as graph nodes only
+
+
+def test_caption_carries_the_title_and_summary() -> None:
+    """The picture's caption names the capture (meta title) and its summary line."""
+    g = graphs.mlp()
+    g.meta["title"] = "mlp: a tiny test"
+    assert f'label="mlp: a tiny test\\n{g.summary()}"' in to_dot(g)

@@ -84,14 +84,19 @@ def _module_of(name: str) -> str:
 
 
 def _opaque_param_ids(fn: Any) -> set[int]:
-    """Parameters a reentrant checkpoint's function closes over (its module, bound or captured)."""
+    """Parameters a reentrant checkpoint's function can reach: the module it is or is bound to,
+    the modules in its closure, and the module-level globals its code names."""
     run = getattr(fn, "run_function", None)
     candidates: list[Any] = [run, getattr(run, "__self__", None)]
     for cell in getattr(run, "__closure__", None) or ():
         try:
             candidates.append(cell.cell_contents)
-        except ValueError:
+        except ValueError:  # an empty cell
             continue
+    code = getattr(run, "__code__", None)
+    if code is not None:
+        scope = getattr(run, "__globals__", {})
+        candidates += [scope.get(name) for name in code.co_names]
     ids: set[int] = set()
     for c in candidates:
         if isinstance(c, torch.nn.Module):

@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 
@@ -155,15 +155,22 @@ class Recorder:
         g.findings = diagnose(g, self.thresholds)
         g.invalidate()
         if self.warn:
-            _emit(g)
+            emit_findings(g)
         if self.on_pass is not None:
             self.on_pass(g)
 
 
-def _emit(graph: Graph) -> None:
-    """Issue one Python warning per kind of finding (a 20-layer stack is one warning)."""
+def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None:
+    """Issue one Python warning per kind of finding (a 20-layer stack is one warning).
+
+    Args:
+        graph: A capture whose ``findings`` are current.
+        kinds: Only these finding kinds (``None``: all that have a warning class).
+    """
     by_kind: dict[str, list[Any]] = {}
     for f in graph.findings:
+        if kinds is not None and f.kind not in kinds:
+            continue
         cls = warning_class(f)
         if cls is not None:
             by_kind.setdefault(f.kind, []).append(f)

@@ -1,0 +1,337 @@
+"""Records, during a forward pass, which module and which user source line made each autograd node.
+
+Owns forward-time attribution. While a ``Recording`` is active, forward pre/post hooks on the
+model's modules keep a stack of module paths, and a ``TorchFunctionMode`` looks at every torch call:
+when the call created autograd nodes (the thread's autograd sequence number moved), it writes
+``(module_path, file, line, function)`` into each new node's ``metadata`` under ``METADATA_KEY``,
+the tuple ``walk`` reads back. Nodes a C++ composite creates out of sight of Python (the
+``TBackward0`` inside ``F.linear``) are reached by walking down ``next_functions`` from the
+result's ``grad_fn`` through nodes that are untagged and newer than the call's start.
+
+The source line is the first stack frame outside torch and graphscope's capture layer: the line of the user's
+``forward`` that called the module or op. Frames are classified once per code object.
+
+Everything is undone on exit (hooks removed, mode popped), also when the forward raised. The
+recording never changes values, RNG state or train/eval mode: it only writes node metadata.
+
+``repeated_blocks`` recognises repeated module paths (``layers.0`` .. ``layers.11`` of one class);
+it is pure Python over paths, kept free of torch so the model layer can take it over.
+
+Imports torch; only the capture layer may import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from types import CodeType, TracebackType
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from graphscope.autograd.walk import METADATA_KEY
+
+_next_sequence_nr = torch._C._autograd._get_sequence_nr
+# AccumulateGrad (a leaf's node) has no place in forward order: its sequence number is the max.
+_LEAF_SEQUENCE_NR = 2**64 - 1
+
+# The capture layer and torch are never "the user's line"; graphscope's demos are.
+_INTERNAL_DIRS = (
+    os.path.dirname(torch.__file__) + os.sep,
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+)
+_internal_code: dict[CodeType, bool] = {}
+
+
+def _is_internal(code: CodeType) -> bool:
+    hit = _internal_code.get(code)
+    if hit is None:
+        name = code.co_filename
+        hit = _internal_code[code] = name.startswith(_INTERNAL_DIRS) or name.startswith("<frozen")
+    return hit
+
+
+def user_frame(depth: int = 1) -> tuple[str, int, str] | None:
+    """``(file, line, function)`` of the first frame outside torch and ``graphscope.autograd``.
+
+    Args:
+        depth: Frames to skip above the caller of this function.
+
+    Returns:
+        The frame's file, current line and qualified function name, or ``None`` when every
+        frame is internal (a forward driven entirely by torch).
+    """
+    frame = sys._getframe(depth + 1)
+    while frame is not None and _is_internal(frame.f_code):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    code = frame.f_code
+    return code.co_filename, frame.f_lineno, getattr(code, "co_qualname", code.co_name)
+
+
+class _TagMode(TorchFunctionMode):
+    """Tags the nodes each torch call creates with the current module and source line."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__()
+        self._recording = recording
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if self._recording.paused:
+            return func(*args, **(kwargs or {}))
+        start = _next_sequence_nr()
+        out = func(*args, **(kwargs or {}))
+        # Cheap test first: most calls (shape reads, no-grad ops) create no autograd node.
+        if _next_sequence_nr() != start:
+            self._recording._tag(out, start)
+        return out
+
+
+class Recording:
+    """Context manager: attributes each autograd node created inside it to a module and a line.
+
+    Use ``record(model)`` to make one. Re-entering an active recording is an error; a finished
+    one may be entered again.
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, *, sources: bool = True) -> None:
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"graphscope.record expects an nn.Module (or None), got {type(model).__name__}"
+            )
+        self.model = model
+        self.sources = sources
+        self.paused = False
+        self._stack: list[str] = []
+        self._handles: list[Any] = []
+        self._mode: _TagMode | None = None
+        self._thread: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._mode is not None
+
+    def __enter__(self) -> Recording:
+        if self._mode is not None:
+            raise RuntimeError("this graphscope recording is already active; do not nest it")
+        self._thread = threading.get_ident()
+        try:
+            if self.model is not None:
+                self._hook_modules(self.model)
+            self._mode = _TagMode(self)
+            self._mode.__enter__()
+        except BaseException:
+            self._undo()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._undo()
+
+    def _undo(self) -> None:
+        # Hooks and the mode are removed even when the forward raised: a module left hooked
+        # would keep attributing (and slowing) every later forward of the user's model.
+        mode, self._mode = self._mode, None
+        try:
+            if mode is not None:
+                mode.__exit__(None, None, None)
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            self._stack.clear()
+
+    def _hook_modules(self, model: torch.nn.Module) -> None:
+        stack = self._stack
+        for path, module in model.named_modules(remove_duplicate=True):
+
+            def pre(_module: Any, _args: Any, _path: str = path) -> None:
+                stack.append(_path)
+
+            def post(_module: Any, _args: Any, _out: Any, _path: str = path) -> None:
+                # always_call=True runs this even when forward raised; pop back to our entry.
+                while stack:
+                    if stack.pop() == _path:
+                        break
+
+            self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_hook(post, always_call=True))
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Stop tagging for the block (a backward pass): its ops are not forward ops.
+
+        The mode is popped when it is on top of the stack, so the backward's own ops skip the
+        Python dispatch altogether; under a user's mode pushed later, tagging is only paused.
+        """
+        if self._mode is None:
+            yield
+            return
+        was, self.paused = self.paused, True
+        try:
+            if torch.overrides._get_current_function_mode() is self._mode:
+                with torch.overrides._pop_mode_temporarily():
+                    yield
+            else:
+                yield
+        finally:
+            self.paused = was
+
+    @property
+    def module(self) -> str | None:
+        """The innermost module path running now (``""`` for the root), else ``None``."""
+        return self._stack[-1] if self._stack else None
+
+    def _tag(self, out: Any, start: int) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        fns = []
+        if isinstance(out, torch.Tensor):
+            fns.append(out.grad_fn)
+        elif isinstance(out, (tuple, list)):
+            fns.extend(t.grad_fn for t in out if isinstance(t, torch.Tensor))
+        fns = [f for f in fns if f is not None]
+        if not fns:
+            return
+        where = user_frame() if self.sources else None
+        info = (self.module,) + (where if where is not None else (None, None, None))
+        while fns:
+            fn = fns.pop()
+            seq = fn._sequence_nr()
+            if seq < start or seq == _LEAF_SEQUENCE_NR:
+                continue
+            metadata = fn.metadata
+            if METADATA_KEY in metadata:
+                continue
+            metadata[METADATA_KEY] = info
+            fns.extend(child for child, _ in fn.next_functions if child is not None)
+
+
+def record(model: torch.nn.Module | None = None, *, sources: bool = True) -> Recording:
+    """Attribute every autograd node made inside the block to its module and source line.
+
+    Args:
+        model: The model whose module paths to record (``encoder.layers.3.attn``); ``None``
+            records source lines only.
+        sources: Also record the user's source line (file, line, function) of each node.
+
+    Returns:
+        A ``Recording`` context manager; a ``capture`` of a loss computed inside it shows
+        ``node.module`` and ``node.source``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> with record(model):  # doctest: +SKIP
+        ...     loss = model(x).sum()
+        >>> graph = graphscope.capture(loss, model=model)  # doctest: +SKIP
+    """
+    return Recording(model, sources=sources)
+
+
+def module_classes(model: torch.nn.Module) -> dict[str, str]:
+    """``module path -> class name`` for every submodule of ``model`` (``""`` is the root)."""
+    return {path: type(m).__name__ for path, m in model.named_modules()}
+
+
+# -- repeated blocks (pure: no torch below this line) ---------------------------------------------
+
+_INDEXED = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A run of sibling modules that are copies of one block: ``layers.0`` .. ``layers.11``.
+
+    Attributes:
+        prefix: The container path (``"encoder.layers"``; ``""`` for the root).
+        indices: The indices present, sorted (``(0, 1, ..., 11)``).
+        cls: The blocks' class name when known, else ``None``.
+    """
+
+    prefix: str
+    indices: tuple[int, ...]
+    cls: str | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The block paths, e.g. ``("layers.0", "layers.1")``."""
+        return tuple(f"{self.prefix}.{i}" if self.prefix else str(i) for i in self.indices)
+
+    def index_of(self, path: str | None) -> int | None:
+        """Which block ``path`` (a block or anything inside it) belongs to, else ``None``."""
+        if path is None:
+            return None
+        head = f"{self.prefix}." if self.prefix else ""
+        if not path.startswith(head):
+            return None
+        first = path[len(head) :].split(".", 1)[0]
+        if not first.isdigit():
+            return None
+        i = int(first)
+        return i if i in self.indices else None
+
+
+def repeated_blocks(
+    paths: Iterable[str | None],
+    *,
+    classes: Mapping[str, str] | None = None,
+    min_count: int = 2,
+) -> list[Repeat]:
+    """Recognise repeated blocks among module paths: siblings ``P.0``, ``P.1``, ... of one class.
+
+    A path counts through all its ancestors, so the op paths ``layers.3.attn`` and
+    ``layers.3.mlp.fc`` make ``layers.3`` a block. Siblings are grouped by class when
+    ``classes`` is given (a ``ModuleList`` of mixed blocks yields one repeat per class); the
+    outermost repeats come first, and repeats nested inside another repeat's blocks are kept
+    (the heads inside each of 12 layers).
+
+    Args:
+        paths: Module paths, e.g. ``node.module`` of every node (``None`` entries are skipped).
+        classes: ``path -> class name``; ``module_classes(model)`` gives it.
+        min_count: Fewest copies that make a repeat.
+
+    Returns:
+        The repeats, sorted by nesting depth, then prefix.
+
+    Example:
+        >>> repeated_blocks(["h.0.attn", "h.1.attn", "ln_f"])
+        [Repeat(prefix='h', indices=(0, 1), cls=None)]
+    """
+    groups: dict[tuple[str, str | None], set[int]] = {}
+    seen: set[str] = set()
+    for path in paths:
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = path.split(".")
+        for end in range(1, len(parts) + 1):
+            if not parts[end - 1].isdigit():
+                continue
+            block = ".".join(parts[:end])
+            m = _INDEXED.match(block)
+            assert m is not None
+            prefix = m.group("prefix") or ""
+            cls = classes.get(block) if classes is not None else None
+            groups.setdefault((prefix, cls), set()).add(int(m.group("index")))
+    out = [
+        Repeat(prefix, tuple(sorted(idx)), cls)
+        for (prefix, cls), idx in groups.items()
+        if len(idx) >= min_count
+    ]
+    out.sort(key=lambda r: (r.prefix.count(".") + bool(r.prefix), r.prefix, r.cls or ""))
+    return out

@@ -1,0 +1,337 @@
+"""``watch``: capture every backward of a training loop, with modules and source lines.
+
+Owns the training-loop integration. While a ``Watch`` is active (``with`` block or decorated
+function), ``torch.autograd.backward`` (which ``Tensor.backward`` calls) and
+``torch.autograd.grad`` are replaced by wrappers that ``capture`` the graph behind their outputs
+right before running them, on every ``every``-th call, while a ``Recording`` attributes each node
+made in forward to its module and source line. After the backward, the finished ``Graph`` is kept
+(the last ``keep``), saved (``save_dir``), and checked for non-finite gradients.
+
+Leaving the block restores everything: the original functions, the module hooks, the torch
+function mode, and any capture hook still armed, also when the block raised. Gradients, outputs,
+RNG state and train/eval mode are never changed.
+
+Imports torch; only the capture layer may import this module.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable
+
+import torch
+
+from graphscope.autograd import hooks
+from graphscope.autograd.capture import capture
+from graphscope.autograd.recording import Recording, module_classes
+from graphscope.diagnostics import NONFINITE_LOSS, NONFINITE_ORIGIN, Thresholds
+from graphscope.errors import GraphscopeError
+from graphscope.model import Finding, Graph
+
+ON_NONFINITE = ("warn", "raise", "ignore")
+_NONFINITE_KINDS = (NONFINITE_ORIGIN, NONFINITE_LOSS)
+
+
+class NonFiniteGradientError(GraphscopeError, FloatingPointError):
+    """A watched backward produced NaN or Inf gradients (``watch(on_nonfinite="raise")``).
+
+    Attributes:
+        graph: The capture of the failing step, with statistics and findings.
+        finding: The ``nonfinite_origin`` (or ``nonfinite_loss``) finding that names the node,
+            its module and its source line.
+        step: The watched backward call number (1-based).
+    """
+
+    def __init__(self, message: str, *, graph: Graph, finding: Finding, step: int) -> None:
+        super().__init__(message)
+        self.graph = graph
+        self.finding = finding
+        self.step = step
+
+
+# -- the patched entry points ---------------------------------------------------------------------
+
+_lock = threading.Lock()
+_active: list[Watch] = []  # entered watches, innermost last
+_originals: dict[str, Callable[..., Any]] = {}
+_local = threading.local()  # .depth: > 0 while a watched backward runs on this thread
+
+
+def _current() -> Watch | None:
+    # A reentrant backward (torch.utils.checkpoint's) is part of the outer pass, not a step.
+    if getattr(_local, "depth", 0):
+        return None
+    me = threading.get_ident()
+    with _lock:
+        for w in reversed(_active):
+            if w._thread == me:
+                return w
+    return None
+
+
+def _backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+    w = _current()
+    if w is None:
+        return _originals["backward"](tensors, *args, **kwargs)
+    return w._run(_originals["backward"], tensors, args, kwargs)
+
+
+def _grad(outputs: Any, *args: Any, **kwargs: Any) -> Any:
+    w = _current()
+    if w is None:
+        return _originals["grad"](outputs, *args, **kwargs)
+    return w._run(_originals["grad"], outputs, args, kwargs)
+
+
+_backward.__doc__ = torch.autograd.backward.__doc__
+_grad.__doc__ = torch.autograd.grad.__doc__
+
+
+def _install(w: Watch) -> None:
+    with _lock:
+        if not _active:
+            _originals["backward"] = torch.autograd.backward
+            _originals["grad"] = torch.autograd.grad
+            torch.autograd.backward = _backward
+            torch.autograd.grad = _grad
+        _active.append(w)
+
+
+def _uninstall(w: Watch) -> None:
+    with _lock:
+        if w in _active:
+            _active.remove(w)
+        if not _active and _originals:
+            torch.autograd.backward = _originals.pop("backward")
+            torch.autograd.grad = _originals.pop("grad")
+
+
+def _graph_tensors(outputs: Any) -> list[torch.Tensor]:
+    """The tensors among ``outputs`` that have a graph (others are torch's business)."""
+    if isinstance(outputs, torch.Tensor):
+        items: list[Any] = [outputs]
+    elif isinstance(outputs, (list, tuple)):
+        items = list(outputs)
+    else:
+        return []
+    return [t for t in items if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+
+
+# -- the context manager --------------------------------------------------------------------------
+
+
+class Watch(contextlib.ContextDecorator):
+    """Captures the backward passes run inside it; make one with ``watch(model)``.
+
+    Attributes:
+        graphs: The last ``keep`` captured graphs, oldest first.
+        steps: How many backward/grad calls ran inside the block so far.
+        saved: Paths of the captures written to ``save_dir``, oldest first.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        every: int = 1,
+        keep: int = 1,
+        save_dir: str | Path | None = None,
+        on_nonfinite: str = "warn",
+        warn: bool = True,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"graphscope.watch expects your nn.Module as its first argument, got "
+                f"{type(model).__name__}; e.g. `with graphscope.watch(model): ...`"
+            )
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every= must be a positive int (capture every N-th step), got {every!r}")
+        if not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"keep= must be an int >= 0 (graphs kept in memory), got {keep!r}")
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(
+                f"on_nonfinite= must be one of {', '.join(map(repr, ON_NONFINITE))}, "
+                f"got {on_nonfinite!r}"
+            )
+        self.model = model
+        self.every = every
+        self.keep = keep
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.on_nonfinite = on_nonfinite
+        self.warn = warn
+        self.thresholds = Thresholds()
+        self.graphs: collections.deque[Graph] = collections.deque(maxlen=keep or None)
+        self.saved: list[Path] = []
+        self.steps = 0
+        self._recording = Recording(model)
+        self._thread: int | None = None
+        self._open: list[Graph] = []
+        self._classes: dict[str, str] = {}
+
+    @property
+    def last(self) -> Graph | None:
+        """The most recent captured graph, or ``None``."""
+        return self.graphs[-1] if self.graphs else None
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None
+
+    # -- entering and leaving -------------------------------------------------------------------
+
+    def __enter__(self) -> Watch:
+        if self._thread is not None:
+            raise RuntimeError(
+                "this graphscope.watch is already active; enter it once (a decorated function "
+                "that calls itself re-enters it)"
+            )
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        self._classes = module_classes(self.model)
+        self._thread = threading.get_ident()
+        try:
+            _install(self)
+            self._recording.__enter__()
+            self._sync_recording()
+        except BaseException:
+            self._leave()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        # Undo in reverse order of setup, each step even if another failed, so a raising
+        # training loop never leaves torch.autograd patched or the model hooked.
+        try:
+            if self._recording.active:
+                self._recording.__exit__(None, None, None)
+        finally:
+            try:
+                _uninstall(self)
+            finally:
+                for g in self._open:
+                    g.close()
+                self._open.clear()
+                self._thread = None
+
+    def _due(self, step: int) -> bool:
+        return (step - 1) % self.every == 0
+
+    def _sync_recording(self) -> None:
+        """Tag forward ops only when the next backward will be captured.
+
+        The mode stays pushed for the whole block and is only paused: a mode may not be popped
+        from inside a torch call (``loss.backward()`` itself dispatches through it).
+        """
+        self._recording.paused = not self._due(self.steps + 1)
+
+    # -- one watched backward -------------------------------------------------------------------
+
+    def _run(self, original: Callable[..., Any], outputs: Any, args: tuple, kwargs: dict) -> Any:
+        self.steps += 1
+        step = self.steps
+        graph = None
+        if self._due(step):
+            tensors = _graph_tensors(outputs)
+            if tensors:
+                graph = capture(tensors, model=self.model, warn=False, thresholds=self.thresholds)
+                graph.meta["step"] = step
+                graph.meta["module_classes"] = self._classes
+                self._open.append(graph)
+        _local.depth = getattr(_local, "depth", 0) + 1
+        try:
+            with self._recording.suspended():
+                result = original(outputs, *args, **kwargs)
+        finally:
+            _local.depth -= 1
+            if graph is not None:
+                graph.close()
+                self._open.remove(graph)
+            self._sync_recording()
+        if graph is not None and graph.passes:
+            self._finish(graph, step)
+        return result
+
+    def _finish(self, graph: Graph, step: int) -> None:
+        if self.keep:
+            self.graphs.append(graph)
+        if self.save_dir is not None:
+            self.saved.append(graph.save(self.save_dir / f"step_{step:06d}.json"))
+        nonfinite = [f for f in graph.findings if f.kind in _NONFINITE_KINDS]
+        if self.on_nonfinite == "raise" and nonfinite:
+            first = next((f for f in nonfinite if f.kind == NONFINITE_ORIGIN), nonfinite[0])
+            text = f"step {step}: {first.message}"
+            if first.hint:
+                text += f"\n  hint: {first.hint}"
+            raise NonFiniteGradientError(text, graph=graph, finding=first, step=step)
+        kinds = set()
+        if self.warn:
+            kinds.update(f.kind for f in graph.findings if f.kind not in _NONFINITE_KINDS)
+        if self.on_nonfinite == "warn":
+            kinds.update(_NONFINITE_KINDS)
+        if kinds:
+            hooks.emit_findings(graph, kinds=kinds)
+
+
+def watch(
+    model: torch.nn.Module,
+    *,
+    every: int = 1,
+    keep: int = 1,
+    save_dir: str | Path | None = None,
+    on_nonfinite: str = "warn",
+    warn: bool = True,
+) -> Watch:
+    """Capture the backward passes of a training loop, with module attribution and source lines.
+
+    Inside the block, each ``loss.backward()``, ``torch.autograd.backward`` and
+    ``torch.autograd.grad`` call is one step; every ``every``-th step (1, 1+every, ...) is
+    captured. The forward passes of captured steps are recorded, so every op node names its
+    module path and the line of your code that made it. A loop's backward is not otherwise
+    changed: the gradients are bit-identical to an unwatched run.
+
+    Args:
+        model: The model being trained (its parameters are named, its modules attributed).
+        every: Capture one step in ``every``; the others run at full speed.
+        keep: How many graphs to keep in ``w.graphs`` (0: none; e.g. only save them).
+        save_dir: A folder to write each capture to, as ``step_000001.json``.
+        on_nonfinite: ``"raise"`` raises ``NonFiniteGradientError`` right after the first
+            captured backward whose gradients hold NaN/Inf, naming the op, module and line where
+            the NaN was born; ``"warn"`` issues a ``NonFiniteGradientWarning``; ``"ignore"``
+            does neither.
+        warn: Issue warnings for the other findings (vanishing, exploding, dead, unused).
+
+    Returns:
+        A ``Watch``: a context manager and a decorator. ``w.last`` is the latest graph.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``every``, ``keep`` or ``on_nonfinite`` is out of range.
+
+    Example:
+        >>> with graphscope.watch(model, on_nonfinite="raise") as w:  # doctest: +SKIP
+        ...     for x, y in loader:
+        ...         loss = F.cross_entropy(model(x), y)
+        ...         loss.backward()
+        ...         opt.step(); opt.zero_grad()
+        >>> print(w.last.summary())  # doctest: +SKIP
+    """
+    return Watch(
+        model,
+        every=every,
+        keep=keep,
+        save_dir=save_dir,
+        on_nonfinite=on_nonfinite,
+        warn=warn,
+    )

@@ -37,21 +37,19 @@ class Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (w,) = ctx.saved_tensors
-        return g * w, None
-
-
-class ZeroGate(torch.autograd.Function):
-    """x * w whose backward sends an all-zero gradient to w."""
+        return g * w, ctx._forward_cls.grad_for_w(w)
 
     @staticmethod
-    def forward(ctx, x, w):
-        ctx.save_for_backward(w)
-        return x * w
+    def grad_for_w(w):
+        return None
+
+
+class ZeroGate(Gate):
+    """Gate whose backward sends an all-zero gradient to w instead."""
 
     @staticmethod
-    def backward(ctx, g):
-        (w,) = ctx.saved_tensors
-        return g * w, torch.zeros_like(w)
+    def grad_for_w(w):
+        return torch.zeros_like(w)
 
 
 class OnceCube(torch.autograd.Function):

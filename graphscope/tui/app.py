@@ -27,6 +27,7 @@ class InspectorApp(App[None]):
 
     CSS_PATH = "inspector.tcss"
     TITLE = "graphscope"
+    ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
         Binding("q", "quit", "Quit"),

@@ -39,10 +39,10 @@ class MainScreen(Screen[None]):
 
     BINDINGS = [
         Binding("slash", "search", "Search"),
-        Binding("n", "finding(1)", "Next finding"),
-        Binding("N", "finding(-1)", "Prev finding", key_display="N"),
+        Binding("n", "finding(1)", "Findings", key_display="n/N"),
+        Binding("N", "finding(-1)", "Previous finding", show=False),
         Binding("g", "grouping", "Group"),
-        Binding("e", "export", "Export SVG"),
+        Binding("e", "export", "Export"),
         Binding("1", "tab(0)", "Node", show=False),
         Binding("2", "tab(1)", "Neighbours", show=False),
         Binding("3", "tab(2)", "Flow", show=False),

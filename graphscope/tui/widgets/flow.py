@@ -22,6 +22,7 @@ from graphscope.diagnostics import Thresholds
 from graphscope.model import GradStats
 
 Layer = tuple[str, GradStats | None]
+MAX_LEGEND = 40
 
 
 class _PowerOfTen(NumericAxisFormatter):
@@ -43,6 +44,11 @@ def log_rms(stats: GradStats | None) -> float | None:
     return math.log10(stats.rms)
 
 
+def _decade_colour(rms: float, t: Thresholds) -> str:
+    """The tree's colour for a healthy gradient of this RMS."""
+    return formatting.magnitude_colour(GradStats(rms, 0, 0, 0, 0, 0, 0, 0, 0, 1), t)
+
+
 class GradientFlow(Vertical):
     """The per-layer gradient plot and its legend; ``layers`` are (name, stats) in forward order."""
 
@@ -50,6 +56,7 @@ class GradientFlow(Vertical):
         super().__init__(**kw)
         self._layers = layers
         self._t = thresholds or Thresholds()
+        self._plotted = False
 
     def compose(self):
         if not self._layers:
@@ -57,11 +64,18 @@ class GradientFlow(Vertical):
             return
         yield PlotWidget(id="flow-plot", allow_pan_and_zoom=True)
         with VerticalScroll(id="flow-legend"):
-            yield Static(self._legend())
+            yield Static(id="flow-names")
 
     def _legend(self) -> Table:
         table = Table.grid(padding=(0, 1))
-        for i, (name, stats) in enumerate(self._layers, 1):
+        shown = list(enumerate(self._layers, 1))
+        if len(shown) > MAX_LEGEND:
+            # Many layers: name the first and last few, and the faintest and strongest.
+            ranked = sorted((r for r in shown if log_rms(r[1][1]) is not None),
+                            key=lambda r: log_rms(r[1][1]))
+            keep = {i for i, _ in shown[:5] + shown[-5:] + ranked[:3] + ranked[-3:]}
+            shown = [r for r in shown if r[0] in keep]
+        for i, (name, stats) in shown:
             colour = formatting.magnitude_colour(stats, self._t)
             rms = "-" if stats is None else formatting.fmt_num(stats.rms)
             table.add_row(Text(str(i), style="dim"), Text("●", style=colour), name,
@@ -72,9 +86,13 @@ class GradientFlow(Vertical):
         table.add_row("", "", Text(limits, style="dim italic"))
         return table
 
-    def on_mount(self) -> None:
-        if not self._layers:
+    def on_show(self) -> None:
+        # Plotted the first time the tab is shown: a deep model's thousands of layers cost
+        # nothing at start-up.
+        if not self._layers or self._plotted:
             return
+        self._plotted = True
+        self.query_one("#flow-names", Static).update(self._legend())
         plot = self.query_one(PlotWidget)
         xs, ys = [], []
         for i, (_, stats) in enumerate(self._layers, 1):
@@ -100,9 +118,12 @@ class GradientFlow(Vertical):
                 if lo <= y <= hi:
                     plot.plot([x0, x1], [y, y], line_style=colour, hires_mode=HiResMode.BRAILLE, label=label)
             plot.plot(xs, ys, line_style="white", hires_mode=HiResMode.BRAILLE, label="layer RMS")
+            # One scatter series per decade, coloured like the tree: few series on deep models.
             by_colour: dict[str, tuple[list[int], list[float]]] = {}
             for x, y in zip(xs, ys):
-                colour = formatting.magnitude_colour(self._layers[x - 1][1], self._t)
+                band = formatting.band(self._layers[x - 1][1], self._t)
+                colour = (_decade_colour(10.0 ** round(y), self._t) if band == formatting.HEALTHY
+                          else formatting.BAND_COLOURS[band])
                 by_colour.setdefault(colour, ([], []))[0].append(x)
                 by_colour[colour][1].append(y)
             for colour, (cx, cy) in by_colour.items():

@@ -42,11 +42,12 @@ SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severi
 class Line:
     """What a tree line stands for: a node, a reference to one, a module or a "more" marker."""
 
-    kind: Literal["node", "ref", "module", "more"]
+    kind: Literal["node", "ref", "module", "more", "more-items"]
     node: int = -1
     module: str = ""
     seq: SeqKey = None
     step: int = 0  # for "more": -1 loads earlier lines, +1 later ones
+    container: Container = None  # for "more-items": whose inputs to load further
 
 
 @dataclass(slots=True)
@@ -58,6 +59,15 @@ class _Window:
     lines: list[TreeNode[Line]] = field(default_factory=list)
     before: TreeNode[Line] | None = None
     after: TreeNode[Line] | None = None
+
+
+@dataclass(slots=True)
+class _Items:
+    """The items under one opened container, how many are loaded, and its "more" line."""
+
+    items: list
+    done: int = 0
+    more: TreeNode[Line] | None = None
 
 
 class GraphTree(Tree[Line]):
@@ -115,6 +125,7 @@ class GraphTree(Tree[Line]):
         self._module_line: dict[str, TreeNode[Line]] = {}
         self._opened: set[Container] = set()
         self._runs: dict[SeqKey, _Window] = {}
+        self._items: dict[Container, _Items] = {}
         self._load(None, self.root)
         self.root.expand()
 
@@ -130,6 +141,8 @@ class GraphTree(Tree[Line]):
         node = self._graph.nodes[node_id]
         text = Text(node.title, style="bold" if node.kind == PARAM else "")
         text.append(f" {formatting.fmt_shape(node.shape)}", style="dim")
+        if node.module and node.kind != PARAM:
+            text.append(f" {node.module}", style="dim italic")
         if node.grad is not None:
             colour = formatting.magnitude_colour(node.grad, self._thresholds)
             text.append(f" ● {formatting.fmt_num(node.grad.rms)}", style=colour)
@@ -162,24 +175,54 @@ class GraphTree(Tree[Line]):
         if container in self._opened:
             return
         self._opened.add(container)
-        for item in self.plan.items(container):
+        self._items[container] = _Items(self.plan.items(container))
+        self._load_items(container, parent)
+
+    def _load_items(self, container: Container, parent: TreeNode[Line]) -> TreeNode[Line] | None:
+        """Add the next ``CHUNK`` items under ``container``; each run starts with a short
+        window, so opening a node with many inputs adds about ``CHUNK`` lines in all."""
+        state = self._items[container]
+        batch = state.items[state.done : state.done + CHUNK]
+        per = max(3, CHUNK // max(1, len(batch)))
+        if state.more is not None:  # appending, then re-adding the marker, is O(1) a line
+            state.more.remove()
+            state.more = None
+        where: dict[str, TreeNode[Line]] = {}
+        first: TreeNode[Line] | None = None
+        for item in batch:
             if isinstance(item, ModuleItem):
                 label = Text(item.path, style="bold")
                 label.append(f"  {item.count:,} nodes", style="dim")
-                self._module_line[item.path] = parent.add(label, Line("module", module=item.path))
+                tn = self._insert(parent, label, Line("module", module=item.path),
+                                  expandable=True, **where)
+                self._module_line[item.path] = tn
             elif isinstance(item, RefItem):
                 node = self._graph.nodes[item.node]
                 label = Text(f"↪ {node.title} #{item.node} (shared: enter jumps to it)",
                              style="italic dim")
-                parent.add_leaf(label, Line("ref", node=item.node))
+                tn = self._insert(parent, label, Line("ref", node=item.node), expandable=False,
+                                  **where)
             else:
-                self._open_window(parent, item.key, 0, {})
+                w = self._open_window(parent, item.key, 0, where, size=per)
+                tn = w.lines[0]
+            first = first or tn
+        state.done += len(batch)
+        left = len(state.items) - state.done
+        if left:
+            label = Text(f"… {left:,} more (enter loads {min(left, CHUNK)})", style="dim italic")
+            state.more = parent.add_leaf(label, Line("more-items", container=container))
+        return first
+
+    def _has_line(self, item: SeqItem | ModuleItem) -> bool:
+        if isinstance(item, ModuleItem):
+            return item.path in self._module_line
+        return item.key in self._runs
 
     def _open_window(self, parent: TreeNode[Line], key: SeqKey, start: int,
-                     where: dict[str, TreeNode[Line]]) -> _Window:
-        """Load ``[start, start + CHUNK)`` of run ``key``; ``where`` places it among siblings."""
+                     where: dict[str, TreeNode[Line]], *, size: int = CHUNK) -> _Window:
+        """Load ``[start, start + size)`` of run ``key``; ``where`` places it among siblings."""
         seq = self.plan.seq(key)
-        end = min(len(seq), start + CHUNK)
+        end = min(len(seq), start + size)
         w = _Window(start, start)
         if start > 0:
             w.before = self._insert(parent, self._more_text(start, -1), Line("more", seq=key, step=-1),
@@ -256,7 +299,11 @@ class GraphTree(Tree[Line]):
             line = t.data
             if line is not None and line.kind == "node":
                 self._line_of.pop(line.node, None)
-                self._opened.discard(("node", line.node))
+                container = ("node", line.node)
+                self._opened.discard(container)
+                for item in self._items.pop(container, _Items([])).items:
+                    if isinstance(item, SeqItem):
+                        self._runs.pop(item.key, None)
 
     # -- navigation ---------------------------------------------------------------------------
 
@@ -269,6 +316,8 @@ class GraphTree(Tree[Line]):
                 self._load(step.container, parent)
                 parent.expand()
                 item = step.item
+                while not self._has_line(item) and self._items[step.container].more is not None:
+                    self._load_items(step.container, parent)
                 if isinstance(item, ModuleItem):
                     tn = self._module_line[item.path]
                 else:
@@ -317,6 +366,10 @@ class GraphTree(Tree[Line]):
             self.reveal(line.node)
         elif line.kind == "more":
             first = self._extend(line.seq, line.step)
+            if first is not None:
+                self._move_to(first)
+        elif line.kind == "more-items":
+            first = self._load_items(line.container, event.node.parent)
             if first is not None:
                 self._move_to(first)
         elif event.node.allow_expand:

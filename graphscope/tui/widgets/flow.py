@@ -75,7 +75,11 @@ class GradientFlow(Vertical):
                             key=lambda r: log_rms(r[1][1]))
             keep = {i for i, _ in shown[:5] + shown[-5:] + ranked[:3] + ranked[-3:]}
             shown = [r for r in shown if r[0] in keep]
+        previous = 0
         for i, (name, stats) in shown:
+            if i > previous + 1:
+                table.add_row(Text("…", style="dim"), "", Text(f"{i - previous - 1} more", style="dim"))
+            previous = i
             colour = formatting.magnitude_colour(stats, self._t)
             rms = "-" if stats is None else formatting.fmt_num(stats.rms)
             table.add_row(Text(str(i), style="dim"), Text("●", style=colour), name,

@@ -84,6 +84,11 @@ class LocalGraph(GraphView):
     def watch_node(self, node: int | None) -> None:
         if node is not None:
             self.set_graph(*local_picture(self._graph, node, self._thresholds))
+            # netext 0.5 keeps the previous graph's viewport after set_graph (a new picture
+            # showed a stale, off-centre crop); re-derive it from the new graph's extent.
+            self.scroll_to(0, 0, animate=False)
+            self._update_scroll_viewport()
+            self.refresh()
 
     @on(GraphView.ElementClick)
     def _clicked(self, event: GraphView.ElementClick) -> None:

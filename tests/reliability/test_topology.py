@@ -12,7 +12,7 @@ from torch import nn
 import graphscope
 
 from .models import Reused, Tied, assert_grads_identical, assert_param_norms, mlp_batch, twins
-from .oracle import assert_same_structure, assert_stats, node_by_op
+from .oracle import assert_norm, assert_same_structure, assert_stats, node_by_op
 
 
 @contextmanager
@@ -79,8 +79,9 @@ def test_twenty_thousand_wide_fan_in():
     stack = node_by_op(g, "StackBackward0")
     assert len(g.producers(stack.id)) == 20_000
     loss.backward()
+    # Each leaf i got gradient i exactly: its norm is |i| in any precision.
     norms = sorted(n.grad.norm for n in g.nodes if n.op == "AccumulateGrad")
-    assert norms == sorted(float(t.grad.norm()) for t in leaves)
+    assert norms == [float(i) for i in range(20_000)]
     assert graphscope.active_hook_count() == 0
 
 
@@ -154,7 +155,7 @@ def test_weight_tying_one_node_all_names_no_double_count():
     loss.backward()
     loss_of(twin).backward()
     assert_grads_identical(model, twin)
-    assert tied.grad.norm == float(model.embed.weight.grad.norm())
+    assert_norm(tied.grad.norm, model.embed.weight.grad)
     assert graphscope.active_hook_count() == 0
 
 
@@ -184,8 +185,9 @@ def test_self_product_keeps_both_edges():
     assert sorted(e.input_nr for e in g.edges if e.src == leaf.id and e.dst == mul.id) == [0, 1]
     assert g.nx.number_of_edges(leaf.id, mul.id) == 2
     loss.backward()
-    edge_norms = [e.grad.norm for e in g.edges if e.src == leaf.id]
-    assert edge_norms == [float(x.detach().norm())] * 2
+    for e in g.edges:
+        if e.src == leaf.id:
+            assert_norm(e.grad.norm, x.detach())
     assert_stats(leaf.grad, x.grad)
 
 

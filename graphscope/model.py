@@ -40,10 +40,6 @@ def _num(x: float) -> Any:
     return x
 
 
-def _unnum(x: Any) -> Any:
-    return float(x) if isinstance(x, str) else x
-
-
 @dataclass(frozen=True, slots=True)
 class GradStats:
     """Summary of one gradient tensor (or of several, for a multi-output node).
@@ -75,12 +71,22 @@ class GradStats:
         """Root mean square: the norm divided by sqrt(numel), comparable across sizes."""
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _num(getattr(self, f.name)) for f in fields(self)}
+    def to_list(self) -> list[Any]:
+        """The ten numbers in field order; NaN/Inf as strings (compact JSON)."""
+        return [_num(getattr(self, name)) for name in _STAT_FIELDS]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GradStats:
-        return cls(**{f.name: _unnum(d[f.name]) for f in fields(cls)})
+    def from_list(cls, values: list[Any]) -> GradStats:
+        if len(values) != len(_STAT_FIELDS):
+            raise ValueError(f"gradient statistics need {len(_STAT_FIELDS)} numbers")
+        return cls(*[float(v) if isinstance(v, str) else v for v in values])
+
+
+_STAT_FIELDS = tuple(f.name for f in fields(GradStats))
+
+
+def _stats_or_none(values: Any) -> GradStats | None:
+    return None if values is None else GradStats.from_list(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +237,11 @@ class Node:
             "source": None
             if self.source is None
             else [self.source.file, self.source.line, self.source.function],
-            "grad": None if self.grad is None else self.grad.to_dict(),
-            "grads": [None if g is None else g.to_dict() for g in self.grads],
+            "grad": None if self.grad is None else self.grad.to_list(),
+            # Usually grads == (grad,): stored only when they say more (multi-output nodes).
+            "grads": [None if g is None else g.to_list() for g in self.grads]
+            if self.grads != ((self.grad,) if self.grad is not None else ())
+            else None,
             "executed": self.executed,
             "is_root": self.is_root,
             "exec_order": self.exec_order,
@@ -245,6 +254,8 @@ class Node:
         kind = d.get("kind", OP)
         if kind not in KINDS:
             raise ValueError(f"unknown node kind {kind!r}")
+        grad = _stats_or_none(d.get("grad"))
+        grads = d.get("grads")
         return cls(
             id=int(d["id"]),
             op=str(d["op"]),
@@ -255,10 +266,10 @@ class Node:
             saved=tuple(TensorMeta.from_dict(m) for m in d.get("saved", ())),
             module=d.get("module"),
             source=None if src is None else Source(str(src[0]), int(src[1]), str(src[2])),
-            grad=None if d.get("grad") is None else GradStats.from_dict(d["grad"]),
-            grads=tuple(
-                None if g is None else GradStats.from_dict(g) for g in d.get("grads", ())
-            ),
+            grad=grad,
+            grads=tuple(_stats_or_none(g) for g in grads)
+            if grads is not None
+            else ((grad,) if grad is not None else ()),
             executed=bool(d.get("executed", False)),
             is_root=bool(d.get("is_root", False)),
             exec_order=d.get("exec_order"),
@@ -292,7 +303,7 @@ class Edge:
             "dst": self.dst,
             "output_nr": self.output_nr,
             "input_nr": self.input_nr,
-            "grad": None if self.grad is None else self.grad.to_dict(),
+            "grad": None if self.grad is None else self.grad.to_list(),
         }
 
     @classmethod
@@ -302,7 +313,7 @@ class Edge:
             dst=int(d["dst"]),
             output_nr=int(d.get("output_nr", 0)),
             input_nr=int(d.get("input_nr", 0)),
-            grad=None if d.get("grad") is None else GradStats.from_dict(d["grad"]),
+            grad=_stats_or_none(d.get("grad")),
         )
 
 

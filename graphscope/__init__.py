@@ -23,6 +23,7 @@ from graphscope.errors import (
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
+from graphscope.export.options import RenderOptions
 from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, Severity, load
 
 __version__ = "0.1.0"
@@ -45,11 +46,11 @@ def render(x: Any, path: Any = None, **options: Any) -> Any:
     return _render(x, path, **options)
 
 
-def inspect(graph: Graph) -> None:
+def inspect(graph: Graph, **options: Any) -> None:
     """Open the terminal inspector on ``graph``; see ``graphscope.tui.inspect``."""
     from graphscope.tui import inspect as _inspect
 
-    _inspect(graph)
+    _inspect(graph, **options)
 
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "Node",
     "NonFiniteGradientWarning",
     "ParamInfo",
+    "RenderOptions",
     "Severity",
     "Thresholds",
     "UnusedParameterWarning",

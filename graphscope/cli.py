@@ -96,10 +96,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     graph = _load(args.capture)
     progress(f"loaded {graph.summary()}")
     out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
-    from graphscope import drawing
+    from graphscope import export
 
     try:
-        drawing.render(graph, out, progress=progress)
+        export.render_graph(graph, out, progress=progress)
     except EngineError as exc:
         raise _Failure(str(exc), EXIT_ENGINE) from None
     size = out.stat().st_size if out.exists() else 0

@@ -91,12 +91,12 @@ def test_view_opens_the_saved_capture(capture_file, opened):
 
 
 def test_render_writes_the_file_with_progress(capture_file, tmp_path, monkeypatch, capsys):
-    """render hands the loaded graph to drawing.render and reports each step on stderr."""
+    """render hands the loaded graph to export.render_graph and reports each step on stderr."""
     def render(graph, path, *, progress=None):
         progress("laying out")
         path.write_text("<svg/>")
 
-    monkeypatch.setitem(sys.modules, "graphscope.drawing", types.SimpleNamespace(render=render))
+    monkeypatch.setattr("graphscope.export.render_graph", render)
     out = tmp_path / "g.svg"
     assert cli.main(["render", str(capture_file), "-o", str(out)]) == 0
     assert out.read_text() == "<svg/>"
@@ -109,7 +109,7 @@ def test_render_without_engine_exits_3(capture_file, tmp_path, monkeypatch, caps
     def render(graph, path, *, progress=None):
         raise EngineError("no Graphviz engine for svg; pip install graphviz-pure")
 
-    monkeypatch.setitem(sys.modules, "graphscope.drawing", types.SimpleNamespace(render=render))
+    monkeypatch.setattr("graphscope.export.render_graph", render)
     assert cli.main(["render", str(capture_file), "-o", str(tmp_path / "g.svg")]) == 3
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "graphscope: error: no Graphviz engine for svg; pip install graphviz-pure")

@@ -209,13 +209,17 @@ def _param_status(
 
 
 def _attribute_ops(graph: Graph) -> None:
-    """Without a recorded forward, give each op that consumes a parameter its owner module.
+    """Without a recorded forward, infer each op's module from the parameters around it.
 
-    Parameters reach their op through view ops (``t``, ``view``, ``expand``), so attribution
-    follows single-producer chains from the parameter to the first op with other inputs.
+    First, an op that consumes a parameter (through view ops such as ``t`` or ``expand``)
+    belongs to the parameter's module. Then every other op between two attributed regions gets
+    the deepest module path its nearest attributed producers and consumers share: a softmax
+    between ``layers.3.attn.q`` and ``layers.3.attn.out`` lands in ``layers.3.attn``. Ops with
+    attributed nodes on one side only (the loss after the head) stay unattributed.
+    ``graphscope.watch`` records the exact module instead.
     """
     for p in graph.param_nodes:
-        if not p.module:
+        if p.module is None:
             continue
         frontier = [p.id]
         while frontier:
@@ -227,6 +231,53 @@ def _attribute_ops(graph: Graph) -> None:
                 node.module = p.module
                 if len(graph.producers(c)) == 1:
                     frontier.append(c)
+    order = _forward_order(graph)
+    below = _nearest_modules(graph, order, graph.producers)
+    above = _nearest_modules(graph, order[::-1], graph.consumers)
+    for node in graph.nodes:
+        if node.kind == OP and node.module is None and node.opaque is None:
+            b, a = below[node.id], above[node.id]
+            if b is not None and a is not None:
+                node.module = _common_module([b, a]) or None
+    graph.meta["module_attribution"] = "inferred from parameters"
+
+
+def _forward_order(graph: Graph) -> list[int]:
+    """Node ids with every producer before its consumers (Kahn's algorithm, iterative)."""
+    pending = [len(graph.producers(n.id)) for n in graph.nodes]
+    ready = [n.id for n in graph.nodes if pending[n.id] == 0]
+    order: list[int] = []
+    while ready:
+        nid = ready.pop()
+        order.append(nid)
+        for c in graph.consumers(nid):
+            pending[c] -= 1
+            if pending[c] == 0:
+                ready.append(c)
+    return order
+
+
+def _nearest_modules(graph: Graph, order: list[int], neighbours: Any) -> list[str | None]:
+    """For each node, the shared module of the nearest attributed nodes on one side."""
+    found: list[str | None] = [None] * len(graph.nodes)
+    for nid in order:
+        module = graph.nodes[nid].module
+        if module is None:
+            seen = [found[m] for m in neighbours(nid) if found[m] is not None]
+            module = _common_module(seen) if seen else None
+        found[nid] = module
+    return found
+
+
+def _common_module(paths: list[str | None]) -> str:
+    """The longest dotted prefix the module paths share (``""`` for the root module)."""
+    parts = [p.split(".") if p else [] for p in paths if p is not None]
+    common: list[str] = []
+    for pieces in zip(*parts):
+        if any(x != pieces[0] for x in pieces):
+            break
+        common.append(pieces[0])
+    return ".".join(common)
 
 
 def graph_of(tensor: torch.Tensor) -> Graph | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import pytest
 from textual.widgets import Input, TabbedContent
@@ -201,9 +199,9 @@ def test_neighbours_tab_draws_the_selected_node(drive):
 
 @pytest.fixture
 def use_render(monkeypatch, tmp_path):
-    """Install ``render`` as graphscope.drawing.render and work in a temporary directory."""
+    """Install ``render`` as graphscope.export.render_graph and work in a temporary directory."""
     def install(render):
-        monkeypatch.setitem(sys.modules, "graphscope.drawing", types.SimpleNamespace(render=render))
+        monkeypatch.setattr("graphscope.export.render_graph", render)
         monkeypatch.chdir(tmp_path)
         return tmp_path
     return install
@@ -215,8 +213,8 @@ async def _press_and_wait(pilot, *keys):
     await pilot.pause()
 
 
-def test_export_writes_svg_through_drawing(drive, use_render):
-    """e renders the graph with graphscope.drawing.render and notifies the path."""
+def test_export_writes_svg_through_the_exporter(drive, use_render):
+    """e renders the graph with graphscope.export.render_graph and notifies the path."""
     calls = []
 
     def render(graph, path):
@@ -234,6 +232,17 @@ def test_export_writes_svg_through_drawing(drive, use_render):
     assert (tmp_path / "test.svg").read_text() == "<svg/>"
     assert (tmp_path / "test-node0.svg").exists()
     assert calls == [22, 2]
+
+
+def test_export_draws_a_real_svg(drive, monkeypatch, tmp_path):
+    """e writes a real SVG through the installed Graphviz engine, titled by node."""
+    monkeypatch.chdir(tmp_path)
+
+    async def steps(pilot):
+        await _press_and_wait(pilot, "e")
+    drive(sigmoid_mlp(), steps)
+    svg = (tmp_path / "test.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<title>" in svg
 
 
 def test_export_without_engine_shows_the_error(drive, use_render):

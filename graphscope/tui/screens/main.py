@@ -28,9 +28,9 @@ TABS = ("tab-node", "tab-local", "tab-flow")
 
 def render_svg(graph: Graph, path: Path) -> Path:
     """Draw ``graph`` to ``path`` with the shared exporter (imported only when asked)."""
-    from graphscope import drawing
+    from graphscope import export
 
-    drawing.render(graph, path)
+    export.render_graph(graph, path)
     return path
 
 

@@ -263,6 +263,9 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
         growth = math.exp(
             sum(math.log(x) for x in first) / k - sum(math.log(x) for x in last) / k
         )
+    # A GradScaler loss scale multiplies every gradient: the absolute limits move with it.
+    scale = float(graph.meta.get("loss_scale") or 1.0)
+    scaled = f" (x{scale:g} loss scale)" if scale != 1.0 else ""
     trend_vanishing = deep and growth <= t.vanishing_ratio
     trend_exploding = deep and growth >= t.exploding_ratio
     out: list[Finding] = []
@@ -271,11 +274,11 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
         if r == 0:
             continue  # all-zero gradients are reported as dead, not vanishing
         rel = r / top_rms
-        if (trend_exploding and i < max(1, len(layers) // 3)) or r >= t.exploding_rms:
+        if (trend_exploding and i < max(1, len(layers) // 3)) or r >= t.exploding_rms * scale:
             why = (
                 f"{_num(growth)}x larger near the input than near the output"
                 if trend_exploding
-                else f"above the {_num(t.exploding_rms)} threshold"
+                else f"above the {_num(t.exploding_rms * scale)} threshold{scaled}"
             )
             out.append(
                 Finding(
@@ -291,7 +294,9 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
                     "(torch.nn.utils.clip_grad_norm_) or a lower learning rate.",
                 )
             )
-        elif not trend_exploding and (r <= t.vanishing_rms or (deep and rel <= t.vanishing_ratio)):
+        elif not trend_exploding and (
+            r <= t.vanishing_rms * scale or (deep and rel <= t.vanishing_ratio)
+        ):
             out.append(_vanishing(n, r, rel, top, top_rms, trend_vanishing))
     # Worst first: the smallest vanishing and the largest exploding gradients lead.
     out.sort(key=lambda f: rms[f.node] if f.kind == VANISHING else -rms[f.node])  # type: ignore[index]

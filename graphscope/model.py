@@ -591,7 +591,7 @@ class Graph:
                 passes=int(d.get("passes", 0)),
                 meta=dict(d.get("meta", {})),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise LoadError(f"capture file is corrupt: {type(exc).__name__}: {exc}") from None
         n = len(nodes)
         if any(node.id != i for i, node in enumerate(nodes)):
@@ -651,8 +651,12 @@ def load(path: str | Path) -> Graph:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (the file looks truncated)" if exc.pos >= len(text) - 1 else ""
+        # An unterminated string is reported where it started, not at the end of the text.
+        cut = exc.pos >= len(text) - 1 or exc.msg.startswith("Unterminated string")
+        hint = " (the file looks truncated)" if cut or not text.rstrip().endswith("}") else ""
         raise LoadError(f"{path} is not valid JSON{hint}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise LoadError(f"{path} is nested too deeply to be a graphscope capture") from None
     return Graph.from_dict(data)
 
 

@@ -158,6 +158,9 @@ def capture(
         "root_values": _root_values(tensors),
         "graph_freed": w.graph_freed,
     }
+    scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
+    if scale is not None:
+        graph.meta["loss_scale"] = scale
     if model is not None:
         graph.meta["model"] = type(model).__name__
         graph.params = _param_status(graph, w.fns, named)
@@ -170,6 +173,21 @@ def capture(
     for _, t in tensors:
         t.grad_fn.metadata[_GRAPH_KEY] = ref
     return graph
+
+
+def _loss_scale(fn: Any) -> float | None:
+    """The factor of a ``GradScaler``-scaled loss: ``loss * s`` with ``s`` a one-element tensor,
+    a power of two, that does not require grad. Its gradients are ``s`` times the true ones."""
+    if type(fn).__name__ != "MulBackward0" or fn.next_functions[1][0] is not None:
+        return None
+    raw = getattr(fn, "_raw_saved_other", None)
+    if raw is None or raw.unpack_hook is not None:
+        return None
+    t = raw.data
+    if not isinstance(t, torch.Tensor) or t.numel() != 1 or t.is_complex():
+        return None
+    s = float(t.detach().reshape(()).item())
+    return s if s >= 2 and math.isfinite(s) and math.log2(s).is_integer() else None
 
 
 def _root_values(tensors: list[tuple[str, torch.Tensor]]) -> list[float | None]:

@@ -61,11 +61,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
+    nested = t.is_nested
     return TensorMeta(
-        shape=tuple(t.shape) if not t.is_nested else None,
+        shape=None if nested else tuple(t.shape),
         dtype=_dtype_name(t.dtype),
         device=str(t.device),
         name=name,
+        value="nested tensor" if nested else None,
     )
 
 
@@ -111,16 +113,19 @@ class _SavedReader:
             raws = getattr(fn, "_raw_saved_tensors", None)
             if raws is not None:  # a custom autograd.Function
                 for i, raw in enumerate(raws):
-                    out.append(self._describe(f"saved_tensors[{i}]", raw))
+                    out.append(self._describe(f"saved_tensors[{i}]", raw, fn, "saved_tensors"))
                 return tuple(out)
             for name in _saved_attr_names(fn):
                 raw = getattr(fn, "_raw_saved_" + name, None)
+                attr = "_saved_" + name
                 if raw is None:
-                    out.append(self._value(name, getattr(fn, "_saved_" + name)))
+                    out.append(self._value(name, getattr(fn, attr)))
                 elif isinstance(raw, (list, tuple)):
-                    out.extend(self._describe(f"{name}[{i}]", r) for i, r in enumerate(raw))
+                    out.extend(
+                        self._describe(f"{name}[{i}]", r, fn, attr) for i, r in enumerate(raw)
+                    )
                 else:
-                    out.append(self._describe(name, raw))
+                    out.append(self._describe(name, raw, fn, attr))
         except RuntimeError:
             # "Trying to backward through the graph a second time": buffers already freed.
             self.freed = True
@@ -128,12 +133,17 @@ class _SavedReader:
         return tuple(out)
 
     @staticmethod
-    def _describe(name: str, raw: Any) -> TensorMeta:
+    def _describe(name: str, raw: Any, fn: Any, attr: str) -> TensorMeta:
         if raw.unpack_hook is not None:
             return TensorMeta(
                 shape=None, name=name, value="packed by saved_tensors_hooks (not unpacked)"
             )
         t = raw.data
+        if t is None:
+            # Freed by an earlier backward, or an undefined optional tensor (bias=None). With no
+            # unpack hook, reading the attribute unpacks nothing: it raises only when freed.
+            getattr(fn, attr)
+            return TensorMeta(shape=None, name=name, value="None")
         if not isinstance(t, torch.Tensor):
             return TensorMeta(shape=None, name=name, value=type(t).__name__)
         if not t.layout == torch.strided and not t.is_sparse:

@@ -1,0 +1,221 @@
+"""Gradient statistics are exact against torch, for every dtype, layout and path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import graphscope
+from graphscope.autograd.stats import SMALL, StatsBatch, combine
+from graphscope.model import GradStats
+
+# (StatsBatch options, name): every gradient through the bucketed path, or through the single one.
+PATHS = [({"small": 1 << 30}, "bucketed"), ({"small": 0}, "single")]
+
+
+def _oracle(t: torch.Tensor) -> dict[str, float]:
+    """What torch says, in float64 (magnitudes for complex, dense for sparse)."""
+    if t.is_sparse:
+        t = t.to_dense()
+    v = (t.abs() if t.is_complex() else t).double().reshape(-1)
+    if v.numel() == 0:
+        return {"norm": 0.0, "mean": 0.0, "std": 0.0, "zero_frac": 0.0, "nan": 0, "inf": 0}
+    var, mean = torch.var_mean(v, correction=0)
+    return {
+        "norm": float(torch.linalg.vector_norm(v)),
+        "mean": float(mean),
+        "std": float(var.sqrt()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "zero_frac": float((v == 0).sum()) / v.numel(),
+        "nan": int(v.isnan().sum()),
+        "inf": int(v.isinf().sum()),
+    }
+
+
+def _stats(t: torch.Tensor, **options: int) -> GradStats:
+    batch = StatsBatch(**options)
+    batch.add(t)
+    (s,) = batch.collect()
+    return s
+
+
+def _assert_exact(s: GradStats, t: torch.Tensor, rtol: float = 1e-5) -> None:
+    want = _oracle(t)
+    scale = max(abs(want["norm"]) / math.sqrt(max(t.numel(), 1)), 1e-30)
+    assert s.numel == t.numel()
+    assert s.nan_count == want["nan"] and s.inf_count == want["inf"]
+    assert s.zero_frac == pytest.approx(want["zero_frac"], abs=1e-12)
+    if want["nan"] or want["inf"]:
+        return
+    assert s.norm == pytest.approx(want["norm"], rel=rtol)
+    assert s.mean == pytest.approx(want["mean"], rel=rtol, abs=rtol * scale)
+    assert s.std == pytest.approx(want["std"], rel=rtol, abs=rtol * scale)
+    if t.numel():
+        assert s.min == pytest.approx(want["min"], rel=rtol)
+        assert s.max == pytest.approx(want["max"], rel=rtol)
+        assert s.abs_max == pytest.approx(max(abs(want["min"]), abs(want["max"])), rel=rtol)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_real_dtypes_match_torch(options: dict, path: str, dtype: torch.dtype) -> None:
+    """norm/mean/std/min/max/zeros of each float dtype equal torch's (float64 oracle)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(37, 53, generator=g).to(dtype)
+    t[0, :5] = 0
+    _assert_exact(_stats(t, **options), t, rtol=1e-5 if dtype.itemsize >= 4 else 1e-3)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_float16_squares_do_not_overflow(options: dict, path: str) -> None:
+    """float16 values above sqrt(65504) (whose squares overflow float16) keep a finite norm."""
+    t = torch.full((64,), 300.0, dtype=torch.float16)
+    t[::2] = -1000.0
+    s = _stats(t, **options)
+    assert math.isfinite(s.norm) and s.inf_count == 0
+    assert s.norm == pytest.approx(float(t.float().norm()), rel=1e-6)
+    _assert_exact(s, t)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_complex_by_magnitude(options: dict, path: str) -> None:
+    """Complex gradients are summarised by |z|; the norm equals torch's complex norm."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(40, dtype=torch.complex64, generator=g)
+    s = _stats(t, **options)
+    assert s.norm == pytest.approx(float(t.norm()), rel=1e-6)
+    _assert_exact(s, t)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_nan_and_inf_counts_exact(options: dict, path: str) -> None:
+    """NaN and Inf are counted exactly and propagate into norm/mean/std as in torch."""
+    t = torch.arange(20, dtype=torch.float32)
+    t[[1, 4, 9]] = float("nan")
+    t[[2, 3]] = float("inf")
+    t[7] = float("-inf")
+    s = _stats(t, **options)
+    assert (s.nan_count, s.inf_count) == (3, 3)
+    assert math.isnan(s.norm) and math.isnan(s.mean) and math.isnan(s.std)
+    assert s.zero_frac == pytest.approx(1 / 20)
+    only_inf = torch.tensor([1.0, float("inf"), 0.0])
+    s = _stats(only_inf, **options)
+    assert (s.nan_count, s.inf_count) == (0, 1) and s.norm == math.inf and s.max == math.inf
+    assert s.zero_frac == pytest.approx(1 / 3) and not s.finite
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_large_mean_keeps_std_exact(options: dict, path: str) -> None:
+    """A gradient dominated by its mean (every element ~1/n) still gets torch's std, not noise."""
+    t = torch.full((1000,), 1e-3) + torch.linspace(-1e-7, 1e-7, 1000)
+    s = _stats(t, **options)
+    assert s.std == pytest.approx(float(t.double().std(correction=0)), rel=1e-3)
+    assert _stats(torch.full((50,), 0.01), **options).std == 0.0
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_empty_tensor(options: dict, path: str) -> None:
+    """An empty gradient gives zeros, not NaN or an error."""
+    s = _stats(torch.empty(0, 4), **options)
+    assert s.numel == 0 and s.norm == 0.0 and s.zero_frac == 0.0 and s.finite
+
+
+def test_sparse_uncoalesced_embedding_grad() -> None:
+    """A sparse, uncoalesced embedding gradient is coalesced first: stats equal the dense grad's."""
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    idx = torch.tensor([1, 1, 4, 1])
+    graph = graphscope.capture(emb(idx).pow(2).sum(), model=emb, warn=False)
+    emb(idx).pow(2).sum().backward()  # an uncaptured twin to read the gradient torch made
+    grad = emb.weight.grad
+    assert grad.is_sparse and not grad.is_coalesced()
+    s = _stats(grad)
+    _assert_exact(s, grad)
+    assert s.norm == pytest.approx(float(grad.to_dense().norm()), rel=1e-6)
+    assert s.zero_frac == pytest.approx(24 / 30)
+    graph.close()
+
+
+def test_sparse_all_implicit() -> None:
+    """A sparse gradient with no stored values is all zeros."""
+    t = torch.sparse_coo_tensor(
+        torch.empty(2, 0, dtype=torch.long), torch.empty(0), (3, 4), check_invariants=True
+    )
+    s = _stats(t)
+    assert s.numel == 12 and s.zero_frac == 1.0 and s.norm == 0.0
+
+
+def test_bucketed_and_single_paths_agree() -> None:
+    """The small-gradient bucket and the one-tensor path give the same numbers."""
+    g = torch.Generator().manual_seed(2)
+    tensors = [torch.randn(16, 128, generator=g) * 10**i for i in range(-3, 4)]
+    tensors += [torch.randn(7, generator=g), torch.randn(3, 5, generator=g).t()]
+    a, b = StatsBatch(small=1 << 30, chunk=4096), StatsBatch(small=0)
+    for t in tensors:
+        a.add(t)
+        b.add(t)
+    for x, y in zip(a.collect(), b.collect()):
+        for name in ("norm", "mean", "std", "min", "max", "zero_frac", "nan_count", "inf_count"):
+            assert getattr(x, name) == pytest.approx(getattr(y, name), rel=1e-5, abs=1e-12), name
+
+
+def test_default_threshold_routes_by_size() -> None:
+    """Gradients up to SMALL elements are bucketed, larger ones reduced alone; both exact."""
+    small, large = torch.randn(SMALL), torch.randn(SMALL + 1)
+    batch = StatsBatch()
+    batch.add(small)
+    batch.add(large)
+    assert len(batch._buckets) == 1
+    s_small, s_large = batch.collect()
+    _assert_exact(s_small, small)
+    _assert_exact(s_large, large)
+
+
+def test_bucket_copies_are_bounded_and_snapshots() -> None:
+    """A full bucket is reduced at once (bounded copies), and a later in-place change of the
+    gradient does not alter its recorded statistics."""
+    batch = StatsBatch(chunk=64)
+    t = torch.ones(16)
+    batch.add(t)
+    t.mul_(3)  # a new version: recorded again, the first row keeps the old value
+    batch.add(t)
+    for _ in range(6):
+        batch.add(torch.ones(16))
+    bucket = batch._buckets[(t.device, t.dtype, t.shape)]
+    assert bucket.buf.numel() <= 64
+    stats = batch.collect()
+    assert stats[0].mean == 1.0 and stats[1].mean == 3.0
+
+
+def test_same_tensor_reduced_once() -> None:
+    """The same gradient tensor queued twice shares one row; a new version gets a new one."""
+    batch = StatsBatch()
+    t = torch.randn(5)
+    assert batch.add(t) == batch.add(t)
+    t.add_(1)
+    assert batch.add(t) != 0
+    assert len(batch) == 2
+
+
+def test_norm_equals_parameter_grad_norm() -> None:
+    """A capture's parameter gradient norm equals p.grad.norm() for a real backward."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 1))
+    loss = model(torch.randn(64, 300)).square().mean()
+    graph = graphscope.capture(loss, model=model, warn=False)
+    loss.backward()
+    for name, p in model.named_parameters():
+        s = graph.find(name).grad
+        assert s.norm == pytest.approx(float(p.grad.norm()), rel=1e-6), name
+        assert s.zero_frac == pytest.approx(float((p.grad == 0).double().mean()))
+
+
+def test_combine_matches_concatenation() -> None:
+    """combine() of per-output stats equals the stats of the outputs taken together."""
+    a, b = torch.randn(30), torch.randn(50) + 2
+    together = _stats(torch.cat([a, b]))
+    merged = combine([_stats(a), _stats(b)])
+    for name in ("norm", "mean", "std", "min", "max", "zero_frac"):
+        assert getattr(merged, name) == pytest.approx(getattr(together, name), rel=1e-5), name

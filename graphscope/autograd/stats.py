@@ -43,9 +43,9 @@ from graphscope.model import GradStats
 # Row layout: norm, mean, var, min, max, zeros, nan, inf, numel.
 _ROW = 9
 # Gradients with at most this many elements are bucketed and reduced together.
-SMALL = 16384
+SMALL = 1 << 16
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).
-CHUNK = 1 << 18
+CHUNK = 1 << 20
 # While mean^2 is at most this share of E[x^2], ``E[x^2] - mean^2`` keeps the variance within
 # 1 / (1 - _CANCEL) = 2 float roundings of E[x^2]; above it a centred second pass is exact.
 _CANCEL = 0.5
@@ -106,6 +106,7 @@ def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
     else:  # no temporary the size of a large gradient
         nonzero = host(torch.count_nonzero(x, **dim))
     out = []
+    centre = []  # rows whose mean dominates: E[x^2] - mean^2 would cancel
     for i in range(len(lo)):
         mean = total[i] / n
         nans = infs = 0
@@ -116,12 +117,16 @@ def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
             var = math.nan  # what torch.var_mean gives: inf - inf, or NaN
         else:
             mean_sq = norm[i] * norm[i] / n
-            if mean * mean <= _CANCEL * mean_sq or not math.isfinite(mean_sq):
-                var = max(mean_sq - mean * mean, 0.0)
-            else:  # the mean dominates: a second, centred pass keeps the variance exact
-                xi = x[i] if rows else x
-                var = float(torch.linalg.vector_norm(xi.to(acc) - mean)) ** 2 / n
+            var = max(mean_sq - mean * mean, 0.0)
+            if mean * mean > _CANCEL * mean_sq and math.isfinite(mean_sq):
+                centre.append(i)
         out.append([norm[i], mean, var, lo[i], hi[i], float(n - nonzero[i]), nans, infs, float(n)])
+    if centre:  # one centred second pass for all of them keeps the variance exact
+        sel = x[centre] if rows else x.reshape(1, -1)
+        means = torch.tensor([out[i][1] for i in centre], dtype=acc)
+        spread = torch.linalg.vector_norm(sel.to(acc) - means[:, None], dim=1, dtype=acc)
+        for i, c in zip(centre, spread.tolist()):
+            out[i][2] = c * c / n
     return out
 
 
@@ -158,7 +163,7 @@ class _Bucket:
     def __init__(self, like: torch.Tensor, max_rows: int) -> None:
         self.shape = like.shape
         self.max_rows = max_rows
-        self.buf = like.new_empty((min(8, max_rows), *like.shape))
+        self.buf = like.new_empty((1, *like.shape))  # grows by doubling, up to max_rows
         self.rows: list[int] = []
 
     def put(self, row: int, g: torch.Tensor) -> bool:

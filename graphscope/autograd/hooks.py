@@ -63,6 +63,10 @@ class Recorder:
             self._in_edge[e.dst][e.input_nr] = i
         self._task: int | None = None
         self._keep = False
+        self._roots = frozenset(graph.roots)
+        # A reentrant checkpoint runs its region in a nested backward (another graph task) while
+        # the outer pass is still open; only graphs with such an opaque node can see one.
+        self._nests = any(n.opaque is not None for n in graph.nodes)
         self._batch = StatsBatch()
         self._node_rows: dict[int, list[int | None]] = {}
         self._edge_rows: dict[int, int] = {}
@@ -112,7 +116,7 @@ class Recorder:
         # Never let graphscope break the user's backward: record the failure instead.
         try:
             task = torch._C._current_graph_task_id()
-            if task != self._task:
+            if task != self._task and not self._nested(nid):
                 self._begin(task)
             batch = self._batch
             self._order.append(nid)
@@ -123,6 +127,12 @@ class Recorder:
                     self._edge_rows[slots[input_nr]] = batch.add(g)
         except Exception as exc:  # pragma: no cover - defensive
             self.error = exc
+
+    def _nested(self, nid: int) -> bool:
+        """A hook from another graph task belongs to the open pass when it comes from a nested
+        backward: a pass is open, the graph has a region that runs one, and the node is not a
+        root (a new pass always starts at a root; a pass that raised leaves ``_task`` set)."""
+        return self._task is not None and self._nests and nid not in self._roots
 
     def _finish(self) -> None:
         try:

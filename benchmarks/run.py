@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import datetime
 import gc
 import os
@@ -86,21 +88,40 @@ def _clock(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost",
+        )
+    ]
 
 
-def _peak_rss_added(fn: Callable[[], Any]) -> int:
-    """Highest RSS seen while ``fn`` runs, minus the RSS before it (sampled every ms)."""
+def _heap() -> int:
+    """Bytes malloc has handed out and not taken back (small blocks + mmapped large ones).
+
+    Unlike RSS this drops when torch frees a tensor, so a peak over a baseline is what the
+    call itself allocated at most at once.
+    """
+    info = _libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"))
+_libc.mallinfo2.restype = _MallInfo2
+
+
+def _peak_heap_added(fn: Callable[[], Any]) -> int:
+    """Highest heap in use while ``fn`` runs, minus the heap before it (sampled every ms)."""
     gc.collect()
-    base = _rss()
+    base = _heap()
     peak = [base]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _rss())
+            peak[0] = max(peak[0], _heap())
             time.sleep(0.001)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -110,7 +131,7 @@ def _peak_rss_added(fn: Callable[[], Any]) -> int:
     finally:
         done.set()
         t.join()
-    peak[0] = max(peak[0], _rss())
+    peak[0] = max(peak[0], _heap())
     return peak[0] - base
 
 
@@ -287,10 +308,10 @@ def warnings_off() -> Iterator[None]:
 
 
 def _memory(case: models.Case, res: Result) -> None:
-    """Memory added by capture + stats: Python objects (tracemalloc) and process RSS peaks."""
+    """Memory added by capture + stats: Python objects (tracemalloc) and malloc peaks."""
     _zero(case)
     loss = case.forward()
-    res.memory["rss_plain_mb"] = _peak_rss_added(loss.backward) / 2**20
+    res.memory["heap_plain_mb"] = _peak_heap_added(loss.backward) / 2**20
     _zero(case)
     loss = case.forward()
 
@@ -299,7 +320,7 @@ def _memory(case: models.Case, res: Result) -> None:
         loss.backward()
         res.memory["graph_nodes"] = len(graph.nodes)
 
-    res.memory["rss_stats_mb"] = _peak_rss_added(captured) / 2**20
+    res.memory["heap_stats_mb"] = _peak_heap_added(captured) / 2**20
     _zero(case)
     loss = case.forward()
     tracemalloc.start()
@@ -382,8 +403,8 @@ def table(results: list[Result], *, threads: int) -> str:
             cells = [_cell(r, key, base) for r in results]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     mem = [
-        ("peak RSS added by plain backward", "rss_plain_mb", "MB"),
-        ("peak RSS added by capture + backward with stats", "rss_stats_mb", "MB"),
+        ("peak heap added by plain backward", "heap_plain_mb", "MB"),
+        ("peak heap added by capture + backward with stats", "heap_stats_mb", "MB"),
         ("peak Python memory of capture + stats (tracemalloc)", "python_peak_mb", "MB"),
         ("for scale: the parameter gradients", "param_grads_mb", "MB"),
         ("saved capture (JSON)", "capture_file_kb", "KB"),

@@ -45,7 +45,7 @@ _ROW = 9
 # Gradients with at most this many elements are bucketed and reduced together.
 SMALL = 1 << 16
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 # While mean^2 is at most this share of E[x^2], ``E[x^2] - mean^2`` keeps the variance within
 # 1 / (1 - _CANCEL) = 2 float roundings of E[x^2]; above it a centred second pass is exact.
 _CANCEL = 0.5

@@ -13,12 +13,14 @@ handles, never tensors or autograd nodes, so nothing here keeps the user's graph
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 
@@ -32,6 +34,23 @@ _engine = torch.autograd.Variable._execution_engine
 # autograd nodes whose hooks reference it, or the Graph that owns it.
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _live_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector for a burst of allocations, then restore it.
+
+    Arming 6,000 hooks allocates 12,000 objects next to a large model ``Graph``: the collector
+    runs full passes over everything meanwhile and makes arming ~10x slower. Nothing allocated
+    here forms cycles that need collecting before the block ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def active_hook_count() -> int:
@@ -78,12 +97,13 @@ class Recorder:
     def arm(self, fns: list[Any]) -> None:
         """Register one post-hook per autograd node (``fns`` indexed by node id)."""
         on_node = self._on_node
-        for nid, fn in enumerate(fns):
+        with gc_paused():
+            for nid, fn in enumerate(fns):
 
-            def hook(grad_inputs: Any, grad_outputs: Any, _nid: int = nid) -> None:
-                on_node(_nid, grad_inputs, grad_outputs)
+                def hook(grad_inputs: Any, grad_outputs: Any, _nid: int = nid) -> None:
+                    on_node(_nid, grad_inputs, grad_outputs)
 
-            self._handles.append(fn.register_hook(hook))
+                self._handles.append(fn.register_hook(hook))
         with _live_lock:
             _live.add(self)
 

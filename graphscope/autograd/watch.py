@@ -242,23 +242,28 @@ class Watch(contextlib.ContextDecorator):
         self.steps += 1
         step = self.steps
         graph = None
-        if self._due(step):
-            tensors = _graph_tensors(outputs)
-            if tensors:
-                graph = capture(tensors, model=self.model, warn=False, thresholds=self.thresholds)
-                graph.meta["step"] = step
-                graph.meta["module_classes"] = self._classes
-                self._open.append(graph)
-        _local.depth = getattr(_local, "depth", 0) + 1
-        try:
-            with self._recording.suspended():
-                result = original(outputs, *args, **kwargs)
-        finally:
-            _local.depth -= 1
-            if graph is not None:
-                graph.close()
-                self._open.remove(graph)
-            self._sync_recording()
+        # The collector would make full passes over the graph model while capture and the
+        # hooks allocate; it is restored (and runs) as soon as this step is done.
+        with hooks.gc_paused():
+            if self._due(step):
+                tensors = _graph_tensors(outputs)
+                if tensors:
+                    graph = capture(
+                        tensors, model=self.model, warn=False, thresholds=self.thresholds
+                    )
+                    graph.meta["step"] = step
+                    graph.meta["module_classes"] = self._classes
+                    self._open.append(graph)
+            _local.depth = getattr(_local, "depth", 0) + 1
+            try:
+                with self._recording.suspended():
+                    result = original(outputs, *args, **kwargs)
+            finally:
+                _local.depth -= 1
+                if graph is not None:
+                    graph.close()
+                    self._open.remove(graph)
+                self._sync_recording()
         if graph is not None and graph.passes:
             self._finish(graph, step)
         return result

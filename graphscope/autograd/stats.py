@@ -88,46 +88,43 @@ def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
     """Exact statistics of a real CPU tensor: of each row of a 2-D ``x``, or of all of ``x``.
 
     ``rows=False`` reduces ``x`` whole in its own layout, never copying a transposed gradient.
+    The per-row arithmetic runs on small float64 vectors, not in a Python loop per row.
     """
     acc = _acc(x.dtype)
+    f64 = torch.float64
     dim = {"dim": 1} if rows else {}
     n = x.shape[1] if rows else x.numel()
-
-    def host(t: torch.Tensor) -> list[float]:
-        return t.tolist() if rows else [t.item()]
-
-    lo = host(x.amin(**dim))  # amin and amax are vectorised; aminmax(dim=...) is not
-    hi = host(x.amax(**dim))
-    total = host(x.sum(**dim, dtype=acc))
-    norm = host(torch.linalg.vector_norm(x, **dim, dtype=acc))
+    lo = x.amin(**dim).to(f64).reshape(-1)  # amin and amax are vectorised; aminmax(dim=) is not
+    hi = x.amax(**dim).to(f64).reshape(-1)
+    mean = x.sum(**dim, dtype=acc).to(f64).reshape(-1) / n
+    norm = torch.linalg.vector_norm(x, **dim, dtype=acc).to(f64).reshape(-1)
     if x.numel() <= CHUNK:
         # count_nonzero is not vectorised; |sign(x)| summed is, exact in float32 below 2^24.
-        nonzero = host(torch.sign(x).abs_().sum(**dim, dtype=acc))
+        nonzero = torch.sign(x).abs_().sum(**dim, dtype=acc).to(f64).reshape(-1)
     else:  # no temporary the size of a large gradient
-        nonzero = host(torch.count_nonzero(x, **dim))
-    out = []
-    centre = []  # rows whose mean dominates: E[x^2] - mean^2 would cancel
-    for i in range(len(lo)):
-        mean = total[i] / n
-        nans = infs = 0
-        if not (math.isfinite(lo[i]) and math.isfinite(hi[i])):
+        nonzero = torch.count_nonzero(x, **dim).to(f64).reshape(-1)
+    mean_sq = norm * norm / n
+    var = (mean_sq - mean * mean).clamp_min_(0.0)
+    nans = torch.zeros_like(var)
+    infs = torch.zeros_like(var)
+    finite = torch.isfinite(lo) & torch.isfinite(hi)
+    centre = finite & (mean * mean > _CANCEL * mean_sq) & torch.isfinite(mean_sq)
+    if bool(centre.any()):  # the mean dominates: a second, centred pass keeps var exact
+        idx = centre.nonzero().reshape(-1)
+        sel = x[idx] if rows else x.reshape(1, -1)
+        spread = torch.linalg.vector_norm(sel.to(acc) - mean[idx, None].to(acc), dim=1)
+        var[idx] = spread.to(f64) ** 2 / n
+    if not bool(finite.all()):
+        for i in (~finite).nonzero().reshape(-1).tolist():
             xi = x[i] if rows else x
-            nans, infs = int(torch.isnan(xi).sum()), int(torch.isinf(xi).sum())
+            nans[i] = int(torch.isnan(xi).sum())
+            infs[i] = int(torch.isinf(xi).sum())
             nonzero[i] = int(torch.count_nonzero(xi))  # sign(NaN) is NaN
-            var = math.nan  # what torch.var_mean gives: inf - inf, or NaN
-        else:
-            mean_sq = norm[i] * norm[i] / n
-            var = max(mean_sq - mean * mean, 0.0)
-            if mean * mean > _CANCEL * mean_sq and math.isfinite(mean_sq):
-                centre.append(i)
-        out.append([norm[i], mean, var, lo[i], hi[i], float(n - nonzero[i]), nans, infs, float(n)])
-    if centre:  # one centred second pass for all of them keeps the variance exact
-        sel = x[centre] if rows else x.reshape(1, -1)
-        means = torch.tensor([out[i][1] for i in centre], dtype=acc)
-        spread = torch.linalg.vector_norm(sel.to(acc) - means[:, None], dim=1, dtype=acc)
-        for i, c in zip(centre, spread.tolist()):
-            out[i][2] = c * c / n
-    return out
+            var[i] = math.nan  # what torch.var_mean gives: inf - inf, or NaN
+    table = torch.stack(
+        [norm, mean, var, lo, hi, n - nonzero, nans, infs, torch.full_like(var, float(n))], dim=1
+    )
+    return table.tolist()
 
 
 def _device_rows(x: torch.Tensor) -> torch.Tensor:

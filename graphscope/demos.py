@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from graphscope.autograd import capture
+from graphscope.autograd.recording import record
 from graphscope.model import Graph
 
 Forward = Callable[[], torch.Tensor]
@@ -41,7 +42,8 @@ class Demo:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, forward = self.make()
-            loss = forward()
+            with record(model):  # every op learns its module path and source line
+                loss = forward()
         graph = capture(loss, model=model, warn=False)
         loss.backward()
         graph.meta["title"] = f"{self.name}: {self.description}"

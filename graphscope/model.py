@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -134,7 +135,16 @@ class Source:
     function: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line} in {self.function}"
+        return f"{self.short_file}:{self.line} in {self.function}"
+
+    @property
+    def short_file(self) -> str:
+        """The file relative to the working directory when it lies below it."""
+        try:
+            rel = os.path.relpath(self.file)
+        except ValueError:  # another drive on Windows
+            return self.file
+        return self.file if rel.startswith("..") else rel
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """graphscope: see and debug PyTorch's autograd graph.
 
 Public API only. ``import graphscope`` loads neither torch, textual nor graphviz: the capture
-layer (torch) is imported the first time ``capture``, ``graph_of`` or ``active_hook_count`` is
-used, so ``graphscope.load`` and the inspector open saved captures without paying for torch.
+layer (torch) is imported the first time ``capture``, ``watch``, ``record``, ``graph_of`` or
+``active_hook_count`` is used, so ``graphscope.load`` and the inspector open saved captures without paying for torch.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from graphscope.errors import (
     GradientWarning,
     GraphscopeError,
     LoadError,
+    NonFiniteGradientError,
     NonFiniteGradientWarning,
     UnusedParameterWarning,
     VanishingGradientWarning,
@@ -28,7 +29,7 @@ from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, S
 
 __version__ = "0.1.0"
 
-_TORCH_SIDE = {"capture", "graph_of", "active_hook_count", "watch"}
+_TORCH_SIDE = {"capture", "graph_of", "active_hook_count", "watch", "record"}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +68,7 @@ __all__ = [
     "GraphscopeError",
     "LoadError",
     "Node",
+    "NonFiniteGradientError",
     "NonFiniteGradientWarning",
     "ParamInfo",
     "RenderOptions",
@@ -80,5 +82,7 @@ __all__ = [
     "graph_of",
     "inspect",
     "load",
+    "record",
     "render",
+    "watch",
 ]

@@ -6,6 +6,8 @@ any layer may raise these.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GraphscopeError(Exception):
     """Base class of every error graphscope raises on purpose."""
@@ -25,6 +27,23 @@ class LoadError(GraphscopeError, ValueError):
 
 class EngineError(GraphscopeError, RuntimeError):
     """No Graphviz engine can produce the requested output format."""
+
+
+class NonFiniteGradientError(GraphscopeError, FloatingPointError):
+    """A watched backward produced NaN or Inf gradients (``watch(on_nonfinite="raise")``).
+
+    Attributes:
+        graph: The capture of the failing step, with statistics and findings.
+        finding: The ``nonfinite_origin`` (or ``nonfinite_loss``) finding that names the node,
+            its module and its source line.
+        step: The watched backward call number (1-based).
+    """
+
+    def __init__(self, message: str, *, graph: Any, finding: Any, step: int) -> None:
+        super().__init__(message)
+        self.graph = graph
+        self.finding = finding
+        self.step = step
 
 
 class GradientWarning(UserWarning):

@@ -1,9 +1,12 @@
 """The capture layer: the only package that walks torch autograd.
 
-Exports ``capture`` and ``graph_of``; the rest (walk, hooks, stats) are its parts.
+Exports ``capture``, ``graph_of``, ``watch`` and ``record``; the rest (walk, hooks, stats,
+recording) are their parts.
 """
 
 from graphscope.autograd.capture import capture, graph_of
 from graphscope.autograd.hooks import active_hook_count
+from graphscope.autograd.recording import record
+from graphscope.autograd.watch import watch
 
-__all__ = ["active_hook_count", "capture", "graph_of"]
+__all__ = ["active_hook_count", "capture", "graph_of", "record", "watch"]

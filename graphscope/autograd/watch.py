@@ -29,28 +29,11 @@ from graphscope.autograd import hooks
 from graphscope.autograd.capture import capture
 from graphscope.autograd.recording import Recording, module_classes
 from graphscope.diagnostics import NONFINITE_LOSS, NONFINITE_ORIGIN, Thresholds
-from graphscope.errors import GraphscopeError
+from graphscope.errors import NonFiniteGradientError
 from graphscope.model import Finding, Graph
 
 ON_NONFINITE = ("warn", "raise", "ignore")
 _NONFINITE_KINDS = (NONFINITE_ORIGIN, NONFINITE_LOSS)
-
-
-class NonFiniteGradientError(GraphscopeError, FloatingPointError):
-    """A watched backward produced NaN or Inf gradients (``watch(on_nonfinite="raise")``).
-
-    Attributes:
-        graph: The capture of the failing step, with statistics and findings.
-        finding: The ``nonfinite_origin`` (or ``nonfinite_loss``) finding that names the node,
-            its module and its source line.
-        step: The watched backward call number (1-based).
-    """
-
-    def __init__(self, message: str, *, graph: Graph, finding: Finding, step: int) -> None:
-        super().__init__(message)
-        self.graph = graph
-        self.finding = finding
-        self.step = step
 
 
 # -- the patched entry points ---------------------------------------------------------------------

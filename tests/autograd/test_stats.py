@@ -219,3 +219,41 @@ def test_combine_matches_concatenation() -> None:
     merged = combine([_stats(a), _stats(b)])
     for name in ("norm", "mean", "std", "min", "max", "zero_frac"):
         assert getattr(merged, name) == pytest.approx(getattr(together, name), rel=1e-5), name
+
+
+def test_accelerator_rows_agree_with_cpu_rows() -> None:
+    """The no-sync device kernel (run here on CPU tensors) gives the CPU path's numbers."""
+    from graphscope.autograd.stats import _cpu_rows, _device_rows
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 50, generator=g) * torch.logspace(-3, 3, 6)[:, None]
+    x[1, :10] = 0
+    x[2] += 100.0  # mean-dominated row
+    x[3, 4] = float("nan")
+    x[4, 5] = float("inf")
+    host = _cpu_rows(x, rows=True)
+    device = _device_rows(x).double().tolist()
+    for a, b in zip(host, device):
+        assert a[5:] == b[5:]  # zeros, NaN, Inf, numel: exact counts
+        if a[6] or a[7]:
+            continue
+        assert a[:5] == pytest.approx(b[:5], rel=1e-5)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        y = x[[0, 1, 2, 5]].to(dtype)
+        for a, b in zip(_cpu_rows(y, rows=True), _device_rows(y).double().tolist()):
+            assert a == pytest.approx(b, rel=1e-3)
+
+
+def test_transposed_view_shares_the_row() -> None:
+    """A large gradient and its transpose (same memory) are reduced once; a strided slice
+    of the same memory is not mistaken for them."""
+    t = torch.randn(300, 400)
+    batch = StatsBatch()
+    a = batch.add(t)
+    assert batch.add(t.t()) == a
+    assert batch.add(t.t().contiguous()) != a
+    assert batch.add(t[:, ::2]) != a
+    t.add_(1)  # views share the version counter: a changed value is a new row
+    assert batch.add(t.t()) != a
+    stats = batch.collect()
+    _assert_exact(stats[a], t - 1, rtol=1e-4)

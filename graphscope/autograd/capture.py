@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
-from graphscope.autograd.hooks import Recorder
+from graphscope.autograd.hooks import Recorder, gc_paused
+from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import walk
 from graphscope.diagnostics import Thresholds, diagnose
 from graphscope.errors import CaptureError, CaptureTypeError
-from graphscope.model import OP, PARAM, Graph, ParamInfo
+from graphscope.model import OP, Graph, ParamInfo
 
 _GRAPH_KEY = "graphscope.graph"
 
@@ -151,23 +152,32 @@ def capture(
     if model is not None:
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
-    w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
-    graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
-    graph.meta = {
-        "torch": torch.__version__,
-        "root_values": _root_values(tensors),
-        "graph_freed": w.graph_freed,
-    }
-    scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
-    if scale is not None:
-        graph.meta["loss_scale"] = scale
-    if model is not None:
-        graph.meta["model"] = type(model).__name__
-        graph.params = _param_status(graph, w.fns, named)
-        _attribute_ops(graph)
-    graph.findings = diagnose(graph, thresholds)
-    recorder = Recorder(graph, warn=warn, thresholds=thresholds)
-    recorder.arm(w.fns)
+    # The walk and the hooks allocate a few objects per node and no cycles: a full collection
+    # in the middle of them would only slow them down.
+    with gc_paused():
+        w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
+        graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
+        graph.meta = {
+            "torch": torch.__version__,
+            "root_values": _root_values(tensors),
+            "graph_freed": w.graph_freed,
+        }
+        scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
+        if scale is not None:
+            graph.meta["loss_scale"] = scale
+        if model is not None:
+            graph.meta["model"] = type(model).__name__
+            graph.meta["module_classes"] = module_classes(model)
+            graph.params = _param_status(graph, w.fns, named)
+            # Before inference, an op has a module or source only if a recording tagged it.
+            recorded = any(n.kind == OP and (n.module, n.source) != (None, None) for n in graph.nodes)
+            if recorded:
+                graph.meta["module_attribution"] = "recorded during forward"
+            else:
+                _attribute_ops(graph)
+        graph.findings = diagnose(graph, thresholds)
+        recorder = Recorder(graph, warn=warn, thresholds=thresholds)
+        recorder.arm(w.fns)
     graph._session = recorder
     ref = weakref.ref(graph)
     for _, t in tensors:

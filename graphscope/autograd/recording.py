@@ -14,8 +14,8 @@ The source line is the first stack frame outside torch and graphscope's capture 
 Everything is undone on exit (hooks removed, mode popped), also when the forward raised. The
 recording never changes values, RNG state or train/eval mode: it only writes node metadata.
 
-``repeated_blocks`` recognises repeated module paths (``layers.0`` .. ``layers.11`` of one class);
-it is pure Python over paths, kept free of torch so the model layer can take it over.
+Repeated blocks (``layers.0`` .. ``layers.11``) are recognised where they are drawn, from the op
+structure itself: ``graphscope.export.collapse``.
 
 Imports torch; only the capture layer may import this module.
 """
@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import threading
-from dataclasses import dataclass
 from types import CodeType, TracebackType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -246,92 +244,3 @@ def record(model: torch.nn.Module | None = None, *, sources: bool = True) -> Rec
 def module_classes(model: torch.nn.Module) -> dict[str, str]:
     """``module path -> class name`` for every submodule of ``model`` (``""`` is the root)."""
     return {path: type(m).__name__ for path, m in model.named_modules()}
-
-
-# -- repeated blocks (pure: no torch below this line) ---------------------------------------------
-
-_INDEXED = re.compile(r"^(?:(?P<prefix>.*)\.)?(?P<index>\d+)$")
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """A run of sibling modules that are copies of one block: ``layers.0`` .. ``layers.11``.
-
-    Attributes:
-        prefix: The container path (``"encoder.layers"``; ``""`` for the root).
-        indices: The indices present, sorted (``(0, 1, ..., 11)``).
-        cls: The blocks' class name when known, else ``None``.
-    """
-
-    prefix: str
-    indices: tuple[int, ...]
-    cls: str | None = None
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        """The block paths, e.g. ``("layers.0", "layers.1")``."""
-        return tuple(f"{self.prefix}.{i}" if self.prefix else str(i) for i in self.indices)
-
-    def index_of(self, path: str | None) -> int | None:
-        """Which block ``path`` (a block or anything inside it) belongs to, else ``None``."""
-        if path is None:
-            return None
-        head = f"{self.prefix}." if self.prefix else ""
-        if not path.startswith(head):
-            return None
-        first = path[len(head) :].split(".", 1)[0]
-        if not first.isdigit():
-            return None
-        i = int(first)
-        return i if i in self.indices else None
-
-
-def repeated_blocks(
-    paths: Iterable[str | None],
-    *,
-    classes: Mapping[str, str] | None = None,
-    min_count: int = 2,
-) -> list[Repeat]:
-    """Recognise repeated blocks among module paths: siblings ``P.0``, ``P.1``, ... of one class.
-
-    A path counts through all its ancestors, so the op paths ``layers.3.attn`` and
-    ``layers.3.mlp.fc`` make ``layers.3`` a block. Siblings are grouped by class when
-    ``classes`` is given (a ``ModuleList`` of mixed blocks yields one repeat per class); the
-    outermost repeats come first, and repeats nested inside another repeat's blocks are kept
-    (the heads inside each of 12 layers).
-
-    Args:
-        paths: Module paths, e.g. ``node.module`` of every node (``None`` entries are skipped).
-        classes: ``path -> class name``; ``module_classes(model)`` gives it.
-        min_count: Fewest copies that make a repeat.
-
-    Returns:
-        The repeats, sorted by nesting depth, then prefix.
-
-    Example:
-        >>> repeated_blocks(["h.0.attn", "h.1.attn", "ln_f"])
-        [Repeat(prefix='h', indices=(0, 1), cls=None)]
-    """
-    groups: dict[tuple[str, str | None], set[int]] = {}
-    seen: set[str] = set()
-    for path in paths:
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        parts = path.split(".")
-        for end in range(1, len(parts) + 1):
-            if not parts[end - 1].isdigit():
-                continue
-            block = ".".join(parts[:end])
-            m = _INDEXED.match(block)
-            assert m is not None
-            prefix = m.group("prefix") or ""
-            cls = classes.get(block) if classes is not None else None
-            groups.setdefault((prefix, cls), set()).add(int(m.group("index")))
-    out = [
-        Repeat(prefix, tuple(sorted(idx)), cls)
-        for (prefix, cls), idx in groups.items()
-        if len(idx) >= min_count
-    ]
-    out.sort(key=lambda r: (r.prefix.count(".") + bool(r.prefix), r.prefix, r.cls or ""))
-    return out

@@ -27,10 +27,10 @@ import torch
 
 from graphscope.autograd import hooks
 from graphscope.autograd.capture import capture
-from graphscope.autograd.recording import Recording, module_classes
+from graphscope.autograd.recording import Recording
 from graphscope.diagnostics import NONFINITE_LOSS, NONFINITE_ORIGIN, Thresholds
 from graphscope.errors import NonFiniteGradientError
-from graphscope.model import Finding, Graph
+from graphscope.model import Graph
 
 ON_NONFINITE = ("warn", "raise", "ignore")
 _NONFINITE_KINDS = (NONFINITE_ORIGIN, NONFINITE_LOSS)
@@ -153,7 +153,6 @@ class Watch(contextlib.ContextDecorator):
         self._recording = Recording(model)
         self._thread: int | None = None
         self._open: list[Graph] = []
-        self._classes: dict[str, str] = {}
 
     @property
     def last(self) -> Graph | None:
@@ -174,7 +173,6 @@ class Watch(contextlib.ContextDecorator):
             )
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
-        self._classes = module_classes(self.model)
         self._thread = threading.get_ident()
         try:
             _install(self)
@@ -235,7 +233,6 @@ class Watch(contextlib.ContextDecorator):
                         tensors, model=self.model, warn=False, thresholds=self.thresholds
                     )
                     graph.meta["step"] = step
-                    graph.meta["module_classes"] = self._classes
                     self._open.append(graph)
             _local.depth = getattr(_local, "depth", 0) + 1
             try:

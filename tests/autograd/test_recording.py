@@ -11,10 +11,7 @@ from torch import nn
 import graphscope
 from graphscope.autograd.recording import (
     Recording,
-    Repeat,
-    module_classes,
     record,
-    repeated_blocks,
     user_frame,
 )
 from graphscope.autograd.walk import METADATA_KEY
@@ -212,25 +209,3 @@ def test_user_frame_skips_torch_and_capture_layer() -> None:
     assert file == __file__
     assert line == sys._getframe().f_lineno - 2
     assert function == "test_user_frame_skips_torch_and_capture_layer"
-
-
-def test_repeated_blocks_from_paths() -> None:
-    """layers.0..layers.11 are one repeat; one-off siblings and lone indices are not."""
-    paths = [f"enc.layers.{i}.attn" for i in range(12)] + ["enc.layers.3.mlp.fc", "head", "emb"]
-    reps = repeated_blocks(paths)
-    assert reps == [Repeat("enc.layers", tuple(range(12)))]
-    assert reps[0].index_of("enc.layers.3.mlp.fc") == 3
-    assert reps[0].index_of("head") is None
-    assert reps[0].paths[:2] == ("enc.layers.0", "enc.layers.1")
-    assert repeated_blocks(["blocks.0.fc", "head"]) == []
-    assert repeated_blocks([None, "0", "1"]) == [Repeat("", (0, 1))]
-
-
-def test_repeated_blocks_split_by_class() -> None:
-    """Siblings of different classes (a Sequential's Linear and GELU) are not repeats."""
-    model = Encoder()
-    classes = module_classes(model)
-    graph = _recorded_graph(model, torch.randn(2, 4))
-    reps = repeated_blocks((n.module for n in graph.nodes), classes=classes)
-    assert reps == [Repeat("layers", (0, 1, 2), "Layer")]
-    assert repeated_blocks((n.module for n in graph.nodes), min_count=4, classes=classes) == []

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PICTURES = {
     "linear_regression.py": ["linear_regression.svg"],

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-import graphscope  # noqa: E402
-from graphscope.drawing import render  # noqa: E402
-from tests.export.dotfile import parse  # noqa: E402
+import graphscope
+from graphscope.drawing import render
+from tests.export.dotfile import parse
 
 
 def _mlp_loss() -> tuple[torch.nn.Module, torch.Tensor]:

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from graphscope.errors import LoadError
 
@@ -668,8 +668,3 @@ def load(path: str | Path) -> Graph:
     except RecursionError:
         raise LoadError(f"{path} is nested too deeply to be a graphscope capture") from None
     return Graph.from_dict(data)
-
-
-def iter_stats(stats: Iterable[GradStats | None]) -> Iterator[GradStats]:
-    """The non-None entries of ``stats``."""
-    return (s for s in stats if s is not None)

@@ -7,6 +7,7 @@ and status with ``model=``, and the link from a live tensor back to its latest c
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Any
@@ -246,60 +247,74 @@ def _attribute_ops(graph: Graph) -> None:
     attributed nodes on one side only (the loss after the head) stay unattributed.
     ``graphscope.watch`` records the exact module instead.
     """
+    # Distinct neighbours, computed once for the whole inference (x * x is one producer).
+    prod: list[dict[int, None]] = [{} for _ in graph.nodes]
+    cons: list[dict[int, None]] = [{} for _ in graph.nodes]
+    for e in graph.edges:
+        prod[e.dst][e.src] = None
+        cons[e.src][e.dst] = None
+    producers = [list(d) for d in prod]
+    consumers = [list(d) for d in cons]
     for p in graph.param_nodes:
         if p.module is None:
             continue
         frontier = [p.id]
         while frontier:
             nid = frontier.pop()
-            for c in graph.consumers(nid):
+            for c in consumers[nid]:
                 node = graph.nodes[c]
                 if node.kind != OP or node.module is not None or node.opaque is not None:
                     continue
                 node.module = p.module
-                if len(graph.producers(c)) == 1:
+                if len(producers[c]) == 1:
                     frontier.append(c)
-    order = _forward_order(graph)
-    below = _nearest_modules(graph, order, graph.producers)
-    above = _nearest_modules(graph, order[::-1], graph.consumers)
+    order = _forward_order(producers, consumers)
+    below = _nearest_modules(graph, order, producers)
+    above = _nearest_modules(graph, order[::-1], consumers)
     for node in graph.nodes:
         if node.kind == OP and node.module is None and node.opaque is None:
             b, a = below[node.id], above[node.id]
             if b is not None and a is not None:
-                node.module = _common_module([b, a]) or None
+                node.module = _common_module((b, a)) or None
     graph.meta["module_attribution"] = "inferred from parameters"
 
 
-def _forward_order(graph: Graph) -> list[int]:
+def _forward_order(producers: list[list[int]], consumers: list[list[int]]) -> list[int]:
     """Node ids with every producer before its consumers (Kahn's algorithm, iterative)."""
-    pending = [len(graph.producers(n.id)) for n in graph.nodes]
-    ready = [n.id for n in graph.nodes if pending[n.id] == 0]
+    pending = [len(p) for p in producers]
+    ready = [nid for nid, count in enumerate(pending) if count == 0]
     order: list[int] = []
     while ready:
         nid = ready.pop()
         order.append(nid)
-        for c in graph.consumers(nid):
+        for c in consumers[nid]:
             pending[c] -= 1
             if pending[c] == 0:
                 ready.append(c)
     return order
 
 
-def _nearest_modules(graph: Graph, order: list[int], neighbours: Any) -> list[str | None]:
+def _nearest_modules(
+    graph: Graph, order: list[int], neighbours: list[list[int]]
+) -> list[str | None]:
     """For each node, the shared module of the nearest attributed nodes on one side."""
     found: list[str | None] = [None] * len(graph.nodes)
     for nid in order:
         module = graph.nodes[nid].module
         if module is None:
-            seen = [found[m] for m in neighbours(nid) if found[m] is not None]
-            module = _common_module(seen) if seen else None
+            seen = {found[m] for m in neighbours[nid]} - {None}
+            if len(seen) == 1:
+                module = seen.pop()
+            elif seen:
+                module = _common_module(tuple(sorted(seen)))  # type: ignore[arg-type]
         found[nid] = module
     return found
 
 
-def _common_module(paths: list[str | None]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _common_module(paths: tuple[str, ...]) -> str:
     """The longest dotted prefix the module paths share (``""`` for the root module)."""
-    parts = [p.split(".") if p else [] for p in paths if p is not None]
+    parts = [p.split(".") if p else [] for p in paths]
     common: list[str] = []
     for pieces in zip(*parts):
         if any(x != pieces[0] for x in pieces):

@@ -314,3 +314,18 @@ def test_hooks_removed_when_backward_raises():
         with graphscope.capture(loss, warn=False):
             loss.backward()
     assert graphscope.active_hook_count() == 0
+
+
+def test_modules_inferred_from_parameters_without_a_recording():
+    """capture(model=) alone puts ops between a block's parameters into that block's module."""
+    torch.manual_seed(0)
+    model = nn.Sequential(SelfAttention(), SelfAttention())
+    loss = model(torch.randn(2, 4, 16)).sum()
+    graph = graphscope.capture(loss, model=model, warn=False)
+    softmax = sorted(n.module for n in graph.nodes if n.label == "softmax")
+    assert softmax == ["0", "1"]
+    addmm = {n.module for n in graph.nodes if n.label == "addmm"}
+    assert {"0.q", "0.k", "0.v", "0.out", "1.q"} <= addmm
+    assert graph.meta["module_attribution"] == "inferred from parameters"
+    root = graph.nodes[graph.roots[0]]
+    assert root.module is None  # the loss after the last block belongs to no block

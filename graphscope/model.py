@@ -101,13 +101,16 @@ class TensorMeta:
     value: str | None = None  # a saved non-tensor value, or why the tensor was not read
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "shape": None if self.shape is None else list(self.shape),
             "dtype": self.dtype,
             "device": self.device,
-            "name": self.name,
-            "value": self.value,
         }
+        if self.name:
+            d["name"] = self.name
+        if self.value is not None:
+            d["value"] = self.value
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
@@ -145,6 +148,31 @@ class Source:
         except ValueError:  # another drive on Windows
             return self.file
         return self.file if rel.startswith("..") else rel
+
+
+# What ``Node.from_dict`` assumes for a key the file leaves out.
+_NODE_DEFAULTS: dict[str, Any] = {
+    "kind": OP,
+    "label": "",
+    "names": [],
+    "outputs": [],
+    "saved": [],
+    "module": None,
+    "source": None,
+    "grad": None,
+    "grads": None,
+    "executed": False,
+    "is_root": False,
+    "exec_order": None,
+    "opaque": None,
+}
+
+
+def _is_default(key: str, value: Any) -> bool:
+    if key not in _NODE_DEFAULTS:
+        return False
+    default = _NODE_DEFAULTS[key]
+    return type(value) is type(default) and value == default  # 0 is not None, False is not 0
 
 
 @dataclass(slots=True)
@@ -235,7 +263,9 @@ class Node:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready fields; those still at their default are left out (a 50k-node capture
+        is mostly defaults, and JSON parsing is most of loading it)."""
+        d = {
             "id": self.id,
             "op": self.op,
             "kind": self.kind,
@@ -257,6 +287,7 @@ class Node:
             "exec_order": self.exec_order,
             "opaque": self.opaque,
         }
+        return {k: v for k, v in d.items() if not _is_default(k, v)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Node:
@@ -308,13 +339,12 @@ class Edge:
     grad: GradStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "output_nr": self.output_nr,
-            "input_nr": self.input_nr,
-            "grad": None if self.grad is None else self.grad.to_list(),
-        }
+        d: dict[str, Any] = {"src": self.src, "dst": self.dst, "input_nr": self.input_nr}
+        if self.output_nr:
+            d["output_nr"] = self.output_nr
+        if self.grad is not None:
+            d["grad"] = self.grad.to_list()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Edge:

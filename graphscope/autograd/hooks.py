@@ -20,7 +20,7 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Collection, Iterator
 
 import torch
 
@@ -69,12 +69,10 @@ class Recorder:
         *,
         warn: bool,
         thresholds: Thresholds,
-        on_pass: Callable[[Graph], None] | None = None,
     ) -> None:
         self.graph = graph
         self.warn = warn
         self.thresholds = thresholds
-        self.on_pass = on_pass
         self._handles: list[Any] = []
         # in_edge[node][input_nr] -> edge index, for the gradients a node sends back.
         self._in_edge: list[dict[int, int]] = [{} for _ in graph.nodes]
@@ -186,8 +184,6 @@ class Recorder:
         g.invalidate()
         if self.warn:
             emit_findings(g)
-        if self.on_pass is not None:
-            self.on_pass(g)
 
 
 def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None:

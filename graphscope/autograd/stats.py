@@ -40,8 +40,7 @@ import torch
 
 from graphscope.model import GradStats
 
-# Row layout: norm, mean, var, min, max, zeros, nan, inf, numel.
-_ROW = 9
+# A row is: norm, mean, var, min, max, zeros, nan, inf, numel.
 # Gradients with at most this many elements are bucketed and reduced together.
 SMALL = 1 << 16
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).

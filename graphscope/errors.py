@@ -68,3 +68,8 @@ class DeadUnitWarning(GradientWarning):
 
 class UnusedParameterWarning(GradientWarning):
     """A parameter that requires grad got no gradient from this loss."""
+
+
+class RecordingWarning(UserWarning):
+    """graphscope could not record part of a backward pass (the pass itself was unaffected), or
+    a capture cannot record anything (its graph was already freed by an earlier backward)."""

@@ -5,7 +5,18 @@ a pass queues an engine callback that runs once at the end of that backward, mov
 statistics to the host in one transfer, writes them into the model, runs the diagnostics and
 removes the hooks (unless the backward ran with ``retain_graph=True``, where the user may run it
 again and the next pass is recorded separately). A pass that raised never reaches its callback:
-the next hook to fire, ``Graph.close()`` or leaving ``with capture(...)`` removes the hooks.
+``Graph.close()`` or leaving ``with capture(...)`` removes the hooks.
+
+Which passes are the capture's: a parameter's ``AccumulateGrad`` node is shared by every graph
+that uses the parameter, so its hook also fires for other graphs' backwards (a GAN's second
+loss, a gradient penalty's double backward). A pass belongs to the capture only when it runs
+through one of the capture's roots; every node of the capture lies below a root, so within a
+pass that reaches a root, a root's hook is the first of ours to fire. A hook whose graph task
+started elsewhere is ignored, unless it comes from the nested backward a reentrant checkpoint
+runs inside one of the capture's opaque nodes (told by a pre-hook on those nodes).
+
+A failure inside a hook never reaches the user's backward: the node's statistics are left out
+and one ``RecordingWarning`` per pass names the node and the error.
 
 The hooks hold only this recorder, which holds plain data (the model ``Graph``) and hook
 handles, never tensors or autograd nodes, so nothing here keeps the user's graph alive.
@@ -25,7 +36,8 @@ from typing import Any, Collection, Iterator
 import torch
 
 from graphscope.autograd.stats import StatsBatch, combine
-from graphscope.diagnostics import Thresholds, diagnose, warning_class
+from graphscope.diagnostics import Thresholds, diagnose, warning_class, where
+from graphscope.errors import RecordingWarning
 from graphscope.model import Graph, GradStats
 
 _engine = torch.autograd.Variable._execution_engine
@@ -82,13 +94,15 @@ class Recorder:
         self._keep = False
         self._roots = frozenset(graph.roots)
         # A reentrant checkpoint runs its region in a nested backward (another graph task) while
-        # the outer pass is still open; only graphs with such an opaque node can see one.
-        self._nests = any(n.opaque is not None for n in graph.nodes)
+        # its node executes in the open pass: the pre-hook counts the opaque nodes running now.
+        self._opaque = frozenset(n.id for n in graph.nodes if n.opaque is not None)
+        self._inside_opaque = 0
         self._batch = StatsBatch()
         self._node_rows: dict[int, list[int | None]] = {}
         self._edge_rows: dict[int, int] = {}
         self._order: list[int] = []
-        self.error: BaseException | None = None
+        # The first failure inside a hook in the current pass: (node id, exception).
+        self.error: tuple[int, BaseException] | None = None
 
     # -- arming -------------------------------------------------------------------------------
 
@@ -102,6 +116,8 @@ class Recorder:
                     on_node(_nid, grad_inputs, grad_outputs)
 
                 self._handles.append(fn.register_hook(hook))
+            for nid in self._opaque:
+                self._handles.append(fns[nid].register_prehook(self._enter_opaque))
         with _live_lock:
             _live.add(self)
 
@@ -128,14 +144,27 @@ class Recorder:
         self._keep = bool(torch._C._autograd._get_current_graph_task_keep_graph())
         self._batch = StatsBatch()
         self._node_rows, self._edge_rows, self._order = {}, {}, []
+        self._inside_opaque = 0
+        self.error = None
         _engine.queue_callback(self._finish)
+
+    def _enter_opaque(self, grad_outputs: Any) -> None:
+        if self._task is not None and torch._C._current_graph_task_id() == self._task:
+            self._inside_opaque += 1
 
     def _on_node(self, nid: int, grad_inputs: Any, grad_outputs: Any) -> None:
         # Never let graphscope break the user's backward: record the failure instead.
         try:
             task = torch._C._current_graph_task_id()
-            if task != self._task and not self._nested(nid):
+            if task == self._task:
+                if self._inside_opaque and nid in self._opaque:
+                    self._inside_opaque -= 1
+            elif self._task is not None and self._inside_opaque:
+                pass  # the nested backward of a reentrant region inside the open pass
+            elif nid in self._roots:
                 self._begin(task)
+            else:
+                return  # another graph's backward reaching a node it shares with this one
             batch = self._batch
             self._order.append(nid)
             self._node_rows[nid] = [None if g is None else batch.add(g) for g in grad_outputs]
@@ -143,21 +172,32 @@ class Recorder:
             for input_nr, g in enumerate(grad_inputs):
                 if g is not None and input_nr in slots:
                     self._edge_rows[slots[input_nr]] = batch.add(g)
-        except Exception as exc:  # pragma: no cover - defensive
-            self.error = exc
+        except Exception as exc:
+            self._failed(nid, exc)
 
-    def _nested(self, nid: int) -> bool:
-        """A hook from another graph task belongs to the open pass when it comes from a nested
-        backward: a pass is open, the graph has a region that runs one, and the node is not a
-        root (a new pass always starts at a root; a pass that raised leaves ``_task`` set)."""
-        return self._task is not None and self._nests and nid not in self._roots
+    def _failed(self, nid: int, exc: Exception) -> None:
+        """Warn once per pass: the first node whose statistics could not be recorded."""
+        if self.error is not None:
+            return
+        self.error = (nid, exc)
+        warnings.warn(
+            f"graphscope could not record the gradient of {where(self.graph.nodes[nid])}: "
+            f"{type(exc).__name__}: {exc}. Its statistics are missing from this capture (shown as "
+            "no gradient); your backward and your gradients are unaffected.",
+            RecordingWarning,
+            stacklevel=_user_stacklevel(),
+        )
 
     def _finish(self) -> None:
         try:
             self._write(self._batch.collect())
-        except Exception as exc:  # pragma: no cover - defensive
-            self.error = exc
-            warnings.warn(f"graphscope could not record this backward pass: {exc!r}", stacklevel=2)
+        except Exception as exc:
+            warnings.warn(
+                f"graphscope could not record this backward pass: {type(exc).__name__}: {exc}. "
+                "The capture keeps its previous statistics; your gradients are unaffected.",
+                RecordingWarning,
+                stacklevel=_user_stacklevel(),
+            )
         finally:
             self._task = None
             if not self._keep:
@@ -171,7 +211,9 @@ class Recorder:
             e.grad = None
         for order, nid in enumerate(self._order):
             node = g.nodes[nid]
-            grads = tuple(None if r is None else stats[r] for r in self._node_rows[nid])
+            # A node whose hook failed has no rows: executed, with no statistics.
+            rows = self._node_rows.get(nid, ())
+            grads = tuple(None if r is None else stats[r] for r in rows)
             present = [s for s in grads if s is not None]
             node.grads = grads
             node.grad = combine(present) if present else None

@@ -21,6 +21,7 @@ from graphscope.errors import (
     LoadError,
     NonFiniteGradientError,
     NonFiniteGradientWarning,
+    RecordingWarning,
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "NonFiniteGradientError",
     "NonFiniteGradientWarning",
     "ParamInfo",
+    "RecordingWarning",
     "RenderOptions",
     "Severity",
     "Thresholds",

@@ -19,6 +19,7 @@ def render(
     x: Any,
     path: str | Path | None = None,
     *,
+    model: Any = None,
     options: RenderOptions | None = None,
     progress: Progress | None = None,
     **overrides: Any,
@@ -28,10 +29,13 @@ def render(
     Args:
         x: A ``Graph`` (from ``graphscope.capture`` or ``graphscope.load``), the path of a saved
             capture (``.json``), or a tensor. For a tensor, the latest capture of it is drawn
-            (with gradients if a backward ran); if it was never captured, its structure only.
+            (with gradients if a backward ran); if it was never captured, its structure only,
+            walked without arming anything, so drawing changes nothing a later backward sees.
         path: Where to write the picture; the suffix picks the format: ``.svg``, ``.png``,
             ``.pdf`` (system Graphviz only), ``.dot`` (no engine needed) or ``.json`` (the
             capture itself).
+        model: For a tensor that was never captured: the ``nn.Module`` whose parameter names
+            label the weights (as ``capture(loss, model=model)``).
         options: A ``RenderOptions``; the defaults when ``None``.
         progress: Called with a short message at each slow step (reducing, laying out,
             writing). Quiet when ``None``.
@@ -53,18 +57,18 @@ def render(
         >>> graphscope.render(graph, "model.svg", max_nodes=200)  # doctest: +SKIP
     """
     opts = RenderOptions.of(options, **overrides)
-    return render_graph(_graph(x), path, options=opts, progress=progress)
+    return render_graph(_graph(x, model), path, options=opts, progress=progress)
 
 
-def _graph(x: Any) -> Graph:
+def _graph(x: Any, model: Any) -> Graph:
     if isinstance(x, Graph):
         return x
     if isinstance(x, (str, Path)):
         return load(x)
     if hasattr(x, "grad_fn") and hasattr(x, "requires_grad"):  # a tensor, told without torch
-        from graphscope.autograd import capture, graph_of
+        from graphscope.autograd import graph_of, structure
 
-        return graph_of(x) or capture(x, warn=False)
+        return graph_of(x) or structure(x, model=model)
     raise CaptureTypeError(
         f"render() draws a graphscope Graph, the path of a saved capture, or a torch tensor; "
         f"got {type(x).__name__}. Capture one first: graph = graphscope.capture(loss)"

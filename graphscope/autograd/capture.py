@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 import weakref
 from typing import Any
 
@@ -18,7 +19,7 @@ from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import walk
 from graphscope.diagnostics import Thresholds, diagnose
-from graphscope.errors import CaptureError, CaptureTypeError
+from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
 from graphscope.model import OP, Graph, ParamInfo
 
 _GRAPH_KEY = "graphscope.graph"
@@ -133,12 +134,61 @@ def capture(
         CaptureError: A tensor has no autograd graph (a leaf, ``requires_grad=False``, built
             under ``torch.no_grad()`` or ``torch.inference_mode()``).
 
+    Warns:
+        RecordingWarning: The graph was already freed by an earlier ``backward()``: the capture
+            has its structure only and can record nothing.
+
     Example:
         >>> graph = graphscope.capture(loss, model=model)  # doctest: +SKIP
         >>> loss.backward()  # doctest: +SKIP
         >>> print(*graph.findings, sep="\\n")  # doctest: +SKIP
     """
     tensors = _flatten(outputs)
+    thresholds = thresholds or Thresholds()
+    # The walk and the hooks allocate a few objects per node and no cycles: a full collection
+    # in the middle of them would only slow them down.
+    with gc_paused():
+        graph, fns, freed = _build(tensors, outputs, model=model, thresholds=thresholds)
+        recorder = Recorder(graph, warn=warn, thresholds=thresholds)
+        recorder.arm(fns)
+    graph._session = recorder
+    ref = weakref.ref(graph)
+    for _, t in tensors:
+        t.grad_fn.metadata[_GRAPH_KEY] = ref
+    if freed:
+        warnings.warn(
+            "graphscope.capture: this graph's backward() already ran and freed it, so the capture "
+            "holds its structure only and will record no gradients. Call capture(loss) before "
+            "loss.backward(), or pass retain_graph=True to the earlier backward.",
+            RecordingWarning,
+            stacklevel=2,
+        )
+    return graph
+
+
+def structure(outputs: Any, *, model: torch.nn.Module | None = None) -> Graph:
+    """The graph behind ``outputs`` without arming anything: what ``capture`` walks, for drawing.
+
+    Unlike ``capture``, nothing is attached to the user's autograd graph, so a later backward is
+    observed by no one and ``graph_of`` does not find this graph.
+
+    Raises:
+        CaptureTypeError, CaptureError: As ``capture``.
+    """
+    with gc_paused():
+        graph, _, _ = _build(_flatten(outputs), outputs, model=model, thresholds=Thresholds())
+    return graph
+
+
+def _build(
+    tensors: list[tuple[str, torch.Tensor]],
+    outputs: Any,
+    *,
+    model: torch.nn.Module | None,
+    thresholds: Thresholds,
+) -> tuple[Graph, list[Any], bool]:
+    """Validate, walk and describe: the model ``Graph``, the autograd nodes in id order, and
+    whether an earlier backward already freed the graph."""
     if not tensors:
         raise CaptureTypeError(
             f"graphscope.capture found no tensor in the {type(outputs).__name__} it was given; "
@@ -147,43 +197,33 @@ def capture(
     for name, t in tensors:
         if t.grad_fn is None:
             raise CaptureError(_no_graph_reason(name if len(tensors) > 1 else "the tensor", t))
-    thresholds = thresholds or Thresholds()
     named: list[tuple[str, torch.nn.Parameter]] = []
     names: dict[int, list[str]] = {}
     if model is not None:
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
-    # The walk and the hooks allocate a few objects per node and no cycles: a full collection
-    # in the middle of them would only slow them down.
-    with gc_paused():
-        w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
-        graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
-        graph.meta = {
-            "torch": torch.__version__,
-            "root_values": _root_values(tensors),
-            "graph_freed": w.graph_freed,
-        }
-        scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
-        if scale is not None:
-            graph.meta["loss_scale"] = scale
-        if model is not None:
-            graph.meta["model"] = type(model).__name__
-            graph.meta["module_classes"] = module_classes(model)
-            graph.params = _param_status(graph, w.fns, named)
-            # Before inference, an op has a module or source only if a recording tagged it.
-            recorded = any(n.kind == OP and (n.module, n.source) != (None, None) for n in graph.nodes)
-            if recorded:
-                graph.meta["module_attribution"] = "recorded during forward"
-            else:
-                _attribute_ops(graph)
-        graph.findings = diagnose(graph, thresholds)
-        recorder = Recorder(graph, warn=warn, thresholds=thresholds)
-        recorder.arm(w.fns)
-    graph._session = recorder
-    ref = weakref.ref(graph)
-    for _, t in tensors:
-        t.grad_fn.metadata[_GRAPH_KEY] = ref
-    return graph
+    w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
+    graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
+    graph.meta = {
+        "torch": torch.__version__,
+        "root_values": _root_values(tensors),
+        "graph_freed": w.graph_freed,
+    }
+    scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
+    if scale is not None:
+        graph.meta["loss_scale"] = scale
+    if model is not None:
+        graph.meta["model"] = type(model).__name__
+        graph.meta["module_classes"] = module_classes(model)
+        graph.params = _param_status(graph, w.fns, named)
+        # Before inference, an op has a module or source only if a recording tagged it.
+        recorded = any(n.kind == OP and (n.module, n.source) != (None, None) for n in graph.nodes)
+        if recorded:
+            graph.meta["module_attribution"] = "recorded during forward"
+        else:
+            _attribute_ops(graph)
+    graph.findings = diagnose(graph, thresholds)
+    return graph, w.fns, w.graph_freed
 
 
 def _loss_scale(fn: Any) -> float | None:

@@ -329,3 +329,27 @@ def test_modules_inferred_from_parameters_without_a_recording():
     assert graph.meta["module_attribution"] == "inferred from parameters"
     root = graph.nodes[graph.roots[0]]
     assert root.module is None  # the loss after the last block belongs to no block
+
+
+def test_capture_after_backward_warns_that_nothing_will_be_recorded():
+    """A capture of a graph whose backward already ran says so, and how to capture instead."""
+    from graphscope.errors import RecordingWarning
+
+    model = mlp(2, 4, nn.Tanh)
+    loss = model(torch.randn(2, 8)).pow(2).mean()
+    loss.backward()
+    with pytest.warns(RecordingWarning, match=r"already ran.*capture\(loss\) before.*retain_graph=True"):
+        g = graphscope.capture(loss, model=model)
+    g.close()
+    assert g.passes == 0 and g.meta["graph_freed"] is True
+
+
+def test_capture_of_a_retained_graph_after_backward_does_not_warn(recwarn):
+    """After backward(retain_graph=True) the graph is alive: capturing it is fine and silent."""
+    model = mlp(2, 4, nn.Tanh)
+    loss = model(torch.randn(2, 8)).pow(2).mean()
+    loss.backward(retain_graph=True)
+    with graphscope.capture(loss, model=model) as g:
+        loss.backward()
+    assert g.passes == 1
+    assert not [w for w in recwarn if "already ran" in str(w.message)]

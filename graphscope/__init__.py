@@ -25,8 +25,10 @@ from graphscope.errors import (
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
+from graphscope.drawing import render, to_dot
 from graphscope.export.options import RenderOptions
 from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, Severity, load
+from graphscope.tui import inspect
 
 __version__ = "0.1.0"
 
@@ -41,18 +43,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'graphscope' has no attribute {name!r}")
 
 
-def render(x: Any, path: Any = None, **options: Any) -> Any:
-    """Draw a loss tensor or a ``Graph``; see ``graphscope.drawing.render``."""
-    from graphscope.drawing import render as _render
-
-    return _render(x, path, **options)
-
-
-def inspect(graph: Graph, **options: Any) -> None:
-    """Open the terminal inspector on ``graph``; see ``graphscope.tui.inspect``."""
-    from graphscope.tui import inspect as _inspect
-
-    _inspect(graph, **options)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _TORCH_SIDE)
 
 
 __all__ = [
@@ -86,5 +78,6 @@ __all__ = [
     "load",
     "record",
     "render",
+    "to_dot",
     "watch",
 ]

@@ -1,4 +1,5 @@
-"""``graphscope.render``: draw a capture, a saved capture file, or a tensor's autograd graph.
+"""``graphscope.render`` and ``graphscope.to_dot``: draw a capture, a saved capture file, or a
+tensor's autograd graph.
 
 Sits above the capture and export layers: it may import ``graphscope.autograd`` (and so torch),
 but only inside ``render`` and only when handed a tensor, so ``import graphscope`` stays light.
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graphscope.errors import CaptureTypeError
+from graphscope.export.dot import to_dot as _graph_to_dot
 from graphscope.export.options import RenderOptions
 from graphscope.export.render import Progress, Rendering, render_graph
 from graphscope.model import Graph, load
@@ -58,6 +60,27 @@ def render(
     """
     opts = RenderOptions.of(options, **overrides)
     return render_graph(_graph(x, model), path, options=opts, progress=progress)
+
+
+def to_dot(x: Any, *, model: Any = None, options: RenderOptions | None = None, **overrides: Any) -> str:
+    """The Graphviz DOT text of an autograd graph, with no engine needed (torchviz's ``make_dot``).
+
+    Args:
+        x: A ``Graph``, the path of a saved capture, or a tensor (as ``render``).
+        model: For a tensor never captured: the ``nn.Module`` that names the weights.
+        options: A ``RenderOptions``; the defaults when ``None``.
+        **overrides: ``RenderOptions`` fields to change, e.g. ``max_nodes=None``.
+
+    Returns:
+        DOT source; node ``n<id>`` is graph node ``id``.
+
+    Raises:
+        CaptureTypeError: ``x`` is not a Graph, a path or a tensor.
+
+    Example:
+        >>> print(graphscope.to_dot(loss, model=model))  # doctest: +SKIP
+    """
+    return _graph_to_dot(_graph(x, model), options=RenderOptions.of(options, **overrides))
 
 
 def _graph(x: Any, model: Any) -> Graph:

@@ -455,7 +455,9 @@ class Graph:
     """A captured autograd graph: nodes, edges, gradient statistics and findings.
 
     Build one with ``graphscope.capture(loss)``; read one back with ``graphscope.load(path)``.
-    ``graph.nx`` gives a ``networkx.MultiDiGraph`` view for your own analysis.
+    ``graph.nx`` gives a ``networkx.MultiDiGraph`` view for your own analysis. Plain data: the
+    live capture's hooks belong to ``graphscope.autograd.LiveGraph``, the subclass ``capture``
+    returns.
     """
 
     nodes: list[Node] = field(default_factory=list)
@@ -468,22 +470,6 @@ class Graph:
     _nx: Any = field(default=None, repr=False)
     _out: list[list[int]] | None = field(default=None, repr=False)
     _in: list[list[int]] | None = field(default=None, repr=False)
-    # The live capture's hook owner (set by graphscope.capture); None for a loaded graph.
-    _session: Any = field(default=None, repr=False)
-
-    # -- hook lifetime -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Remove the hooks of a live capture now (after a backward that raised, say)."""
-        if self._session is not None:
-            self._session.remove()
-
-    def __enter__(self) -> Graph:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- structure ----------------------------------------------------------------------------
 
     def __len__(self) -> int:

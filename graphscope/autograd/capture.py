@@ -1,8 +1,9 @@
 """``capture``: walk a tensor's autograd graph into a model ``Graph`` and arm its hooks.
 
 Owns input validation (every message says what was wrong and how to fix it), parameter naming
-and status with ``model=``, and the link from a live tensor back to its latest capture
-(``graph_of``), kept in the root node's ``metadata`` dict so it dies with the user's graph.
+and status with ``model=``, the live capture (``LiveGraph``: the model ``Graph`` plus the hooks
+that record into it, removed by ``close()``), and the link from a live tensor back to its latest
+capture (``graph_of``), kept in the root node's ``metadata`` dict so it dies with the user's graph.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import functools
 import math
 import warnings
 import weakref
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,6 +25,30 @@ from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
 from graphscope.model import OP, Graph, ParamInfo
 
 _GRAPH_KEY = "graphscope.graph"
+G = TypeVar("G", bound=Graph)
+
+
+@dataclass(eq=False)
+class LiveGraph(Graph):
+    """A capture still attached to the user's autograd graph: its hooks record each backward
+    through it. Everything but the hooks is the plain ``Graph`` (saved and loaded as one).
+
+    Use it as a context manager, or call ``close()``, to remove the hooks early (after a backward
+    that raised, say); a backward without ``retain_graph=True`` removes them by itself.
+    """
+
+    _recorder: Recorder | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Remove this capture's hooks now (idempotent)."""
+        if self._recorder is not None:
+            self._recorder.remove()
+
+    def __enter__(self) -> LiveGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _flatten(outputs: Any, path: str = "outputs") -> list[tuple[str, torch.Tensor]]:
@@ -113,7 +139,7 @@ def capture(
     model: torch.nn.Module | None = None,
     warn: bool = True,
     thresholds: Thresholds | None = None,
-) -> Graph:
+) -> LiveGraph:
     """Walk the autograd graph behind ``outputs`` and record the next backward through it.
 
     Args:
@@ -125,8 +151,9 @@ def capture(
         thresholds: Overrides for the vanishing/exploding/dead thresholds.
 
     Returns:
-        A ``Graph``: structure now; gradient statistics and findings once a backward through
-        it has run. Use it as a context manager to remove the hooks even if backward raises.
+        A ``LiveGraph`` (a ``Graph``): structure now; gradient statistics and findings once a
+        backward through it has run. Use it as a context manager to remove the hooks even if
+        backward raises.
 
     Raises:
         CaptureTypeError: ``outputs`` is not a tensor or a container of tensors, or ``model``
@@ -148,10 +175,10 @@ def capture(
     # The walk and the hooks allocate a few objects per node and no cycles: a full collection
     # in the middle of them would only slow them down.
     with gc_paused():
-        graph, fns, freed = _build(tensors, outputs, model=model, thresholds=thresholds)
+        graph, fns, freed = _build(LiveGraph, tensors, outputs, model=model, thresholds=thresholds)
         recorder = Recorder(graph, warn=warn, thresholds=thresholds)
         recorder.arm(fns)
-    graph._session = recorder
+    graph._recorder = recorder
     ref = weakref.ref(graph)
     for _, t in tensors:
         t.grad_fn.metadata[_GRAPH_KEY] = ref
@@ -176,17 +203,18 @@ def structure(outputs: Any, *, model: torch.nn.Module | None = None) -> Graph:
         CaptureTypeError, CaptureError: As ``capture``.
     """
     with gc_paused():
-        graph, _, _ = _build(_flatten(outputs), outputs, model=model, thresholds=Thresholds())
+        graph, _, _ = _build(Graph, _flatten(outputs), outputs, model=model, thresholds=Thresholds())
     return graph
 
 
 def _build(
+    cls: type[G],
     tensors: list[tuple[str, torch.Tensor]],
     outputs: Any,
     *,
     model: torch.nn.Module | None,
     thresholds: Thresholds,
-) -> tuple[Graph, list[Any], bool]:
+) -> tuple[G, list[Any], bool]:
     """Validate, walk and describe: the model ``Graph``, the autograd nodes in id order, and
     whether an earlier backward already freed the graph."""
     if not tensors:
@@ -203,7 +231,7 @@ def _build(
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
     w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
-    graph = Graph(nodes=w.nodes, edges=w.edges, roots=w.roots)
+    graph = cls(nodes=w.nodes, edges=w.edges, roots=w.roots)
     graph.meta = {
         "torch": torch.__version__,
         "root_values": _root_values(tensors),

@@ -5,7 +5,7 @@ a pass queues an engine callback that runs once at the end of that backward, mov
 statistics to the host in one transfer, writes them into the model, runs the diagnostics and
 removes the hooks (unless the backward ran with ``retain_graph=True``, where the user may run it
 again and the next pass is recorded separately). A pass that raised never reaches its callback:
-``Graph.close()`` or leaving ``with capture(...)`` removes the hooks.
+``LiveGraph.close()`` or leaving ``with capture(...)`` removes the hooks.
 
 Which passes are the capture's: a parameter's ``AccumulateGrad`` node is shared by every graph
 that uses the parameter, so its hook also fires for other graphs' backwards (a GAN's second

@@ -3,6 +3,11 @@
 Owns the thresholds (one frozen ``Thresholds`` dataclass) and the wording of every finding.
 Imports only ``graphscope.model`` and ``graphscope.errors``: no torch, textual or graphviz, so
 a saved capture can be re-diagnosed anywhere.
+
+An empty gradient (zero elements: a head whose batch selected no rows, ``x[mask]`` with an
+all-False mask) means nothing flowed. It is never dead, vanishing or a magnitude, and neither are
+the zeros it turns into further down (an empty batch gives its layer's weight an all-zero
+gradient): ``_idle`` finds both, and every rule skips them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from graphscope.errors import (
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
-from graphscope.model import OP, PARAM, Finding, Graph, GradStats, Node, Severity
+from graphscope.model import OP, PARAM, Edge, Finding, Graph, GradStats, Node, Severity
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class Thresholds:
             (e.g. ``GradScaler``) changes no ratio, so it is never called exploding by this rule.
         dead_frac: A gating op (ReLU, clamp, hardtanh) that receives a non-zero gradient but
             sends back at least this fraction of exact zeros has dead units. Any other op is
-            reported only when everything it sends back is zero.
+            reported only when everything it sends back is zero. Empty gradients count neither
+            as received nor as sent.
         min_layers: The depth rules (ratios) need at least this many parameter gradients.
     """
 
@@ -141,7 +147,7 @@ def diagnose(graph: Graph, thresholds: Thresholds | None = None) -> list[Finding
     findings += _nonfinite_loss(graph)
     findings += _nonfinite_origins(graph)
     findings += _magnitudes(graph, t)
-    findings += _dead(graph, t)
+    findings += _dead(graph, t, _idle(graph))
     findings += _params(graph)
     findings += _opaque(graph)
     findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
@@ -199,6 +205,7 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
         bad = [(e, s) for e, s in sent if not s.finite]
         if not bad:
             continue
+        got = "a finite gradient" if incoming.numel else "an empty gradient (nothing flowed in)"
         targets = ", ".join(dict.fromkeys(graph.nodes[e.src].title for e, _ in bad))
         hint = _NONFINITE_HINTS.get(
             node.label,
@@ -212,8 +219,8 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
                 kind=NONFINITE_ORIGIN,
                 severity=Severity.ERROR,
                 node=node.id,
-                message=f"NaN/Inf gradient born at {where(node)}: it received a finite "
-                f"gradient and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
+                message=f"NaN/Inf gradient born at {where(node)}: it received {got} "
+                f"and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
                 "gradient below it comes from here.",
                 hint=hint,
             )
@@ -247,10 +254,15 @@ def forward_params(graph: Graph) -> list[Node]:
 
 
 def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
-    layers = [n for n in forward_params(graph) if n.grad is not None and n.grad.finite]
+    # An empty or all-zero gradient has no magnitude: on the log scale of the depth trend it
+    # would stand for 1e-300 and make every other layer look exploding (or vanishing). An empty
+    # one is "nothing flowed"; an all-zero one is reported as dead, or is idle.
+    layers = [
+        n for n in forward_params(graph)
+        if n.grad is not None and n.grad.finite and n.grad.rms > 0
+    ]
     rms = {n.id: n.grad.rms for n in layers if n.grad is not None}
-    nonzero = [r for r in rms.values() if r > 0]
-    if not nonzero:
+    if not layers:
         return []
     top = max(layers, key=lambda n: rms[n.id])
     top_rms = rms[top.id]
@@ -271,8 +283,6 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
     out: list[Finding] = []
     for i, n in enumerate(layers):
         r = rms[n.id]
-        if r == 0:
-            continue  # all-zero gradients are reported as dead, not vanishing
         rel = r / top_rms
         if (trend_exploding and i < max(1, len(layers) // 3)) or r >= t.exploding_rms * scale:
             why = (
@@ -331,13 +341,59 @@ def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: 
     )
 
 
-def _dead(graph: Graph, t: Thresholds) -> list[Finding]:
+def _idle(graph: Graph) -> set[int]:
+    """Nodes through which nothing flowed in the latest backward.
+
+    A node is idle when its gradient is empty (zero elements), or all zeros that came only from
+    idle consumers or along empty edges: ``x[mask]`` with no rows sends zeros to ``x``, and an
+    empty batch gives its layer's weight all zeros. A node that also got zeros from a consumer
+    which received a real gradient is not idle: that consumer is a dead unit.
+
+    Consumers are settled before their producers (the backward direction), iteratively: a
+    10,000-op chain costs one visit per node and edge.
+    """
+    grads = [n.grad for n in graph.nodes] + [e.grad for e in graph.edges]
+    if not any(g is not None and g.numel == 0 for g in grads):
+        return set()  # idleness starts at an empty gradient; most steps have none
+    outs: list[list[Edge]] = [[] for _ in graph.nodes]  # the gradients a node received
+    producers: list[list[int]] = [[] for _ in graph.nodes]
+    for e in graph.edges:
+        outs[e.src].append(e)
+        producers[e.dst].append(e.src)
+    pending = [len(o) for o in outs]
+    ready = [i for i, n in enumerate(pending) if n == 0]
+    idle: set[int] = set()
+    while ready:
+        nid = ready.pop()
+        g = graph.nodes[nid].grad
+        if g is not None and (
+            g.numel == 0
+            or (
+                g.zero_frac >= 1.0
+                and outs[nid]
+                and all(
+                    e.dst in idle or (e.grad is not None and e.grad.numel == 0) for e in outs[nid]
+                )
+            )
+        ):
+            idle.add(nid)
+        for src in producers[nid]:
+            pending[src] -= 1
+            if pending[src] == 0:
+                ready.append(src)
+    return idle
+
+
+def _dead(graph: Graph, t: Thresholds, idle: set[int]) -> list[Finding]:
     out = []
     for node in graph.nodes:
+        if node.id in idle:
+            continue  # nothing flowed: no unit here had a chance to fire
         if node.kind == OP and node.grad is not None and node.grad.finite:
             if node.grad.zero_frac >= 1.0:
                 continue  # nothing came in: the dead unit is further up
             sent = [e.grad for e in graph.in_edges(node.id) if e.grad is not None]
+            sent = [s for s in sent if s.numel]  # an empty input holds no units
             if not sent or not all(s.finite for s in sent):
                 continue
             zero = min(s.zero_frac for s in sent)

@@ -10,7 +10,10 @@ small tensors compare fairly):
     vanishing_rms < rms < exploding  green -> yellow -> orange on log10(rms)   "healthy"
     rms >= exploding_rms             red      "exploding"
     NaN or Inf anywhere              magenta  "nonfinite"
-    no gradient recorded             grey     "none"
+    no gradient recorded, or empty   grey     "none"
+
+An empty gradient (zero elements: a branch whose batch selected no rows) carries no magnitude;
+nothing flowed, so it is grey, never "vanishing".
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 from typing import Sequence
 
 from graphscope.diagnostics import Thresholds
-from graphscope.model import GradStats
+from graphscope.model import GradStats, TensorMeta
 
 VANISHING = "vanishing"
 HEALTHY = "healthy"
@@ -64,9 +67,27 @@ def fmt_shape(shape: Sequence[int] | None) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
+def fmt_meta(meta: TensorMeta) -> str:
+    """A tensor: ``(3, 4) float32 cpu``; ``nested tensor float32 cpu`` when it has no shape."""
+    head = fmt_shape(meta.shape) if meta.shape is not None or not meta.value else meta.value
+    return " ".join(x for x in (head, meta.dtype, meta.device) if x)
+
+
+def fmt_saved(meta: TensorMeta) -> str:
+    """What an op saved for backward: ``self (3, 4) float32 cpu``, ``ignore_index = -100``.
+
+    A saved tensor has a shape or a dtype; anything else is a value the op kept (an int, a
+    tuple, a string, ``None`` for an absent optional tensor), stored as the text the user wrote.
+    """
+    name = meta.name or "?"
+    if meta.shape is None and meta.dtype is None and meta.value is not None:
+        return f"{name} = {meta.value}"
+    return f"{name} {fmt_meta(meta)}"
+
+
 def band(stats: GradStats | None, thresholds: Thresholds | None = None) -> str:
     """Classify a gradient: ``vanishing``, ``healthy``, ``exploding``, ``nonfinite`` or ``none``."""
-    if stats is None:
+    if stats is None or stats.numel == 0:
         return NONE
     if not stats.finite:
         return NONFINITE
@@ -103,6 +124,8 @@ def fmt_stats(stats: GradStats | None) -> str:
     """One line: ``norm 0.12  mean 1e-3  std 0.04  zeros 50%`` (or why there is none)."""
     if stats is None:
         return "no gradient"
+    if stats.numel == 0:
+        return "empty (0 elements): nothing flowed"
     parts = [
         f"norm {fmt_num(stats.norm)}",
         f"mean {fmt_num(stats.mean)}",

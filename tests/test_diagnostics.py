@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+import graphscope
 from graphscope.demos import DEMOS
 from graphscope.diagnostics import Thresholds, diagnose, forward_params
 from graphscope.model import Edge, Graph, GradStats, Node, Severity
@@ -138,3 +140,109 @@ def test_forward_params_order_follows_model():
     g = DEMOS["sigmoid_mlp"].build()
     names = [n.name for n in forward_params(g)]
     assert names[:2] == ["0.weight", "0.bias"] and names[-1] == "40.bias"
+
+
+# -- empty gradients: nothing flowed -----------------------------------------------------------
+
+_EMPTY = GradStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)
+
+
+def _empty_batch_branch(*, empty: bool) -> Graph:
+    """sum <- relu <- index(x[mask]) <- x, and addmm's weight: the branch's rows are the batch.
+
+    With ``empty`` the mask selected no rows: relu and index receive zero-element gradients and
+    index sends all zeros to x, addmm all zeros to its weight. Without it, relu is a dead ReLU:
+    a real gradient comes in and only zeros go back.
+    """
+    came_in = _EMPTY if empty else _stats(1.0)
+    zeros = _stats(0.0, zero_frac=1.0)
+    nodes = [
+        Node(0, "SumBackward0", label="sum", is_root=True, executed=True, exec_order=0,
+             grad=_stats(1.0, numel=1)),
+        Node(1, "ReluBackward0", label="relu", executed=True, exec_order=1, grad=came_in),
+        Node(2, "AddmmBackward0", label="addmm", executed=True, exec_order=2,
+             grad=_EMPTY if empty else zeros),
+        Node(3, "IndexBackward0", label="index", executed=True, exec_order=3,
+             grad=_EMPTY if empty else zeros),
+        Node(4, "AccumulateGrad", kind="leaf", label="leaf", executed=True, exec_order=4,
+             grad=zeros),
+        Node(5, "AccumulateGrad", kind="param", label="roi.weight", names=("roi.weight",),
+             executed=True, exec_order=5, grad=zeros),
+    ]
+    edges = [
+        Edge(1, 0, 0, 0, came_in),
+        Edge(2, 1, 0, 0, _EMPTY if empty else zeros),
+        Edge(3, 2, 0, 1, _EMPTY if empty else zeros),
+        Edge(5, 2, 0, 2, zeros),
+        Edge(4, 3, 0, 0, zeros),
+    ]
+    return Graph(nodes=nodes, edges=edges, roots=[0], passes=1)
+
+
+def test_empty_gradient_is_not_a_dead_unit():
+    """Ops that received a zero-element gradient, and the zeros they send on, are not dead."""
+    assert diagnose(_empty_batch_branch(empty=True)) == []
+    dead = [f for f in diagnose(_empty_batch_branch(empty=False)) if f.kind == "dead"]
+    assert {f.node for f in dead} == {1, 5}  # the dead ReLU, and the weight it starves
+
+
+@pytest.mark.parametrize("kind", ["empty", "zeroed by an empty batch", "dead"])
+def test_gradient_without_magnitude_sets_no_depth_trend(kind):
+    """A layer whose gradient is empty or all zeros has no RMS to put on the depth trend."""
+    g = _chain([1.0] * 6)
+    last = g.find("5.weight")
+    if kind == "empty":
+        last.grad = _EMPTY
+    else:  # its op received nothing (empty) or a real gradient it zeroed (dead)
+        last.grad = _stats(0.0, zero_frac=1.0)
+        op = g.nodes[g.consumers(last.id)[0]]
+        op.grad = _EMPTY if kind != "dead" else _stats(1.0)
+    assert [f for f in diagnose(g) if f.kind in ("vanishing", "exploding")] == []
+
+
+def test_nan_after_an_empty_gradient_says_nothing_flowed_in():
+    """An op that got a zero-element gradient and sent back NaN does not claim a finite input."""
+    bad = _stats(1.0, nan=2)
+    g = Graph(
+        nodes=[
+            Node(0, "SumBackward0", label="sum", is_root=True, executed=True, exec_order=0,
+                 grad=_stats(1.0, numel=1)),
+            Node(1, "CustomBackward", label="custom", executed=True, exec_order=1, grad=_EMPTY),
+            Node(2, "AccumulateGrad", kind="leaf", label="leaf", executed=True, exec_order=2,
+                 grad=bad),
+        ],
+        edges=[Edge(1, 0, 0, 0, _EMPTY), Edge(2, 1, 0, 0, bad)],
+        roots=[0],
+        passes=1,
+    )
+    (origin,) = [f for f in diagnose(g) if f.kind == "nonfinite_origin"]
+    assert origin.node == 1
+    assert "finite gradient" not in origin.message and "empty gradient" in origin.message
+
+
+def test_branch_with_an_empty_batch_raises_nothing():
+    """Heads whose batch selected no rows (x[mask], index_select) raise no dead/vanishing/exploding."""
+    class TwoHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = torch.nn.Linear(4, 8)
+            self.head = torch.nn.Linear(8, 1)
+            # Registered last: the depth trend compares the first and last layers.
+            self.roi = torch.nn.Linear(8, 8)
+            self.cls = torch.nn.Linear(8, 2)
+
+        def forward(self, x, mask):
+            h = torch.relu(self.trunk(x))
+            rois = torch.relu(self.roi(h[mask]))
+            picked = self.cls(h.index_select(0, mask.nonzero().flatten()))
+            return self.head(h).sum() + rois.sum() + picked.sum()
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    mask = torch.zeros(6, dtype=torch.bool)
+    loss = model(torch.randn(6, 4), mask)
+    with graphscope.capture(loss, model=model, warn=False) as g:
+        loss.backward()
+    named = [f for f in g.findings if f.kind in ("dead", "vanishing", "exploding")]
+    assert named == [], [str(f) for f in named]
+    assert [f for f in g.findings if f.severity >= Severity.WARNING] == []

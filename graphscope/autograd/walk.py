@@ -7,6 +7,10 @@ recursion), so a 10,000-step chain or a diamond chain with 2^60 paths costs one 
 Saved tensors are described from their ``SavedTensor`` records, never unpacked through a
 ``saved_tensors_hooks`` unpack hook: unpacking a non-reentrant checkpoint's tensor would rerun
 the forward. A graph already freed by an earlier backward is walked for structure only.
+
+Saved non-tensor values are stored as the text the user would have written: torch's generated
+getters return a negative ``int64`` as its unsigned reinterpretation, a loss's ``reduction`` as
+an enum int and an open slice end as ``INT64_MAX``; ``_value_text`` undoes all three.
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ OPAQUE_OPS = {
 }
 # Where ``graphscope.watch`` (recording) leaves a node's module path and source line.
 METADATA_KEY = "graphscope"
+
+# torch's generated getters pack every saved ``int64_t``, ``SymInt`` and int list with
+# ``PyLong_FromUnsignedLong`` (tools/autograd/gen_autograd_functions.py), so -100 reads back as
+# 2**64 - 100. No getter exposes a genuinely unsigned integer (Scalars go through
+# ``PyLong_FromLong``), so a value above INT64_MAX is always a negative int64.
+_INT64_MAX = (1 << 63) - 1
+_UINT64 = 1 << 64
+# at::Reduction, the int a loss saves for the string the user passed (torch.nn._reduction).
+_REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
+# Sentinels torch saves for an argument the user left out: ``padding_idx=None`` (embedding and
+# embedding_bag save -1; a negative index the user passes is resolved to ``num + idx`` first) and
+# an open slice end (``x[1:]``).
+_LEFT_OUT = {("padding_idx", -1), ("end", _INT64_MAX)}
 
 # Per-type and per-dtype caches: the walk runs once per training step, so the string work for
 # a node type is done once per process, not once per node.
@@ -136,7 +153,7 @@ class _SavedReader:
     def _describe(name: str, raw: Any, fn: Any, attr: str) -> TensorMeta:
         if raw.unpack_hook is not None:
             return TensorMeta(
-                shape=None, name=name, value="packed by saved_tensors_hooks (not unpacked)"
+                shape=None, name=name, value="<tensor packed by saved_tensors_hooks, not unpacked>"
             )
         t = raw.data
         if t is None:
@@ -147,15 +164,44 @@ class _SavedReader:
         if not isinstance(t, torch.Tensor):
             return TensorMeta(shape=None, name=name, value=type(t).__name__)
         if not t.layout == torch.strided and not t.is_sparse:
-            return TensorMeta(shape=None, name=name, value=str(t.layout))
+            return TensorMeta(
+                shape=None, dtype=_dtype_name(t.dtype), device=str(t.device), name=name,
+                value=str(t.layout),
+            )
         return _meta_of(t, name)
 
     @staticmethod
     def _value(name: str, value: Any) -> TensorMeta:
         if isinstance(value, torch.Tensor):
             return _meta_of(value, name)
-        text = repr(value)
+        text = _value_text(name, value)
         return TensorMeta(shape=None, name=name, value=text if len(text) <= 60 else text[:57] + "...")
+
+
+def _signed(value: Any) -> Any:
+    """A getter's value with every integer read back as the signed int64 torch holds."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value - _UINT64 if _INT64_MAX < value < _UINT64 else value
+    if isinstance(value, tuple):  # also torch.Size, shown as the plain tuple it equals
+        return tuple(_signed(v) for v in value)
+    if isinstance(value, list):
+        return [_signed(v) for v in value]
+    return value
+
+
+def _value_text(name: str, value: Any) -> str:
+    """The saved non-tensor ``value`` of attribute ``name`` as the user would have written it."""
+    value = _signed(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if name == "reduction" and value in _REDUCTIONS:
+            return repr(_REDUCTIONS[value])
+        if (name, value) in _LEFT_OUT:
+            return "None"
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return str(value)
+    return repr(value)  # torch.dtype reads torch.float32, a string keeps its quotes
 
 
 @dataclass

@@ -17,7 +17,7 @@ Fill colour: the gradient's RMS on a log scale, from ``graphscope.formatting.mag
     teal to orange   healthy, from small to large
     red              exploding (RMS at or above ``Thresholds.exploding_rms``)
     magenta          NaN or Inf in the gradient
-    grey             no gradient recorded
+    grey             no gradient recorded, or an empty one (0 elements: nothing flowed)
     white            structure only: no backward pass has run
     A group is filled like its worst member (NaN, then exploding, then vanishing, then largest).
 
@@ -34,8 +34,9 @@ Edges run forward, producer to consumer
                      or NaN/Inf (magenta); grey otherwise
     dashed           "next copy": from one copy of a folded block into the next
 
-Every node and edge has a tooltip with the full gradient statistics, dtype, device, saved
-tensors, module and source line (hover over it in a browser or in Jupyter).
+Every node and edge has a tooltip with the full gradient statistics, dtype, device, what the op
+saved for backward (tensors by shape and dtype, values as written: ``ignore_index = -100``),
+module and source line (hover over it in a browser or in Jupyter).
 
 Imports ``graphscope.model``, ``graphscope.formatting`` and this package's ``collapse`` and
 ``options``; never graphviz, torch or textual.
@@ -59,7 +60,9 @@ from graphscope.formatting import (
     NONFINITE,
     VANISHING,
     band,
+    fmt_meta,
     fmt_num,
+    fmt_saved,
     fmt_shape,
     fmt_stats,
     magnitude_colour,
@@ -206,12 +209,6 @@ def _worst(stats: Iterable[GradStats | None], t: Thresholds) -> GradStats | None
     return max((s for s in stats if s is not None), key=rank, default=None)
 
 
-def _meta_line(meta: object) -> str:
-    shape = fmt_shape(meta.shape)  # type: ignore[attr-defined]
-    rest = " ".join(x for x in (meta.dtype, meta.device) if x)  # type: ignore[attr-defined]
-    return f"{shape} {rest}".strip()
-
-
 # -- boxes ------------------------------------------------------------------------------------
 
 
@@ -273,9 +270,9 @@ def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
     if node.source is not None:
         lines.append(f"source: {node.source}")
     for i, meta in enumerate(node.outputs):
-        lines.append(f"{'output' if len(node.outputs) == 1 else f'output {i}'}: {_meta_line(meta)}")
+        lines.append(f"{'output' if len(node.outputs) == 1 else f'output {i}'}: {fmt_meta(meta)}")
     if node.saved:
-        lines.append("saved: " + ", ".join(f"{m.name or '?'} {_meta_line(m)}" for m in node.saved[:8]))
+        lines.append("saved: " + ", ".join(fmt_saved(m) for m in node.saved[:8]))
         if len(node.saved) > 8:
             lines[-1] += f", ... ({len(node.saved)} in all)"
     lines.append(f"grad: {fmt_stats(node.grad)}")
@@ -410,7 +407,7 @@ def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
     tip = [
         f"{_box_title(graph, src)} -> {_box_title(graph, dst)}"
         + (f"  ({len(edges)} edges)" if len(edges) > 1 else ""),
-        f"tensor: {_meta_line(meta) if meta is not None else '?'}"
+        f"tensor: {fmt_meta(meta) if meta is not None else '?'}"
         + (f" (output {first.output_nr})" if len(producer.outputs) > 1 else ""),
         f"grad sent back: {fmt_stats(stats)}",
     ]

@@ -206,3 +206,61 @@ def test_caption_carries_the_title_and_summary() -> None:
     g = graphs.mlp()
     g.meta["title"] = "mlp: a tiny test"
     assert f'label="mlp: a tiny test\\n{g.summary()}"' in to_dot(g)
+
+
+def test_tooltip_shows_saved_values() -> None:
+    """Saved non-tensor values read ``name = value``; saved tensors keep their shape and dtype."""
+    from graphscope.model import TensorMeta
+
+    b = graphs.GraphBuilder()
+    b.add("NllLossBackward0", "nll_loss", root=True)
+    b.nodes[0].saved = (
+        TensorMeta(None, name="ignore_index", value="-100"),
+        TensorMeta(None, name="stride", value="(1, 1)"),
+        TensorMeta(None, name="weight", value="None"),
+        TensorMeta((3, 4), "float32", "cpu", "self"),
+        TensorMeta(None, "float32", "cpu", "nested", value="nested tensor"),
+    )
+    tip = parse(to_dot(b.graph())).nodes["n0"]["tooltip"]
+    saved = next(line for line in tip.splitlines() if line.startswith("saved: "))
+    assert saved == (
+        "saved: ignore_index = -100, stride = (1, 1), weight = None, self (3, 4) float32 cpu, "
+        "nested nested tensor float32 cpu"
+    )
+
+
+def test_tooltip_of_a_capture_shows_what_the_user_passed() -> None:
+    """A captured cross_entropy and conv show ``ignore_index = -100``, ``stride = (1, 2)``."""
+    import torch
+    import torch.nn.functional as F
+
+    import graphscope
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 2, 3, stride=(1, 2), padding=1)
+    logits = conv(torch.randn(2, 3, 5, 5)).mean((-1, -2))
+    g = graphscope.capture(F.cross_entropy(logits, torch.tensor([1, -100]), ignore_index=-100))
+    dot = parse(to_dot(g))
+    tips = {n.op: dot.nodes[f"n{n.id}"]["tooltip"] for n in g.nodes}
+    nll = tips["NllLossBackward0"]
+    assert "ignore_index = -100" in nll and "reduction = 'mean'" in nll and "weight = None" in nll
+    assert "self (2, 2) float32 cpu" in nll
+    conv_tip = tips["ConvolutionBackward0"]
+    assert "stride = (1, 2)" in conv_tip and "groups = 1" in conv_tip
+    assert "dim = (-1, -2)" in tips["MeanBackward1"]
+
+
+def test_empty_gradient_is_grey_not_vanishing() -> None:
+    """A zero-element gradient (nothing flowed) is filled grey and said to be empty, not blue."""
+    from graphscope.model import GradStats
+
+    empty = GradStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)
+    b = graphs.GraphBuilder()
+    b.add("SumBackward0", "sum", root=True, rms=1.0)
+    b.add("ReluBackward0", "relu", shapes=((0, 8),), stats=empty)
+    b.edge(1, 0, stats=empty)
+    dot = parse(to_dot(b.graph()))
+    assert dot.nodes["n1"]["fillcolor"] == BAND_COLOURS["none"]
+    assert "grad: empty (0 elements): nothing flowed" in dot.nodes["n1"]["tooltip"]
+    (link,) = dot.between("n1", "n0")
+    assert "color" not in link and "grad sent back: empty" in link["tooltip"]

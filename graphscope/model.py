@@ -1,8 +1,8 @@
-"""The graph model: node, edge and finding records, gradient statistics, save and load.
+"""The graph model: node, edge and finding records, gradient statistics, graph operations.
 
 This is plain data. It must not import torch, textual or graphviz: a capture saved from a
-training job is loaded and inspected with this module alone. networkx is imported lazily, the
-first time ``Graph.nx`` is read.
+training job is loaded and inspected with this module alone (``graphscope.fileformat`` is the
+codec below it). networkx is imported lazily, the first time ``Graph.nx`` is read.
 
 Direction: edges run forward, producer -> consumer (the way the tensors flowed in the forward
 pass). Backward walks them in reverse. Node ids are the order in which the capture's walk met the
@@ -11,34 +11,26 @@ nodes (roots first), so they are stable across runs of the same model.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-import json
+import functools
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from graphscope import fileformat
 from graphscope.errors import LoadError
 
 if TYPE_CHECKING:
     import networkx
-
-FORMAT = "graphscope.capture"
-FORMAT_VERSION = 1
 
 # Node kinds.
 OP = "op"
 PARAM = "param"
 LEAF = "leaf"
 KINDS = (OP, PARAM, LEAF)
-
-
-def _num(x: float) -> Any:
-    """JSON has no NaN/Inf: store them as strings, floats otherwise."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return repr(x)  # 'nan', 'inf', '-inf'
-    return x
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,24 +64,6 @@ class GradStats:
         """Root mean square: the norm divided by sqrt(numel), comparable across sizes."""
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
 
-    def to_list(self) -> list[Any]:
-        """The ten numbers in field order; NaN/Inf as strings (compact JSON)."""
-        return [_num(getattr(self, name)) for name in _STAT_FIELDS]
-
-    @classmethod
-    def from_list(cls, values: list[Any]) -> GradStats:
-        if len(values) != len(_STAT_FIELDS):
-            raise ValueError(f"gradient statistics need {len(_STAT_FIELDS)} numbers")
-        return cls(*[float(v) if isinstance(v, str) else v for v in values])
-
-
-_STAT_FIELDS = tuple(f.name for f in fields(GradStats))
-
-
-def _stats_or_none(values: Any) -> GradStats | None:
-    return None if values is None else GradStats.from_list(values)
-
-
 @dataclass(frozen=True, slots=True)
 class TensorMeta:
     """Shape, dtype and device of one tensor (a forward output, a parameter, a saved tensor)."""
@@ -99,29 +73,6 @@ class TensorMeta:
     device: str | None = None
     name: str = ""  # for saved tensors: the attribute name without ``_saved_``
     value: str | None = None  # a saved non-tensor value, or why the tensor was not read
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "shape": None if self.shape is None else list(self.shape),
-            "dtype": self.dtype,
-            "device": self.device,
-        }
-        if self.name:
-            d["name"] = self.name
-        if self.value is not None:
-            d["value"] = self.value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
-        shape = d.get("shape")
-        return cls(
-            shape=None if shape is None else tuple(int(s) for s in shape),
-            dtype=d.get("dtype"),
-            device=d.get("device"),
-            name=d.get("name", ""),
-            value=d.get("value"),
-        )
 
     def __str__(self) -> str:
         if self.shape is None:
@@ -148,31 +99,6 @@ class Source:
         except ValueError:  # another drive on Windows
             return self.file
         return self.file if rel.startswith("..") else rel
-
-
-# What ``Node.from_dict`` assumes for a key the file leaves out.
-_NODE_DEFAULTS: dict[str, Any] = {
-    "kind": OP,
-    "label": "",
-    "names": [],
-    "outputs": [],
-    "saved": [],
-    "module": None,
-    "source": None,
-    "grad": None,
-    "grads": None,
-    "executed": False,
-    "is_root": False,
-    "exec_order": None,
-    "opaque": None,
-}
-
-
-def _is_default(key: str, value: Any) -> bool:
-    if key not in _NODE_DEFAULTS:
-        return False
-    default = _NODE_DEFAULTS[key]
-    return type(value) is type(default) and value == default  # 0 is not None, False is not 0
 
 
 @dataclass(slots=True)
@@ -250,8 +176,8 @@ class Node:
             "shape": self.shape,
             "dtype": self.dtype,
             "device": self.device,
-            "outputs": [m.to_dict() for m in self.outputs],
-            "saved": [m.to_dict() for m in self.saved],
+            "outputs": [dataclasses.asdict(m) for m in self.outputs],
+            "saved": [dataclasses.asdict(m) for m in self.saved],
             "module": self.module,
             "source": None if self.source is None else str(self.source),
             "grad": self.grad,
@@ -261,62 +187,6 @@ class Node:
             "exec_order": self.exec_order,
             "opaque": self.opaque,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields; those still at their default are left out (a 50k-node capture
-        is mostly defaults, and JSON parsing is most of loading it)."""
-        d = {
-            "id": self.id,
-            "op": self.op,
-            "kind": self.kind,
-            "label": self.label,
-            "names": list(self.names),
-            "outputs": [m.to_dict() for m in self.outputs],
-            "saved": [m.to_dict() for m in self.saved],
-            "module": self.module,
-            "source": None
-            if self.source is None
-            else [self.source.file, self.source.line, self.source.function],
-            "grad": None if self.grad is None else self.grad.to_list(),
-            # Usually grads == (grad,): stored only when they say more (multi-output nodes).
-            "grads": [None if g is None else g.to_list() for g in self.grads]
-            if self.grads != ((self.grad,) if self.grad is not None else ())
-            else None,
-            "executed": self.executed,
-            "is_root": self.is_root,
-            "exec_order": self.exec_order,
-            "opaque": self.opaque,
-        }
-        return {k: v for k, v in d.items() if not _is_default(k, v)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Node:
-        src = d.get("source")
-        kind = d.get("kind", OP)
-        if kind not in KINDS:
-            raise ValueError(f"unknown node kind {kind!r}")
-        grad = _stats_or_none(d.get("grad"))
-        grads = d.get("grads")
-        return cls(
-            id=int(d["id"]),
-            op=str(d["op"]),
-            kind=kind,
-            label=d.get("label", ""),
-            names=tuple(d.get("names", ())),
-            outputs=tuple(TensorMeta.from_dict(m) for m in d.get("outputs", ())),
-            saved=tuple(TensorMeta.from_dict(m) for m in d.get("saved", ())),
-            module=d.get("module"),
-            source=None if src is None else Source(str(src[0]), int(src[1]), str(src[2])),
-            grad=grad,
-            grads=tuple(_stats_or_none(g) for g in grads)
-            if grads is not None
-            else ((grad,) if grad is not None else ()),
-            executed=bool(d.get("executed", False)),
-            is_root=bool(d.get("is_root", False)),
-            exec_order=d.get("exec_order"),
-            opaque=d.get("opaque"),
-        )
-
 
 @dataclass(slots=True)
 class Edge:
@@ -337,25 +207,6 @@ class Edge:
     output_nr: int = 0
     input_nr: int = 0
     grad: GradStats | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"src": self.src, "dst": self.dst, "input_nr": self.input_nr}
-        if self.output_nr:
-            d["output_nr"] = self.output_nr
-        if self.grad is not None:
-            d["grad"] = self.grad.to_list()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Edge:
-        return cls(
-            src=int(d["src"]),
-            dst=int(d["dst"]),
-            output_nr=int(d.get("output_nr", 0)),
-            input_nr=int(d.get("input_nr", 0)),
-            grad=_stats_or_none(d.get("grad")),
-        )
-
 
 class Severity(enum.IntEnum):
     """How bad a finding is; ordered so ``max()`` picks the worst."""
@@ -393,28 +244,6 @@ class Finding:
         text = f"[{self.severity}] {self.message}"
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "severity": str(self.severity),
-            "node": self.node,
-            "message": self.message,
-            "hint": self.hint,
-            "param": self.param,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Finding:
-        return cls(
-            kind=str(d["kind"]),
-            severity=Severity[str(d["severity"]).upper()],
-            node=d.get("node"),
-            message=str(d["message"]),
-            hint=str(d.get("hint", "")),
-            param=d.get("param"),
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class ParamInfo:
     """A model parameter and what the capture found about it.
@@ -429,26 +258,6 @@ class ParamInfo:
     status: str
     node: int | None = None
     module: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "status": self.status,
-            "node": self.node,
-            "module": self.module,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ParamInfo:
-        return cls(
-            name=str(d["name"]),
-            shape=tuple(int(s) for s in d["shape"]),
-            status=str(d["status"]),
-            node=d.get("node"),
-            module=d.get("module"),
-        )
-
 
 @dataclass(eq=False)
 class Graph:
@@ -574,46 +383,36 @@ class Graph:
     # -- persistence --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
+        """The capture as JSON-ready data, format header included (what ``save`` writes)."""
+        enc = functools.partial(fileformat.encode, compact=_COMPACT)
+        return fileformat.with_header({
             "meta": self.meta,
             "passes": self.passes,
             "roots": self.roots,
-            "nodes": [n.to_dict() for n in self.nodes],
-            "edges": [e.to_dict() for e in self.edges],
-            "params": [p.to_dict() for p in self.params],
-            "findings": [f.to_dict() for f in self.findings],
-        }
+            "nodes": [_without_plain_grads(n, enc(n)) for n in self.nodes],
+            "edges": [enc(e) for e in self.edges],
+            "params": [enc(p) for p in self.params],
+            "findings": [enc(f) for f in self.findings],
+        })
 
     @classmethod
     def from_dict(cls, d: Any) -> Graph:
-        """Rebuild a graph from ``to_dict`` output.
+        """Rebuild a graph from ``to_dict`` output (or a file's data).
 
         Raises:
             LoadError: The data is not a graphscope capture, is from a newer version, or is
-                inconsistent (edges to missing nodes, ids out of order).
+                inconsistent (edges to missing nodes, ids out of order, wrong field types).
         """
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise LoadError(
-                "this is not a graphscope capture (no 'format': 'graphscope.capture' field); "
-                "make one with graphscope.capture(loss) and graph.save(path)"
-            )
-        version = d.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise LoadError(
-                f"capture format version {version!r} is newer than this graphscope understands "
-                f"(up to {FORMAT_VERSION}); upgrade graphscope"
-            )
+        fileformat.check_header(d)
         try:
-            nodes = [Node.from_dict(n) for n in d["nodes"]]
-            edges = [Edge.from_dict(e) for e in d["edges"]]
+            nodes = [_node(n) for n in d["nodes"]]
+            edges = [fileformat.decode(Edge, e, _READ_EDGE) for e in d["edges"]]
             g = cls(
                 nodes=nodes,
                 edges=edges,
                 roots=[int(r) for r in d.get("roots", [])],
-                params=[ParamInfo.from_dict(p) for p in d.get("params", [])],
-                findings=[Finding.from_dict(f) for f in d.get("findings", [])],
+                params=[fileformat.decode(ParamInfo, p, _READ_PARAM) for p in d.get("params", [])],
+                findings=[fileformat.decode(Finding, f, _READ_FINDING) for f in d.get("findings", [])],
                 passes=int(d.get("passes", 0)),
                 meta=dict(d.get("meta", {})),
             )
@@ -635,9 +434,7 @@ class Graph:
         Returns:
             The path written.
         """
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")), encoding="utf-8")
-        return path
+        return fileformat.write(path, self.to_dict())
 
     def summary(self) -> str:
         """One line: node, edge, parameter and finding counts."""
@@ -651,6 +448,64 @@ class Graph:
         )
 
 
+# How stored fields are read back where the JSON value is not the field's value itself.
+def _stats(v: Any) -> GradStats | None:
+    return None if v is None else fileformat.decode_list(GradStats, v)
+
+
+def _metas(v: Any) -> tuple[TensorMeta, ...]:
+    return tuple(fileformat.decode(TensorMeta, m, _READ_META) for m in v)
+
+
+def _kind(v: Any) -> str:
+    if v not in KINDS:
+        raise ValueError(f"unknown node kind {v!r}")
+    return str(v)
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in v)
+
+
+_COMPACT = frozenset({GradStats, Source})
+_READ_META: dict[str, fileformat.Reader] = {"shape": lambda v: None if v is None else _ints(v)}
+_READ_NODE: dict[str, fileformat.Reader] = {
+    "id": int,
+    "op": str,
+    "kind": _kind,
+    "names": tuple,
+    "outputs": _metas,
+    "saved": _metas,
+    "source": lambda v: None if v is None else fileformat.decode_list(Source, v),
+    "grad": _stats,
+    "grads": lambda v: tuple(_stats(g) for g in v),
+    "executed": bool,
+    "is_root": bool,
+}
+_READ_EDGE: dict[str, fileformat.Reader] = {
+    "src": int, "dst": int, "output_nr": int, "input_nr": int, "grad": _stats,
+}
+_READ_FINDING: dict[str, fileformat.Reader] = {
+    "kind": str, "severity": lambda v: Severity[str(v).upper()], "message": str, "hint": str,
+}
+_READ_PARAM: dict[str, fileformat.Reader] = {"name": str, "shape": _ints, "status": str}
+
+
+def _without_plain_grads(node: Node, d: dict[str, Any]) -> dict[str, Any]:
+    """Usually a node's ``grads`` is ``(grad,)``: stored only when it says more (multi-output
+    nodes)."""
+    if node.grads == ((node.grad,) if node.grad is not None else ()):
+        d.pop("grads", None)
+    return d
+
+
+def _node(d: Any) -> Node:
+    node = fileformat.decode(Node, d, _READ_NODE)
+    if "grads" not in d and node.grad is not None:
+        node.grads = (node.grad,)
+    return node
+
+
 def load(path: str | Path) -> Graph:
     """Read a capture written by ``Graph.save``.
 
@@ -661,26 +516,10 @@ def load(path: str | Path) -> Graph:
         The ``Graph``, with gradient statistics and findings, and no torch objects.
 
     Raises:
-        LoadError: The file is missing, unreadable, not JSON, truncated, from another tool or
-            from a newer graphscope.
+        LoadError: The file is missing, unreadable, not JSON, truncated, from another tool,
+            from a newer graphscope, or inconsistent.
 
     Example:
         >>> g = graphscope.load("step.json")  # doctest: +SKIP
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LoadError(f"no such capture file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"cannot read capture file {path}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # An unterminated string is reported where it started, not at the end of the text.
-        cut = exc.pos >= len(text) - 1 or exc.msg.startswith("Unterminated string")
-        hint = " (the file looks truncated)" if cut or not text.rstrip().endswith("}") else ""
-        raise LoadError(f"{path} is not valid JSON{hint}: {exc.msg} at line {exc.lineno}") from None
-    except RecursionError:
-        raise LoadError(f"{path} is nested too deeply to be a graphscope capture") from None
-    return Graph.from_dict(data)
+    return Graph.from_dict(fileformat.read(path))

@@ -9,7 +9,8 @@ import pytest
 
 import graphscope
 from graphscope.demos import DEMOS
-from graphscope.model import FORMAT_VERSION, Edge, Graph, GradStats, Node, load
+from graphscope.fileformat import FORMAT_VERSION
+from graphscope.model import Edge, Graph, GradStats, Node, load
 
 
 def test_round_trip_keeps_everything(tmp_path):

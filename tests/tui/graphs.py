@@ -7,6 +7,7 @@ nodes, so the loss is node 0 and parameters come last.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from graphscope.model import (
     LEAF,
@@ -130,3 +131,65 @@ def chain(n: int) -> Graph:
     w = b.node("AccumulateGrad", "w", kind=PARAM, names=("w",), rms=1e-12)
     b.edge(w, w - 1)
     return b.graph(findings=[Finding("vanishing", Severity.WARNING, w, "w is vanishing", "", "w")])
+
+
+def extreme_stats(value: float, numel: int = 16, *, counted: bool = True) -> GradStats:
+    """Statistics of a gradient whose every element is ``value`` (inf, nan, 1e300, 0, 1e-300).
+
+    With ``counted=False`` a non-finite ``value`` sits in the numbers but not in the NaN/Inf
+    counts: the overflowed reduction of a finite but huge gradient, as older captures hold.
+    """
+    nan = int(counted and math.isnan(value)) * numel
+    inf = int(counted and math.isinf(value)) * numel
+    norm = abs(value) * math.sqrt(numel) if math.isfinite(value) else abs(value)
+    return GradStats(
+        norm=norm, mean=value, std=0.0 if math.isfinite(value) else float("nan"), min=value,
+        max=value, abs_max=abs(value), zero_frac=float(value == 0), nan_count=nan,
+        inf_count=inf, numel=numel,
+    )
+
+
+EXTREMES: dict[str, GradStats] = {
+    "healthy": extreme_stats(0.1),
+    "inf": extreme_stats(float("inf")),
+    "huge": extreme_stats(1e300),
+    "nan": extreme_stats(float("nan")),
+    "zero": extreme_stats(0.0),
+    "tiny": extreme_stats(1e-300),
+    "overflowed": extreme_stats(float("inf"), counted=False),
+    "neg_inf": extreme_stats(float("-inf")),
+}
+"""One parameter layer per kind of extreme gradient, in this (forward) order."""
+
+
+def extremes() -> Graph:
+    """loss <- add <- mul(p_healthy) <- mul(p_inf) <- ... one parameter per ``EXTREMES`` entry.
+
+    Each op carries its parameter's statistics too, so the tree, the details and the
+    neighbours all meet every extreme value. Findings point at the inf and NaN parameters.
+    """
+    b = Builder()
+    loss = b.node("SumBackward0", "sum", shape=())
+    b.nodes[loss] = replace(b.nodes[loss], grad=EXTREMES["huge"], grads=(EXTREMES["huge"],))
+    prev = loss
+    params: list[ParamInfo] = []
+    ids: dict[str, int] = {}
+    for name, g in reversed(EXTREMES.items()):
+        op = b.node("MulBackward0", "mul", module=name)
+        b.nodes[op] = replace(b.nodes[op], grad=g, grads=(g,))
+        b.edge(op, prev)
+        p = b.node("AccumulateGrad", f"{name}.weight", kind=PARAM, names=(f"{name}.weight",),
+                   module=name)
+        b.nodes[p] = replace(b.nodes[p], grad=g, grads=(g, g))
+        b.edge(p, op, 1)
+        ids[name] = p
+        prev = op
+    for name in EXTREMES:
+        params.append(ParamInfo(f"{name}.weight", (4, 8), "reached", ids[name], name))
+    findings = [
+        Finding("nonfinite_origin", Severity.ERROR, ids["inf"], "Inf in inf.weight gradient",
+                "clip the gradients", "inf.weight"),
+        Finding("nonfinite_origin", Severity.ERROR, ids["nan"], "NaN in nan.weight gradient",
+                "guard the sqrt", "nan.weight"),
+    ]
+    return b.graph(params=params, findings=findings)

@@ -7,7 +7,7 @@ and look at the diff in the report before committing.
 from __future__ import annotations
 
 from graphscope.tui.app import InspectorApp
-from tests.tui.graphs import diamond, sigmoid_mlp
+from tests.tui.graphs import diamond, extremes, sigmoid_mlp
 
 
 def test_opens_on_the_loss(snap_compare):
@@ -42,3 +42,9 @@ def test_help_screen(snap_compare):
     """? shows the key reference and how to read the tree."""
     assert snap_compare(InspectorApp(sigmoid_mlp(), source="mlp"), terminal_size=(100, 30),
                         press=["question_mark"])
+
+
+def test_gradient_flow_with_extreme_values(snap_compare):
+    """Inf, NaN, 1e300, 0 and 1e-300 layers: clipped to the plot's edges and marked ×, ▲, ▼."""
+    assert snap_compare(InspectorApp(extremes(), source="extremes"), terminal_size=(120, 40),
+                        press=["3"])

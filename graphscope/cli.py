@@ -3,20 +3,26 @@
 Imports only argparse and the light layers at start-up; the inspector (textual), the demos
 (torch) and the drawing code are imported by the command that needs them, so ``--help`` and
 ``render`` stay quick. Expected failures are one line on stderr and an exit code, never a
-traceback: 2 for a missing, corrupt or foreign capture file (or an unknown demo), 3 when no
-Graphviz engine can produce the requested output.
+traceback: 2 for a missing, corrupt or foreign capture file, an unknown demo, an output ``render``
+cannot write, or an inspector asked for without a terminal; 3 when no Graphviz engine can produce
+the requested output. Anything else is a bug: exit 1 and one line naming the error, with the
+traceback in a log file (``--debug`` prints it instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Sequence
 
 from graphscope.errors import EngineError, LoadError
 
+EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_ENGINE = 3
 DEFAULT_DEMO = "sigmoid_mlp"
@@ -28,6 +34,10 @@ class _Failure(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Crashed(Exception):
+    """The inspector failed while running; the error that ended it is the ``__cause__``."""
 
 
 def _load(path: str):
@@ -45,13 +55,41 @@ def _demos() -> dict:
     return DEMOS
 
 
+def _terminal_problem() -> str | None:
+    """Which stream keeps the inspector from running here: it reads keys from stdin and draws
+    on stderr (as textual does), so both must be a terminal. None when both are."""
+    for name, stream in (("stdin", sys.__stdin__), ("stderr", sys.__stderr__)):
+        try:
+            if stream is None or not stream.isatty():
+                return name
+        except (OSError, ValueError):  # closed or detached
+            return name
+    return None
+
+
+def _need_terminal(instead: str) -> None:
+    """Fail at once, rather than hang, when the inspector has no terminal to run in."""
+    stream = _terminal_problem()
+    if stream is not None:
+        raise _Failure(f"the inspector needs a terminal, but {stream} is not one (redirected, "
+                       f"piped or in CI); {instead}", EXIT_USAGE)
+
+
 def _inspect(graph, source: str) -> None:
     from graphscope.tui import inspect
 
-    inspect(graph, source=source)
+    try:
+        inspect(graph, source=source)
+    except Exception as exc:
+        raise _Crashed("the inspector crashed") from exc
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.list:  # checked before the demos (and torch) are imported: fail at once
+        name = args.name or DEFAULT_DEMO
+        _need_terminal(f"to draw the demo instead, save it with `python -c \"from graphscope.demos "
+                       f"import DEMOS; DEMOS['{name}'].build().save('{name}.json')\"`, then run "
+                       f"`graphscope render {name}.json -o {name}.svg`")
     demos = _demos()
     if args.list:
         width = max(len(name) for name in demos)
@@ -75,6 +113,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    _need_terminal(f"to draw the capture instead, run `graphscope render {args.capture} -o "
+                   f"{Path(args.capture).with_suffix('.svg').name}`")
     graph = _load(args.capture)
     _inspect(graph, Path(args.capture).name)
     return 0
@@ -90,52 +130,140 @@ class _Progress:
         print(f"[{time.perf_counter() - self.t0:6.2f}s] {message}", file=sys.stderr, flush=True)
 
 
+def _check_output(out: Path, capture: str) -> None:
+    """Fail before any work when ``render`` could not write ``out``: an unknown format, a
+    directory, a folder that cannot be written, or no engine for the format."""
+    from graphscope import export
+    from graphscope.export.render import format_of
+
+    example = f"{Path(capture).stem or 'graph'}.svg"
+    try:
+        fmt = format_of(out)
+    except ValueError as exc:
+        raise _Failure(f"{exc}; for example -o {example}", EXIT_USAGE) from None
+    if out.is_dir():
+        raise _Failure(f"cannot write {out}: it is a directory; name a file in it, for example "
+                       f"-o {out / example}", EXIT_USAGE)
+    folder = out.parent  # missing folders are created, so the nearest existing one must do
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise _Failure(f"cannot write {out}: {folder} is not a directory; choose another -o path",
+                       EXIT_USAGE)
+    try:  # permissions alone do not tell (root, read-only mounts): try it
+        if out.exists():
+            open(out, "ab").close()
+        else:
+            tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise _Failure(f"cannot write {out}: {exc.strerror or exc} (in {folder}); choose a folder "
+                       "you can write to with -o", EXIT_USAGE) from None
+    if fmt in ("svg", "png", "pdf"):
+        try:
+            export.find_engine(fmt)
+        except EngineError as exc:
+            raise _Failure(str(exc), EXIT_ENGINE) from None
+
+
 def cmd_render(args: argparse.Namespace) -> int:
+    out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
+    _check_output(out, args.capture)
     progress = _Progress()
     progress(f"loading {args.capture}")
     graph = _load(args.capture)
     progress(f"loaded {graph.summary()}")
-    out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
     from graphscope import export
 
     try:
         export.render_graph(graph, out, progress=progress)
     except EngineError as exc:
         raise _Failure(str(exc), EXIT_ENGINE) from None
+    except OSError as exc:  # checked above, but the disk can fill or the folder go away
+        raise _Failure(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
     size = out.stat().st_size if out.exists() else 0
     progress(f"done: {out} ({size:,} bytes)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    debug_help = "on an unexpected error, print the full traceback (else it goes to a log file)"
     parser = argparse.ArgumentParser(
         prog="graphscope",
         description="See and debug PyTorch's autograd graph.",
         epilog="Keys in the inspector: press ? for help, q to quit.",
     )
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # Also accepted after the command; SUPPRESS keeps an absent one from undoing the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser("demo", help="open the inspector on a built-in example model",
-                          description="Open the inspector on a built-in example model.")
+                          description="Open the inspector on a built-in example model.",
+                          parents=[common])
     demo.add_argument("name", nargs="?", help=f"which demo (default: {DEFAULT_DEMO})")
     demo.add_argument("--list", action="store_true", help="list the demos and exit")
     demo.set_defaults(run=cmd_demo)
 
     view = sub.add_parser("view", help="open the inspector on a saved capture",
-                          description="Open the inspector on a capture saved with graph.save().")
+                          description="Open the inspector on a capture saved with graph.save().",
+                          parents=[common])
     view.add_argument("capture", help="a .json file written by graph.save(path)")
     view.set_defaults(run=cmd_view)
 
     render = sub.add_parser("render", help="draw a saved capture to SVG/PNG/PDF/DOT",
-                            description="Draw a saved capture; the output suffix picks the format.")
+                            description="Draw a saved capture; the output suffix picks the format.",
+                            parents=[common])
     render.add_argument("capture", help="a .json file written by graph.save(path)")
-    render.add_argument("-o", "--output", help="output file (default: CAPTURE with .svg)")
+    render.add_argument("-o", "--output", help="output file: .svg, .png, .pdf (system Graphviz), "
+                        ".dot or .json (default: CAPTURE with .svg)")
     render.set_defaults(run=cmd_render)
     return parser
 
 
+def _summary(error: BaseException) -> str:
+    """``OverflowError: cannot convert float infinity to integer``, on one line."""
+    message = " ".join(str(error).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _write_log(error: BaseException, argv: Sequence[str]) -> str | None:
+    """The traceback and what was run, in a new temporary file; its path (None if unwritable)."""
+    from graphscope import __version__
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="graphscope-crash-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(f"graphscope {__version__}, Python {sys.version.split()[0]}, {sys.platform}\n")
+            log.write(f"command: graphscope {' '.join(argv)}\n\n")
+            log.write("".join(traceback.format_exception(error)))
+    except OSError:
+        return None
+    return path
+
+
+def _report_bug(exc: Exception, argv: Sequence[str], *, debug: bool) -> int:
+    """One line for an error nobody expected, the traceback in a log (or on stderr with
+    ``--debug``); exit 1."""
+    crashed = isinstance(exc, _Crashed) and exc.__cause__ is not None
+    error = exc.__cause__ if crashed else exc
+    assert error is not None
+    line = f"{exc}: {_summary(error)}" if crashed else f"unexpected {_summary(error)}"
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+        print(f"graphscope: error: {line}", file=sys.stderr)
+        return EXIT_BUG
+    log = _write_log(error, argv)
+    where = f"full traceback in {log}" if log else "no log file could be written"
+    print(f"graphscope: error: {line} ({where}; rerun with --debug to see it)", file=sys.stderr)
+    return EXIT_BUG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -144,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `graphscope demo --list | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit either
+        return EXIT_BUG
+    except Exception as exc:  # noqa: BLE001 - a bug: reported in one line, never exit 0
+        return _report_bug(exc, argv, debug=args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
+from textual.app import App
 
 from graphscope import cli
 from graphscope.errors import EngineError
 from tests.tui.graphs import sigmoid_mlp
+
+
+@pytest.fixture(autouse=True)
+def logs_in_tmp(monkeypatch, tmp_path):
+    """Crash logs go to the test's own folder, not the shared temporary one."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture
@@ -35,15 +45,61 @@ def fake_demos(monkeypatch):
 
 
 @pytest.fixture
-def opened(monkeypatch):
+def terminal(monkeypatch):
+    """Pretend the command runs in a terminal (pytest's stdin is not one)."""
+    monkeypatch.setattr(cli, "_terminal_problem", lambda: None, raising=False)
+
+
+@pytest.fixture
+def opened(monkeypatch, terminal):
     """Record what the CLI would open in the inspector instead of running it."""
     seen = []
     monkeypatch.setattr(cli, "_inspect", lambda graph, source: seen.append((len(graph), source)))
     return seen
 
 
+@pytest.fixture
+def headless(monkeypatch, terminal):
+    """Run the real inspector without a terminal: App.run(headless=True)."""
+    from graphscope.tui.app import InspectorApp
+
+    monkeypatch.setattr(InspectorApp, "run", lambda self, **kw: App.run(self, headless=True))
+
+
+@pytest.fixture
+def crashing(monkeypatch, headless):
+    """Make the inspector's main screen raise while it mounts."""
+    from graphscope.tui.screens.main import MainScreen
+
+    def boom(self):
+        raise RuntimeError("boom in the widget")
+
+    monkeypatch.setattr(MainScreen, "on_mount", boom)
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """Record calls to export.render_graph (which would lay the graph out)."""
+    calls = []
+
+    def render(graph, path, *, progress=None):
+        calls.append(path)
+        path.write_text("<svg/>")
+
+    monkeypatch.setattr("graphscope.export.render_graph", render)
+    return calls
+
+
+def _one_line(err: str) -> str:
+    """The single line a failing command writes on stderr (its last, checked to be alone)."""
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("building", "look for", "["))]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 @pytest.mark.parametrize("command", ["view", "render"])
-def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys):
+def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys, terminal):
     """A capture file that does not exist: exit 2, a one-line error, no traceback."""
     assert cli.main([command, str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -56,7 +112,7 @@ def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys):
     ('{"nodes": []}', "not a graphscope capture"),
     ("\x89PNG\r\n", "not valid JSON"),
 ])
-def test_corrupt_or_foreign_file_exits_2(text, words, tmp_path, capsys):
+def test_corrupt_or_foreign_file_exits_2(text, words, tmp_path, capsys, terminal):
     """Truncated, foreign and binary files each get their own clear one-line message."""
     path = tmp_path / "bad.json"
     path.write_text(text)
@@ -78,7 +134,7 @@ def test_demo_defaults_to_sigmoid_mlp_and_opens_it(fake_demos, opened):
     assert fake_demos == ["sigmoid_mlp"] and opened == [(22, "sigmoid_mlp")]
 
 
-def test_unknown_demo_exits_2_listing_names(fake_demos, capsys):
+def test_unknown_demo_exits_2_listing_names(fake_demos, capsys, terminal):
     """An unknown demo name is an error that lists the known ones."""
     assert cli.main(["demo", "nope"]) == 2
     assert "sigmoid_mlp, tiny" in capsys.readouterr().err
@@ -130,3 +186,144 @@ def test_cli_does_not_import_textual_or_torch_to_start():
             "print(any(m.split('.')[0] in ('textual', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the inspector crashing --------------------------------------------------------------------
+
+_CRASH = re.compile(r"graphscope: error: the inspector crashed: RuntimeError: boom in the widget "
+                    r"\(full traceback in (\S+\.log); rerun with --debug to see it\)")
+
+
+@pytest.mark.parametrize("command", ["demo", "view"])
+def test_inspector_crash_exits_1_with_one_line_and_a_log(command, crashing, fake_demos,
+                                                           capture_file, tmp_path, capsys):
+    """An error inside the running inspector: exit 1, one line naming it, traceback in a log."""
+    argv = ["demo"] if command == "demo" else ["view", str(capture_file)]
+    assert cli.main(argv) == 1
+    line = _one_line(capsys.readouterr().err)
+    match = _CRASH.fullmatch(line)
+    assert match, line
+    log = Path(match.group(1))
+    assert log.parent == tmp_path
+    log = log.read_text()
+    assert "Traceback" in log and "in boom" in log and log.endswith("RuntimeError: boom in the widget\n")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_flag_shows_the_full_traceback(where, crashing, fake_demos, capsys):
+    """--debug (before or after the command) prints the traceback, then the one-line error."""
+    argv = ["--debug", "demo"] if where == "before" else ["demo", "--debug"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in boom" in err
+    assert err.strip().splitlines()[-1] == (
+        "graphscope: error: the inspector crashed: RuntimeError: boom in the widget")
+
+
+def test_inspect_raises_what_crashed_the_app(crashing, capsys):
+    """graphscope.inspect() re-raises the app's error after the terminal is restored."""
+    from graphscope.tui import inspect
+
+    with pytest.raises(RuntimeError, match="boom in the widget"):
+        inspect(sigmoid_mlp())
+    assert "Traceback" not in capsys.readouterr().err  # textual's own report is not printed
+
+
+def test_unexpected_error_in_a_command_is_one_line_exit_1(capture_file, monkeypatch, capsys):
+    """Any other unexpected exception: exit 1 and one line with a log, never a traceback."""
+    def render(graph, path, *, progress=None):
+        raise KeyError("layout")
+
+    monkeypatch.setattr("graphscope.export.render_graph", render)
+    assert cli.main(["render", str(capture_file)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("graphscope: error: unexpected KeyError: 'layout' (full traceback in ")
+    assert line.endswith("; rerun with --debug to see it)")
+
+
+# -- render: the output is checked before the work ---------------------------------------------
+
+
+@pytest.mark.parametrize("name, words", [
+    ("out.jpg", ["'.jpg'", ".svg, .png, .pdf, .dot, .json", "PDF needs the system Graphviz"]),
+    ("noext", ["has no suffix", ".svg, .png, .pdf, .dot, .json"]),
+])
+def test_render_unknown_suffix_exits_2_before_layout(name, words, capture_file, tmp_path,
+                                                     renders, capsys):
+    """-o with an unknown or missing suffix: exit 2 and one line listing the formats, no layout."""
+    assert cli.main(["render", str(capture_file), "-o", str(tmp_path / name)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("graphscope: error: ")
+    for w in words:
+        assert w in line, line
+    assert renders == []
+
+
+def test_render_to_a_directory_exits_2_before_layout(capture_file, tmp_path, renders, capsys):
+    """-o naming a directory: exit 2, one line that suggests a file inside it."""
+    out = tmp_path / "pics.svg"
+    out.mkdir()
+    assert cli.main(["render", str(capture_file), "-o", str(out)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "is a directory" in line and str(out / "step.svg") in line
+    assert renders == []
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_render_unwritable_output_exits_2_before_layout(where, capture_file, tmp_path, renders,
+                                                        capsys):
+    """-o where no file can be written: exit 2, one line saying why, no layout."""
+    if where == "under_a_file":
+        (tmp_path / "notes.txt").write_text("x")
+        out, why = tmp_path / "notes.txt" / "g.svg", "not a directory"
+    else:  # sysfs refuses new files even to root, unlike a chmod-ed folder
+        out, why = Path("/sys/graphscope-test.svg"), "cannot write"
+    assert cli.main(["render", str(capture_file), "-o", str(out)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"graphscope: error: cannot write {out}") and why in line, line
+    assert renders == []
+
+
+def test_render_without_an_engine_for_the_format_fails_before_layout(capture_file, tmp_path,
+                                                                    renders, monkeypatch, capsys):
+    """-o x.pdf with no engine that writes PDF: exit 3 before the graph is laid out."""
+    def find_engine(fmt, *, prefer=None):
+        raise EngineError("PDF needs the system Graphviz `dot`")
+
+    monkeypatch.setattr("graphscope.export.find_engine", find_engine)
+    assert cli.main(["render", str(capture_file), "-o", str(tmp_path / "g.pdf")]) == 3
+    assert _one_line(capsys.readouterr().err) == (
+        "graphscope: error: PDF needs the system Graphviz `dot`")
+    assert renders == []
+
+
+def test_render_bad_suffix_on_the_real_command_line(capture_file, tmp_path):
+    """python -m graphscope render -o out.jpg: exit 2, one line on stderr, nothing written."""
+    proc = subprocess.run([sys.executable, "-m", "graphscope", "render", str(capture_file),
+                           "-o", str(tmp_path / "out.jpg")], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr).startswith("graphscope: error: cannot tell the format")
+    assert not (tmp_path / "out.jpg").exists()
+
+
+# -- no terminal -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["view", "demo"])
+def test_inspector_without_a_terminal_exits_2(command, capture_file):
+    """view/demo with stdin not a terminal: exit 2 at once, suggesting render (no hang)."""
+    argv = ["view", str(capture_file)] if command == "view" else ["demo", "sigmoid_mlp"]
+    proc = subprocess.run([sys.executable, "-m", "graphscope", *argv], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert proc.returncode == 2
+    line = _one_line(proc.stderr)
+    assert line.startswith("graphscope: error: the inspector needs a terminal")
+    assert "graphscope render" in line
+
+
+def test_closed_pipe_on_stdout_is_quiet():
+    """demo --list piped into a reader that has already gone: no traceback, no error line."""
+    proc = subprocess.run(f"{sys.executable} -m graphscope demo --list | true",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert proc.stderr == ""

@@ -141,9 +141,14 @@ def format_of(path: str | Path) -> str:
     Raises:
         ValueError: The suffix names no format graphscope writes.
     """
-    fmt = Path(path).suffix.lower().lstrip(".")
+    suffix = Path(path).suffix
+    fmt = suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"cannot tell the format of {str(path)!r}: use one of " + ", ".join(f".{f}" for f in FORMATS))
+        why = f"its suffix {suffix!r} names no format graphscope writes" if suffix else "it has no suffix"
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r}: {why}; use one of "
+            + ", ".join(f".{f}" for f in FORMATS) + " (PDF needs the system Graphviz `dot`)"
+        )
     return fmt
 
 
@@ -242,8 +247,11 @@ def render_graph(
     ``graphscope.render`` is the public entry point; it also takes tensors and saved captures.
 
     Raises:
+        ValueError: ``path``'s suffix names no format (raised before any work is done).
         EngineError: ``path`` needs an engine and none can write its format.
     """
+    if path is not None:
+        format_of(path)
     opts = options or RenderOptions()
     say = progress or (lambda _message: None)
     if opts.max_nodes is not None and len(graph) > opts.max_nodes:

@@ -21,12 +21,26 @@ def inspect(graph: Graph, *, source: str = "graph", thresholds: Thresholds | Non
         source: A name for the header and for exported files.
         thresholds: The vanishing/exploding limits used for colours and bands.
 
+    Raises:
+        Exception: Whatever crashed the inspector, raised again once the terminal is restored
+            (an unhandled error ends the app; it is not swallowed).
+
     Example:
         >>> graphscope.inspect(graphscope.capture(loss))  # doctest: +SKIP
     """
+    import io
+
+    from rich.console import Console
+
     from graphscope.tui.app import InspectorApp
 
-    InspectorApp(graph, source=source, thresholds=thresholds).run()
+    app = InspectorApp(graph, source=source, thresholds=thresholds)
+    # On an unhandled error textual prints its own traceback and run() returns as if the user
+    # had quit. The error is raised here instead, so the caller sees one report and a failure.
+    app.error_console = Console(file=io.StringIO())
+    app.run()
+    if app.return_code:
+        raise app.crash or RuntimeError(f"the inspector exited with status {app.return_code}")
 
 
 __all__ = ["inspect"]

@@ -41,6 +41,11 @@ class InspectorApp(App[None]):
         self.source = source
         self.thresholds = thresholds or Thresholds()
 
+    @property
+    def crash(self) -> BaseException | None:
+        """The unhandled exception that ended the app, or None (textual keeps the first)."""
+        return self._exception
+
     def get_default_screen(self) -> MainScreen:
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.source.rsplit(".", 1)[0])
         return MainScreen(self.graph, thresholds=self.thresholds, stem=stem or "graph")

@@ -137,13 +137,13 @@ def _check_output(out: Path, capture: str) -> None:
     from graphscope.export.render import format_of
 
     example = f"{Path(capture).stem or 'graph'}.svg"
+    if out.is_dir():  # before the suffix: `-o /tmp` is a folder, not a missing suffix
+        raise _Failure(f"cannot write {out}: it is a directory; name a file in it, for example "
+                       f"-o {out / example}", EXIT_USAGE)
     try:
         fmt = format_of(out)
     except ValueError as exc:
         raise _Failure(f"{exc}; for example -o {example}", EXIT_USAGE) from None
-    if out.is_dir():
-        raise _Failure(f"cannot write {out}: it is a directory; name a file in it, for example "
-                       f"-o {out / example}", EXIT_USAGE)
     folder = out.parent  # missing folders are created, so the nearest existing one must do
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

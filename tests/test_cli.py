@@ -259,9 +259,10 @@ def test_render_unknown_suffix_exits_2_before_layout(name, words, capture_file, 
     assert renders == []
 
 
-def test_render_to_a_directory_exits_2_before_layout(capture_file, tmp_path, renders, capsys):
-    """-o naming a directory: exit 2, one line that suggests a file inside it."""
-    out = tmp_path / "pics.svg"
+@pytest.mark.parametrize("name", ["pics.svg", "pics"])
+def test_render_to_a_directory_exits_2_before_layout(name, capture_file, tmp_path, renders, capsys):
+    """-o naming a directory (with or without a suffix): exit 2, one line suggesting a file in it."""
+    out = tmp_path / name
     out.mkdir()
     assert cli.main(["render", str(capture_file), "-o", str(out)]) == 2
     line = _one_line(capsys.readouterr().err)

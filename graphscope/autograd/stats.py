@@ -14,7 +14,9 @@ Two paths, and one set of row-wise kernels for both:
   pass ends. For a small tensor the per-kernel launch cost, not the data, is what a reduction
   costs; an unrolled LSTM's 6,000 nodes are mostly such tensors. The copies are the only extra
   memory, bounded by ``CHUNK`` elements per distinct shape.
-- Larger gradients are reduced in place as a single row.
+- Larger gradients are reduced in place as a single row, viewed in memory order (a transposed
+  gradient is not copied) with broadcast dimensions read once (the gradient of a ``sum`` is one
+  value expanded to the input's shape).
 
 On the CPU a row costs five vectorised passes (amin, amax, sum, norm, count of non-zeros) and the
 results are read at once: a CPU read costs no device sync, so the NaN/Inf counts run only when
@@ -24,10 +26,20 @@ loop ~50x slower than a sum), ``aminmax(dim=...)`` and ``count_nonzero`` are avo
 On an accelerator every statistic stays a device tensor and ``collect`` moves them to the host in
 one transfer per device, so a backward pass synchronises once.
 
-Values are exact to float rounding against torch's own reductions: sums run in float32 (float64
-for float64 input) without first up-casting half-precision tensors, so float16 gradients whose
-squares overflow float16 still get a finite norm; complex gradients are summarised by magnitude;
-sparse COO gradients are coalesced before any norm.
+Values are exact to float rounding against float64 references, for finite data of any magnitude:
+
+- Sums run in float32 (float64 for float64 input) without first up-casting half-precision
+  tensors; float16's squares cannot leave float32's range.
+- Squares of float32, bfloat16 or float64 values can (1e18 squared, summed, overflows float32;
+  1e-30 squared underflows to 0). On the CPU min/max are read first, and only a row whose sum of
+  squares would leave the accumulator's normal range is scaled, by an exact power of two near
+  its largest magnitude, before the sums; on an accelerator, where reading min/max would sync,
+  every such row is scaled (one more elementwise pass). The scale is undone in float64.
+- ``vector_norm`` accumulates each output sequentially, so its float32 error grows with the
+  length (1e-5 relative at 1M elements, 6e-4 at 16M); rows are normed in blocks of ``_BLOCK``
+  elements and the block norms combined the same way. ``sum`` is pairwise already.
+
+Complex gradients are summarised by magnitude; sparse COO gradients are coalesced before any norm.
 
 Imports torch; only the capture layer may import this module.
 """
@@ -35,12 +47,13 @@ Imports torch; only the capture layer may import this module.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
 from graphscope.model import GradStats
 
-# A row is: norm, mean, var, min, max, zeros, nan, inf, numel.
+# A row is: norm, mean, std, min, max, zeros, nan, inf, numel.
 # Gradients with at most this many elements are bucketed and reduced together.
 SMALL = 1 << 16
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).
@@ -51,6 +64,9 @@ _SIGN_MAX = 1 << 20
 # While mean^2 is at most this share of E[x^2], ``E[x^2] - mean^2`` keeps the variance within
 # 1 / (1 - _CANCEL) = 2 float roundings of E[x^2]; above it a centred second pass is exact.
 _CANCEL = 0.5
+# Rows are normed in blocks of this many elements: a float32 norm of 4,096 values is within
+# about two roundings (1e-7) of float64, and the blocked reduction is no slower than one long one.
+_BLOCK = 1 << 12
 
 Row = list[float]
 
@@ -77,85 +93,186 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _distinct_row(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x``'s values as one row ``(1, k)``, and how many times each value repeats.
+
+    A broadcast dimension (stride 0) holds one value many times: it is read once. The rest is
+    viewed in memory order, so a transposed or permuted gradient is not copied; only a tensor
+    that skips memory (a strided slice) is.
+    """
+    repeats = 1
+    for d, (size, stride) in enumerate(zip(x.shape, x.stride())):
+        if stride == 0 and size > 1:
+            x = x.narrow(d, 0, 1)
+            repeats *= size
+    x = x.permute(sorted(range(x.dim()), key=x.stride, reverse=True))
+    return (x.view(1, -1) if x.is_contiguous() else x.reshape(1, -1)), repeats
+
+
+def _repeated(row: Row, repeats: int) -> Row:
+    """Statistics of ``repeats`` copies of the values a row describes."""
+    if repeats == 1:
+        return row
+    norm, mean, std, lo, hi, zeros, nans, infs, n = row
+    r = float(repeats)
+    return [norm * math.sqrt(r), mean, std, lo, hi, zeros * r, nans * r, infs * r, n * r]
+
+
 def _fold_implicit_zeros(row: Row, zeros: int) -> Row:
     """Statistics over ``n`` stored values plus ``zeros`` implicit zeros (sparse gradients)."""
-    norm, mean, var, lo, hi, nz, nans, infs, n = row
+    norm, mean, std, lo, hi, nz, nans, infs, n = row
     numel = n + zeros
-    mean_all = mean * n / numel
-    var_all = (var * n + (mean - mean_all) ** 2 * n + mean_all**2 * zeros) / numel
-    return [norm, mean_all, var_all, min(lo, 0.0), max(hi, 0.0), nz + zeros, nans, infs, numel]
+    stored, implicit = n / numel, zeros / numel
+    mean_all = mean * stored
+    # In units of the largest magnitude: squares of float64 values past 1e154 stay finite.
+    c = max(abs(lo), abs(hi))
+    c = c if c > 0 and math.isfinite(c) else 1.0
+    spread = stored * ((std / c) ** 2 + ((mean - mean_all) / c) ** 2)
+    std_all = c * math.sqrt(spread + implicit * (mean_all / c) ** 2)
+    return [norm, mean_all, std_all, min(lo, 0.0), max(hi, 0.0), nz + zeros, nans, infs, numel]
+
+
+def _norms(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """The 2-norm of each row of a 2-D ``x``, in blocks of ``_BLOCK`` (exact at any length)."""
+    rows, n = x.shape
+    if n <= _BLOCK:
+        return torch.linalg.vector_norm(x, dim=1, dtype=acc)
+    m = n // _BLOCK
+    whole = x[:, : m * _BLOCK].view(rows, m, _BLOCK)  # splitting the last dimension never copies
+    parts = torch.linalg.vector_norm(whole, dim=2, dtype=acc)
+    if m * _BLOCK < n:
+        tail = torch.linalg.vector_norm(x[:, m * _BLOCK :], dim=1, dtype=acc)
+        parts = torch.cat([parts, tail[:, None]], dim=1)
+    return _norms(parts, acc)
+
+
+def _exponent_range(acc: torch.dtype) -> tuple[int, int]:
+    """Scale exponents ``e`` for which ``2**-e`` and ``2**e`` are both normal numbers in ``acc``."""
+    top = math.frexp(torch.finfo(acc).max)[1]  # 128 for float32, 1024 for float64
+    return 2 - top, top - 2
+
+
+def _scale_exponents(lo: list[float], hi: list[float], n: int, acc: torch.dtype) -> list[int]:
+    """Per row of ``n`` values from ``lo`` to ``hi``: ``e`` such that the values times ``2**-e``
+    have a sum of squares inside ``acc``'s normal range; 0 where it already is (the common case)
+    and for non-finite rows.
+
+    Squares below ``tiny`` lose bits: at most ``n`` half-spacings of subnormals in all, kept
+    under 2**-9 of a rounding of the sum by asking ``abs_max**2 >= 2**8 * n * tiny``. Above,
+    ``16 * n * abs_max**2 <= max`` leaves room for every partial sum.
+    """
+    info = torch.finfo(acc)
+    floor, ceiling = 2**8 * n * info.tiny, info.max / (16 * n)
+    # Python floats: a square is 0 or inf where float64 squares leave the range too.
+    abs_max = list(map(max, map(operator.neg, lo), hi))
+    top, bottom = max(abs_max), min(filter(None, abs_max), default=1.0)
+    if top * top <= ceiling and floor <= bottom * bottom:  # every row: C loops, no Python one
+        return [0] * len(abs_max)
+    least, most = _exponent_range(acc)
+    out = []
+    for a in abs_max:
+        if a == 0 or floor <= a * a <= ceiling or not math.isfinite(a):
+            out.append(0)
+        else:  # a * 2**-e then lies in [2**-52, 4)
+            out.append(min(max(math.frexp(a)[1], least), most))
+    return out
 
 
 def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
-    """Exact statistics of a real CPU tensor: of each row of a 2-D ``x``, or of all of ``x``.
+    """Exact statistics of a real 2-D CPU tensor: of each row, or (``rows=False``) of all of it.
 
-    ``rows=False`` reduces ``x`` whole in its own layout, never copying a transposed gradient.
-    The bookkeeping per row is plain Python on host floats: a CPU op costs ~5 us to launch, so
-    a dozen tiny vector ops would cost more than the loop.
+    ``rows=False`` uses full reductions, which are 2-4x faster than ``dim=1`` ones over a single
+    row. The bookkeeping per row is plain Python on host floats: a CPU op costs ~5 us to launch,
+    so a dozen tiny vector ops would cost more than the loop.
     """
     acc = _acc(x.dtype)
     dim = {"dim": 1} if rows else {}
-    n = x.shape[1] if rows else x.numel()
+    n = x.shape[1]
 
     def host(t: torch.Tensor) -> list[float]:
         return t.tolist() if rows else [t.item()]
 
     lo = host(x.amin(**dim))  # amin and amax are vectorised; aminmax(dim=...) is not
     hi = host(x.amax(**dim))
-    total = host(x.sum(**dim, dtype=acc))
-    norm = host(torch.linalg.vector_norm(x, **dim, dtype=acc))
     if x.numel() <= _SIGN_MAX:
         # count_nonzero is not vectorised; |sign(x)| summed is, exact in float32 below 2^24.
         nonzero = host(torch.sign(x).abs_().sum(**dim, dtype=acc))
     else:  # no temporary the size of a large gradient
         nonzero = host(torch.count_nonzero(x, **dim))
+    exps = _scale_exponents(lo, hi, n, acc)
+    y = x
+    if any(exps):  # rare: a scaled temporary (after sign's is freed); powers of two are exact
+        y = x * torch.tensor([2.0**-e for e in exps], dtype=acc)[:, None]
+    total = host(y.sum(**dim, dtype=acc))
+    norm = _norms(y, acc).tolist()
     out = []
     centre = []  # rows whose mean dominates: E[x^2] - mean^2 would cancel
     for i in range(len(lo)):
-        mean = total[i] / n
+        mean = total[i] / n  # like norm[i], in units of 2**exps[i] until the end
         nans = infs = 0
         if not (math.isfinite(lo[i]) and math.isfinite(hi[i])):
-            xi = x[i] if rows else x
+            xi = x[i]
             nans, infs = int(torch.isnan(xi).sum()), int(torch.isinf(xi).sum())
             nonzero[i] = int(torch.count_nonzero(xi))  # sign(NaN) is NaN
-            var = math.nan  # what torch.var_mean gives: inf - inf, or NaN
+            std = math.nan  # what torch.var_mean gives: inf - inf, or NaN
         else:
             mean_sq = norm[i] * norm[i] / n
-            var = max(mean_sq - mean * mean, 0.0)
+            std = math.sqrt(max(mean_sq - mean * mean, 0.0))
             if mean * mean > _CANCEL * mean_sq and math.isfinite(mean_sq):
                 centre.append(i)
-        out.append([norm[i], mean, var, lo[i], hi[i], float(n - nonzero[i]), nans, infs, float(n)])
-    if centre and rows:  # one centred second pass for all of them keeps the variance exact
+        out.append([norm[i], mean, std, lo[i], hi[i], float(n - nonzero[i]), nans, infs, float(n)])
+    if centre:  # one centred second pass for all of them keeps the variance exact
         means = torch.tensor([out[i][1] for i in centre], dtype=acc)
-        spread = torch.linalg.vector_norm(x[centre].to(acc) - means[:, None], dim=1, dtype=acc)
-        for i, c in zip(centre, spread.tolist()):
-            out[i][2] = c * c / n
-    elif centre:
-        c = float(torch.linalg.vector_norm(x.to(acc) - out[0][1], dtype=acc))
-        out[0][2] = c * c / n
+        picked = y if len(centre) == len(lo) else y[centre]
+        centred = picked.to(acc) - means[:, None]
+        spread = _norms(centred, acc).tolist()
+        # The mean itself carries a sum's rounding: what is left of it, summed over the centred
+        # values, corrects both (the corrected two-pass algorithm).
+        shift = (centred.sum(1, dtype=acc).tolist() if rows else [centred.sum(dtype=acc).item()])
+        for i, c, d in zip(centre, spread, shift):
+            d /= n
+            out[i][1] += d
+            out[i][2] = math.sqrt(max(c * c / n - d * d, 0.0))
+    if y is not x:
+        for row, e in zip(out, exps):
+            up = 2.0**e  # exact, and a float64 holds what float32 or its sums cannot
+            row[0] *= up
+            row[1] *= up
+            row[2] *= up
     return out
 
 
+def _pow2(e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``2**e`` for integer ``e`` inside ``_exponent_range(dtype)``, built from its bits (exact
+    on every device, where ``exp2`` may round)."""
+    if dtype == torch.float64:
+        return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
+    return ((e.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
 def _device_rows(x: torch.Tensor) -> torch.Tensor:
-    """Statistics of each row of a real 2-D accelerator tensor, as ``(rows, 9)``; no sync."""
+    """Statistics of each row of a real 2-D accelerator tensor, float64 ``(rows, 9)``; no sync."""
     acc = _acc(x.dtype)
     n = x.shape[1]
-    mean = x.sum(1, dtype=acc) / n
-    centred = torch.linalg.vector_norm(x - mean[:, None], dim=1, dtype=acc)
-    return torch.stack(
-        [
-            torch.linalg.vector_norm(x, dim=1, dtype=acc),
-            mean,
-            centred * centred / n,
-            x.amin(1).to(acc),
-            x.amax(1).to(acc),
-            (x == 0).sum(1).to(acc),
-            torch.isnan(x).sum(1).to(acc),
-            torch.isinf(x).sum(1).to(acc),
-            torch.full_like(mean, float(n)),
-        ],
-        dim=1,
-    )
+    lo, hi = x.amin(1), x.amax(1)
+    if x.dtype == torch.float16:  # its squares never leave float32's range
+        y, up = x, None
+    else:  # every row scaled near its largest magnitude: knowing which need it would sync
+        e = torch.frexp(torch.maximum(lo.neg(), hi).to(acc)).exponent.clamp_(*_exponent_range(acc))
+        y = x * _pow2(-e, acc)[:, None]  # a temporary in ``acc``, reused for the centred pass
+        up = _pow2(e, torch.float64)
+    mean = y.sum(1, dtype=acc) / n
+    norm = _norms(y, acc)
+    centred = y.sub_(mean[:, None]) if y is not x else x - mean[:, None]
+    shift = centred.sum(1, dtype=acc) / n  # the mean's own rounding (corrected two-pass)
+    mean = mean + shift
+    std = (_norms(centred, acc).square() / n - shift.square()).clamp_(min=0).sqrt()
+    values = torch.stack([norm, mean, std, lo.to(acc), hi.to(acc)], dim=1).double()
+    if up is not None:
+        values[:, :3] *= up[:, None]
+    numel = torch.full_like(lo, n, dtype=torch.int64)
+    counts = [(x == 0).sum(1), torch.isnan(x).sum(1), torch.isinf(x).sum(1), numel]
+    return torch.cat([values, torch.stack(counts, dim=1).double()], dim=1)  # exact past 2^24
 
 
 def _rows(x: torch.Tensor) -> list[Row] | torch.Tensor:
@@ -207,12 +324,12 @@ class _Bucket:
 
 
 def row_to_stats(row: Row) -> GradStats:
-    norm, mean, var, lo, hi, zeros, nans, infs, numel = row
+    norm, mean, std, lo, hi, zeros, nans, infs, numel = row
     n = int(numel)
     return GradStats(
         norm=float(norm),
         mean=float(mean),
-        std=math.sqrt(var) if var >= 0 else (math.nan if math.isnan(var) else 0.0),
+        std=float(std),
         min=float(lo),
         max=float(hi),
         abs_max=max(abs(lo), abs(hi)) if not (math.isnan(lo) or math.isnan(hi)) else math.nan,
@@ -230,16 +347,18 @@ def combine(stats: list[GradStats]) -> GradStats:
     n = sum(s.numel for s in stats)
     if n == 0:
         return stats[0]
-    mean = sum(s.mean * s.numel for s in stats) / n
-    var = sum(s.numel * (s.std**2 + (s.mean - mean) ** 2) for s in stats) / n
-    lo = min(s.min for s in stats)
-    hi = max(s.max for s in stats)
+    mean = sum(s.mean * (s.numel / n) for s in stats)
+    # In units of the largest magnitude: squares of float64 values past 1e154 stay finite.
+    c = max((s.abs_max for s in stats if math.isfinite(s.abs_max)), default=0.0) or 1.0
+    var = sum((s.numel / n) * ((s.std / c) ** 2 + (s.mean / c - mean / c) ** 2) for s in stats)
+    norms = [s.norm for s in stats]
     return GradStats(
-        norm=math.sqrt(sum(s.norm**2 for s in stats)),
+        # hypot neither overflows nor underflows; NaN wins over Inf, as in torch's norm
+        norm=math.nan if any(math.isnan(v) for v in norms) else math.hypot(*norms),
         mean=mean,
-        std=math.sqrt(var) if var >= 0 else math.nan,
-        min=lo,
-        max=hi,
+        std=c * math.sqrt(var) if var >= 0 else math.nan,
+        min=min(s.min for s in stats),
+        max=max(s.max for s in stats),
         abs_max=max(s.abs_max for s in stats),
         zero_frac=sum(s.zero_frac * s.numel for s in stats) / n,
         nan_count=sum(s.nan_count for s in stats),
@@ -313,7 +432,8 @@ class StatsBatch:
             self._bucket(idx, values)
             return
         if values.device.type == "cpu":
-            row: Row | torch.Tensor = _cpu_rows(values, rows=False)[0]
+            flat, repeats = _distinct_row(values)
+            row: Row | torch.Tensor = _repeated(_cpu_rows(flat, rows=False)[0], repeats)
         else:
             row = _device_rows(values.reshape(1, -1))[0]
             if implicit_zeros:  # rare: a large sparse gradient on an accelerator

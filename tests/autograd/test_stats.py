@@ -16,17 +16,24 @@ PATHS = [({"small": 1 << 30}, "bucketed"), ({"small": 0}, "single")]
 
 
 def _oracle(t: torch.Tensor) -> dict[str, float]:
-    """What torch says, in float64 (magnitudes for complex, dense for sparse)."""
+    """What torch says, in float64 (magnitudes for complex, dense for sparse).
+
+    The values are first divided by a power of two near their largest finite magnitude (exact),
+    so that float64 squares neither overflow nor underflow even for float64 data.
+    """
     if t.is_sparse:
         t = t.to_dense()
     v = (t.abs() if t.is_complex() else t).double().reshape(-1)
     if v.numel() == 0:
         return {"norm": 0.0, "mean": 0.0, "std": 0.0, "zero_frac": 0.0, "nan": 0, "inf": 0}
-    var, mean = torch.var_mean(v, correction=0)
+    top = float(v[v.isfinite()].abs().max()) if v.isfinite().any() else 0.0
+    c = 2.0 ** (math.frexp(top)[1] - 1) if top > 0 else 1.0
+    u = v / c
+    var, mean = torch.var_mean(u, correction=0)
     return {
-        "norm": float(torch.linalg.vector_norm(v)),
-        "mean": float(mean),
-        "std": float(var.sqrt()),
+        "norm": float(torch.linalg.vector_norm(u)) * c,
+        "mean": float(mean) * c,
+        "std": float(var.sqrt()) * c,
         "min": float(v.min()),
         "max": float(v.max()),
         "zero_frac": float((v == 0).sum()) / v.numel(),
@@ -44,15 +51,16 @@ def _stats(t: torch.Tensor, **options: int) -> GradStats:
 
 def _assert_exact(s: GradStats, t: torch.Tensor, rtol: float = 1e-5) -> None:
     want = _oracle(t)
-    scale = max(abs(want["norm"]) / math.sqrt(max(t.numel(), 1)), 1e-30)
+    rms = want["norm"] / math.sqrt(max(t.numel(), 1))  # the tolerance's unit: no absolute floor
     assert s.numel == t.numel()
     assert s.nan_count == want["nan"] and s.inf_count == want["inf"]
     assert s.zero_frac == pytest.approx(want["zero_frac"], abs=1e-12)
     if want["nan"] or want["inf"]:
         return
     assert s.norm == pytest.approx(want["norm"], rel=rtol)
-    assert s.mean == pytest.approx(want["mean"], rel=rtol, abs=rtol * scale)
-    assert s.std == pytest.approx(want["std"], rel=rtol, abs=rtol * scale)
+    assert s.rms == pytest.approx(rms, rel=rtol)
+    assert s.mean == pytest.approx(want["mean"], rel=rtol, abs=rtol * rms)
+    assert s.std == pytest.approx(want["std"], rel=rtol, abs=rtol * rms)
     if t.numel():
         assert s.min == pytest.approx(want["min"], rel=rtol)
         assert s.max == pytest.approx(want["max"], rel=rtol)
@@ -114,6 +122,110 @@ def test_large_mean_keeps_std_exact(options: dict, path: str) -> None:
     s = _stats(t, **options)
     assert s.std == pytest.approx(float(t.double().std(correction=0)), rel=1e-3)
     assert _stats(torch.full((50,), 0.01), **options).std == 0.0
+
+
+def _assert_finite(s: GradStats) -> None:
+    assert s.inf_count == 0 and s.nan_count == 0
+    for name in ("norm", "mean", "std", "rms", "min", "max", "abs_max"):
+        assert math.isfinite(getattr(s, name)), (name, s)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+@pytest.mark.parametrize("magnitude", [1e18, 1e30, 3e38])
+def test_huge_float32_gradients_have_finite_exact_stats(
+    options: dict, path: str, magnitude: float
+) -> None:
+    """float32 values up to 3e38, whose squares overflow float32, give a finite norm, std and rms
+    equal to float64's (and a finite mean when all share a sign)."""
+    g = torch.Generator().manual_seed(4)
+    for t in (torch.randn(5000, generator=g).clamp(-1, 1), torch.rand(5000, generator=g)):
+        t = (t * magnitude).float()
+        s = _stats(t, **options)
+        _assert_finite(s)
+        _assert_exact(s, t, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+def test_range_edges_of_every_float_dtype(options: dict, path: str) -> None:
+    """Values at the top and bottom (subnormal) of float16, bfloat16, float32 and float64 range,
+    mixed-sign and all positive, give finite stats equal to float64's (scaled where needed)."""
+    base = torch.linspace(-1, 1, 2 * 4096 + 7, dtype=torch.float64)
+    failures = []
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        info = torch.finfo(dtype)
+        for scale in (info.max * 0.99, info.smallest_normal, info.smallest_normal * info.eps * 64):
+            for values in (base, base.abs()):
+                t = (values * scale).to(dtype)
+                assert t.count_nonzero() > t.numel() // 4, (dtype, scale)  # not flushed to zero
+                s = _stats(t, **options)
+                want = _oracle(t)
+                if not math.isfinite(want["norm"]):  # float64 max * sqrt(n): float64 cannot hold it
+                    assert s.norm == math.inf and math.isfinite(s.std) and s.inf_count == 0
+                    continue
+                try:
+                    _assert_finite(s)
+                    _assert_exact(s, t, rtol=1e-6)
+                except AssertionError as e:
+                    signs = "positive" if values is not base else "mixed"
+                    failures.append(f"{dtype} scale={scale:g} {signs}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-40, 1e-44])
+def test_tiny_gradients_keep_nonzero_rms(options: dict, path: str, magnitude: float) -> None:
+    """float32 values whose squares underflow (1e-30) or that are subnormal (1e-40) keep a
+    non-zero norm, std and rms equal to float64's."""
+    t = (torch.linspace(-1, 1, 3001) * magnitude).float()
+    s = _stats(t, **options)
+    assert s.norm > 0 and s.rms > 0 and s.std > 0
+    _assert_exact(s, t, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "path"), PATHS)
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "mean-dominated"])
+def test_large_gradient_std_exact(options: dict, path: str, layout: str) -> None:
+    """A gradient of over four million elements gets norm and std within 1e-6 of float64's
+    (float32 norms drift by 1e-4 at this size), transposed or dominated by its mean too."""
+    g = torch.Generator().manual_seed(5)
+    t = torch.randn(2048, 2051, generator=g)
+    if layout == "transposed":
+        t = t.t()
+    elif layout == "mean-dominated":
+        t = t * 1e-3 + 1.0
+    s = _stats(t, **options)
+    want = _oracle(t)
+    assert s.norm == pytest.approx(want["norm"], rel=1e-6)
+    assert s.std == pytest.approx(want["std"], rel=1e-6)
+    assert s.std == pytest.approx(float(t.double().std(correction=0)), rel=1e-6)
+    assert s.mean == pytest.approx(want["mean"], rel=1e-6, abs=1e-6 * want["std"])
+
+
+def test_broadcast_gradient_exact_and_counted() -> None:
+    """A large expanded gradient (stride 0, as from a sum) gets float64-exact stats, with zeros
+    and NaNs counted once per element it stands for."""
+    row = torch.tensor([0.0, 0.1, -0.3, 0.7])
+    t = row.expand(1 << 20, 4)
+    s = _stats(t)
+    assert s.numel == 1 << 22 and s.zero_frac == 0.25
+    _assert_exact(s, t, rtol=1e-6)
+    nan_row = torch.tensor([float("nan"), 1.0, 0.0])
+    s = _stats(nan_row[:, None].expand(3, 30000).t())
+    assert (s.nan_count, s.inf_count, s.numel) == (30000, 0, 90000)
+    assert s.zero_frac == pytest.approx(1 / 3)
+    assert math.isnan(s.norm) and math.isnan(s.max)
+
+
+def test_sparse_huge_values_fold_exactly() -> None:
+    """A sparse gradient with 1e30 values keeps finite, exact stats once its implicit zeros are
+    folded in."""
+    idx = torch.arange(0, 4000, 2)
+    t = torch.sparse_coo_tensor(
+        idx[None], torch.linspace(-1e30, 3e30, 2000), (4000,), check_invariants=True
+    )
+    s = _stats(t)
+    _assert_finite(s)
+    _assert_exact(s, t, rtol=1e-6)
 
 
 @pytest.mark.parametrize(("options", "path"), PATHS)
@@ -212,6 +324,24 @@ def test_norm_equals_parameter_grad_norm() -> None:
         assert s.zero_frac == pytest.approx(float((p.grad == 0).double().mean()))
 
 
+def test_exploding_capture_norm_equals_float64_grad_norm() -> None:
+    """A real capture + backward whose parameter gradients are ~1e18 records each norm as
+    p.grad.double().norm() (finite; float32 sums of squares overflow), std as torch's, no Inf."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64))
+    loss = model(torch.randn(32, 64)).sum() * 1e18
+    graph = graphscope.capture(loss, model=model, warn=False)
+    loss.backward()
+    for name, p in model.named_parameters():
+        s = graph.find(name).grad
+        want = p.grad.double()
+        assert s.inf_count == 0 and s.nan_count == 0, name
+        assert math.isfinite(s.norm) and s.norm == pytest.approx(float(want.norm()), rel=1e-6), name
+        assert s.std == pytest.approx(float(want.std(correction=0)), rel=1e-6), name
+        assert s.rms == pytest.approx(float(want.square().mean().sqrt()), rel=1e-6), name
+    assert not [f for f in graph.findings if f.kind.startswith("nonfinite")]
+
+
 def test_combine_matches_concatenation() -> None:
     """combine() of per-output stats equals the stats of the outputs taken together."""
     a, b = torch.randn(30), torch.randn(50) + 2
@@ -219,6 +349,18 @@ def test_combine_matches_concatenation() -> None:
     merged = combine([_stats(a), _stats(b)])
     for name in ("norm", "mean", "std", "min", "max", "zero_frac"):
         assert getattr(merged, name) == pytest.approx(getattr(together, name), rel=1e-5), name
+
+
+def test_combine_keeps_huge_and_tiny_float64_finite() -> None:
+    """combine() of float64 outputs near 1e200 or 1e-200, whose squares leave float64's range,
+    equals the stats of the outputs taken together."""
+    g = torch.Generator().manual_seed(6)
+    for magnitude in (1e200, 1e-200):
+        a = torch.randn(30, generator=g, dtype=torch.float64) * magnitude
+        b = (torch.randn(50, generator=g, dtype=torch.float64) + 2) * magnitude
+        merged = combine([_stats(a), _stats(b)])
+        _assert_finite(merged)
+        _assert_exact(merged, torch.cat([a, b]), rtol=1e-12)
 
 
 def test_accelerator_rows_agree_with_cpu_rows() -> None:
@@ -257,3 +399,36 @@ def test_transposed_view_shares_the_row() -> None:
     assert batch.add(t.t()) != a
     stats = batch.collect()
     _assert_exact(stats[a], t - 1, rtol=1e-4)
+
+
+def test_accelerator_rows_scale_huge_and_tiny_values() -> None:
+    """The device kernel (run here on CPU tensors) gives float64-exact norm, mean and std for
+    rows whose squares overflow or underflow: 1e18 and 1e-40 float32, 3e38 bfloat16 (3 x 1e38),
+    1e300 and 1e-300 float64."""
+    from graphscope.autograd.stats import _device_rows
+
+    base = torch.linspace(-1, 3, 5003, dtype=torch.float64)
+    for dtype, magnitude in [
+        (torch.float32, 1e18),
+        (torch.float32, 1e-40),
+        (torch.bfloat16, 1e38),
+        (torch.float64, 1e300),
+        (torch.float64, 1e-300),
+    ]:
+        x = (base * magnitude).to(dtype)
+        norm, mean, std, *_ = _device_rows(torch.stack([x, x.abs()])).tolist()[0]
+        want = _oracle(x)
+        got = {"norm": norm, "mean": mean, "std": std}
+        for name in got:
+            assert got[name] == pytest.approx(want[name], rel=1e-6), (dtype, magnitude, name)
+
+
+def test_accelerator_rows_count_exactly_past_float32() -> None:
+    """The device kernel's zero count and numel stay exact past 2^24 elements, where float32
+    integers round."""
+    from graphscope.autograd.stats import _device_rows
+
+    x = torch.zeros(1, (1 << 24) + 1)
+    x[0, 0] = 1.0
+    (row,) = _device_rows(x).tolist()
+    assert row[5:] == [float(1 << 24), 0.0, 0.0, float((1 << 24) + 1)]

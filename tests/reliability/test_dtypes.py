@@ -3,6 +3,7 @@ uncoalesced sparse gradients and nested tensors."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -44,6 +45,54 @@ def test_float16_stats_do_not_overflow():
     assert_norm(leaf.grad.norm, w.grad)
     assert_stats(leaf.grad, w.grad)
     assert not [f for f in g.findings if f.kind.startswith("nonfinite")]
+
+
+def test_bfloat16_near_max_stats_do_not_overflow():
+    """bfloat16 gradients near 1e38 (float32's range, whose squares and sums overflow float32)
+    get a finite norm, mean and std equal to float64's."""
+    w = torch.ones(1000, dtype=torch.bfloat16, requires_grad=True)
+    scale = torch.linspace(0.5, 3.0, 1000)
+    loss = (w.double() * scale * 1e38).sum()  # finite in float64; float32 sums would overflow
+    g = graphscope.capture(loss, warn=False)
+    loss.backward()
+    assert torch.isinf(w.grad.float().norm())  # what a float32 reduction gives
+    leaf = node_by_op(g, "AccumulateGrad")
+    assert leaf.grad.finite and math.isfinite(leaf.grad.mean) and math.isfinite(leaf.grad.std)
+    assert_norm(leaf.grad.norm, w.grad)
+    assert_stats(leaf.grad, w.grad, rel=1e-6)
+    assert not [f for f in g.findings if f.kind.startswith("nonfinite")]
+
+
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-40])
+def test_float32_tiny_gradients_keep_nonzero_norm(magnitude):
+    """float32 gradients of 1e-30 (squares underflow) or 1e-40 (subnormal) record a non-zero
+    norm and rms equal to float64's, not 0."""
+    w = torch.zeros(500, requires_grad=True)
+    loss = (w * torch.linspace(-1.0, 2.0, 500) * magnitude).sum()
+    g = graphscope.capture(loss, warn=False)
+    loss.backward()
+    leaf = node_by_op(g, "AccumulateGrad")
+    want = w.grad.double()
+    assert leaf.grad.norm > 0 and leaf.grad.rms > 0
+    assert leaf.grad.norm == pytest.approx(float(want.norm()), rel=1e-6)
+    assert leaf.grad.rms == pytest.approx(float(want.square().mean().sqrt()), rel=1e-6)
+    assert leaf.grad.std == pytest.approx(float(want.std(correction=0)), rel=1e-6)
+
+
+@pytest.mark.parametrize("magnitude", [1e200, 1e-200])
+def test_float64_extreme_gradients_exact(magnitude):
+    """float64 gradients near 1e200 or 1e-200, whose squares leave float64's range, record
+    finite, non-zero stats equal to torch's (computed on the scaled-back gradient)."""
+    w = torch.zeros(400, dtype=torch.float64, requires_grad=True)
+    loss = (w * torch.linspace(-1.0, 2.0, 400, dtype=torch.float64) * magnitude).sum()
+    g = graphscope.capture(loss, warn=False)
+    loss.backward()
+    s = node_by_op(g, "AccumulateGrad").grad
+    unit = w.grad / magnitude  # torch's own float64 norm of w.grad is inf or 0
+    assert s.finite and 0 < s.norm < math.inf
+    assert s.norm == pytest.approx(float(unit.norm()) * magnitude, rel=1e-12)
+    assert s.std == pytest.approx(float(unit.std(correction=0)) * magnitude, rel=1e-12)
+    assert s.rms == pytest.approx(float(unit.square().mean().sqrt()) * magnitude, rel=1e-12)
 
 
 def test_bfloat16_autocast_with_cast_nodes():

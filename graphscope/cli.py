@@ -113,9 +113,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    # A bad file is the first thing to fix (and `render` would fail on it too); loading needs
+    # no terminal and no torch, so it answers as fast as the terminal check.
+    graph = _load(args.capture)
     _need_terminal(f"to draw the capture instead, run `graphscope render {args.capture} -o "
                    f"{Path(args.capture).with_suffix('.svg').name}`")
-    graph = _load(args.capture)
     _inspect(graph, Path(args.capture).name)
     return 0
 

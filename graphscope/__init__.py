@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphscope.diagnostics import Thresholds, diagnose
+from graphscope.diagnostics import diagnose
 from graphscope.errors import (
     CaptureError,
     CaptureTypeError,
@@ -27,6 +27,7 @@ from graphscope.errors import (
 )
 from graphscope.drawing import render, to_dot
 from graphscope.export.options import RenderOptions
+from graphscope.health import Thresholds
 from graphscope.model import Edge, Finding, GradStats, Graph, Node, ParamInfo, Severity, load
 from graphscope.tui import inspect
 

@@ -1,8 +1,10 @@
 """Diagnoses a captured graph: pure functions from a ``Graph`` to ``Finding`` records.
 
-Owns the thresholds (one frozen ``Thresholds`` dataclass) and the wording of every finding.
-Imports only ``graphscope.model`` and ``graphscope.errors``: no torch, textual or graphviz, so
-a saved capture can be re-diagnosed anywhere.
+Owns the wording of every finding and the rules that are not about magnitude (where a NaN was
+born, dead units, parameters that get no gradient). Whether a gradient is vanishing or exploding
+is ``graphscope.health``'s judgement, read here, so the findings agree with the colours of every
+view. Imports only ``graphscope.health``, ``graphscope.model`` and ``graphscope.errors``: no
+torch, textual or graphviz, so a saved capture can be re-diagnosed anywhere.
 
 An empty gradient (zero elements: a head whose batch selected no rows, ``x[mask]`` with an
 all-False mask) means nothing flowed. It is never dead, vanishing or a magnitude, and neither are
@@ -13,7 +15,6 @@ gradient): ``_idle`` finds both, and every rule skips them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from graphscope.errors import (
     DeadUnitWarning,
@@ -23,36 +24,8 @@ from graphscope.errors import (
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
+from graphscope.health import Band, Health, Reason, Thresholds
 from graphscope.model import OP, PARAM, Edge, Finding, Graph, GradStats, Node, Severity
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a gradient counts as vanishing, exploding or dead.
-
-    Magnitudes are RMS values (norm / sqrt(numel)) so tensors of any size compare fairly.
-
-    Attributes:
-        vanishing_rms: A parameter gradient at or below this RMS is vanishing.
-        exploding_rms: A parameter gradient at or above this RMS is exploding.
-        vanishing_ratio: A parameter whose RMS is below this fraction of the largest parameter
-            RMS in the same graph is vanishing relative to the rest (the sigmoid-stack fade).
-        exploding_ratio: The largest parameter RMS above this multiple of the smallest, with
-            gradients growing toward the input, is an explosion through depth. Uniform scaling
-            (e.g. ``GradScaler``) changes no ratio, so it is never called exploding by this rule.
-        dead_frac: A gating op (ReLU, clamp, hardtanh) that receives a non-zero gradient but
-            sends back at least this fraction of exact zeros has dead units. Any other op is
-            reported only when everything it sends back is zero. Empty gradients count neither
-            as received nor as sent.
-        min_layers: The depth rules (ratios) need at least this many parameter gradients.
-    """
-
-    vanishing_rms: float = 1e-8
-    exploding_rms: float = 1e6
-    vanishing_ratio: float = 1e-4
-    exploding_ratio: float = 1e4
-    dead_frac: float = 0.99
-    min_layers: int = 3
 
 
 # -- diagnosis ---------------------------------------------------------------------------------
@@ -126,7 +99,7 @@ def _num(x: float) -> str:
     return f"{x:.2e}"
 
 
-def diagnose(graph: Graph, thresholds: Thresholds | None = None) -> list[Finding]:
+def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Finding]:
     """All findings for ``graph``, worst first, then by node id.
 
     Structure-only findings (unreachable, frozen, opaque) need no backward; the gradient
@@ -134,7 +107,8 @@ def diagnose(graph: Graph, thresholds: Thresholds | None = None) -> list[Finding
 
     Args:
         graph: A capture, live or loaded from a file.
-        thresholds: Overrides for the defaults in ``Thresholds``.
+        thresholds: The limits to judge with; the capture's own (``Thresholds.of(graph)``)
+            when ``None``.
 
     Returns:
         The findings; the input graph is not modified.
@@ -142,16 +116,33 @@ def diagnose(graph: Graph, thresholds: Thresholds | None = None) -> list[Finding
     Example:
         >>> for f in diagnose(graphscope.load("step.json")): print(f)  # doctest: +SKIP
     """
-    t = thresholds or Thresholds()
+    t = thresholds or Thresholds.of(graph)
     findings: list[Finding] = []
     findings += _nonfinite_loss(graph)
     findings += _nonfinite_origins(graph)
-    findings += _magnitudes(graph, t)
+    findings += _magnitudes(graph, Health.of(graph, t))
     findings += _dead(graph, t, _idle(graph))
     findings += _params(graph)
     findings += _opaque(graph)
     findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
     return findings
+
+
+def rediagnose(graph: Graph, *, thresholds: Thresholds | None) -> Graph:
+    """``graph`` judged with other thresholds, for a view that was given them.
+
+    Returns:
+        ``graph`` itself when ``thresholds`` is ``None`` or already its own; otherwise a new
+        ``Graph`` sharing its nodes and edges, with ``thresholds`` in its ``meta`` and the
+        findings they give, so that colours and findings keep agreeing. ``graph`` is not
+        modified.
+    """
+    if thresholds is None or thresholds == Thresholds.of(graph):
+        return graph
+    judged = Graph(nodes=graph.nodes, edges=graph.edges, roots=graph.roots, params=graph.params,
+                   passes=graph.passes, meta={**graph.meta, "thresholds": thresholds.to_dict()})
+    judged.findings = diagnose(judged)
+    return judged
 
 
 def _nonfinite_loss(graph: Graph) -> list[Finding]:
@@ -237,58 +228,17 @@ def _bad(s: GradStats) -> str:
     return " and ".join(parts) + f" of {s.numel} values"
 
 
-def forward_params(graph: Graph) -> list[Node]:
-    """Parameter nodes in forward order (model registration order when known).
-
-    Without a model, backward reaches the last layer's parameters first, so the reverse of the
-    execution order (then of the walk order) approximates the forward order.
-    """
-    params = graph.param_nodes
-    if graph.params:
-        rank = {p.name: i for i, p in enumerate(graph.params)}
-        return sorted(params, key=lambda n: min(rank.get(x, len(rank)) for x in n.names))
-    return sorted(
-        params,
-        key=lambda n: (-(n.exec_order if n.exec_order is not None else -1), -n.id),
-    )
-
-
-def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
-    # An empty or all-zero gradient has no magnitude: on the log scale of the depth trend it
-    # would stand for 1e-300 and make every other layer look exploding (or vanishing). An empty
-    # one is "nothing flowed"; an all-zero one is reported as dead, or is idle.
-    layers = [
-        n for n in forward_params(graph)
-        if n.grad is not None and n.grad.finite and n.grad.rms > 0
-    ]
-    rms = {n.id: n.grad.rms for n in layers if n.grad is not None}
-    if not layers:
-        return []
-    top = max(layers, key=lambda n: rms[n.id])
-    top_rms = rms[top.id]
-    deep = len(layers) >= t.min_layers
-    growth = 1.0
-    if deep:
-        k = max(1, len(layers) // 3)
-        first = [max(rms[n.id], 1e-300) for n in layers[:k]]
-        last = [max(rms[n.id], 1e-300) for n in layers[-k:]]
-        growth = math.exp(
-            sum(math.log(x) for x in first) / k - sum(math.log(x) for x in last) / k
-        )
-    # A GradScaler loss scale multiplies every gradient: the absolute limits move with it.
-    scale = float(graph.meta.get("loss_scale") or 1.0)
-    scaled = f" (x{scale:g} loss scale)" if scale != 1.0 else ""
-    trend_vanishing = deep and growth <= t.vanishing_ratio
-    trend_exploding = deep and growth >= t.exploding_ratio
+def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
+    scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
+    top = graph.nodes[h.top] if h.top is not None else None
     out: list[Finding] = []
-    for i, n in enumerate(layers):
-        r = rms[n.id]
-        rel = r / top_rms
-        if (trend_exploding and i < max(1, len(layers) // 3)) or r >= t.exploding_rms * scale:
+    for v in h.verdicts.values():
+        n = graph.nodes[v.node]
+        if v.band is Band.EXPLODING:
             why = (
-                f"{_num(growth)}x larger near the input than near the output"
-                if trend_exploding
-                else f"above the {_num(t.exploding_rms * scale)} threshold{scaled}"
+                f"{_num(h.growth)}x larger near the input than near the output"
+                if v.reason is Reason.TREND
+                else f"above the {_num(h.exploding_rms)} threshold{scaled}"
             )
             out.append(
                 Finding(
@@ -296,7 +246,7 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
                     severity=Severity.WARNING,
                     node=n.id,
                     param=n.name,
-                    message=f"Exploding gradient at parameter {where(n)}: RMS {_num(r)}, "
+                    message=f"Exploding gradient at parameter {where(n)}: RMS {_num(v.rms)}, "
                     f"{why}.",
                     hint="Each layer multiplies the gradient by roughly its weight scale; "
                     "weights initialised too large make it grow exponentially with depth. Use "
@@ -304,12 +254,11 @@ def _magnitudes(graph: Graph, t: Thresholds) -> list[Finding]:
                     "(torch.nn.utils.clip_grad_norm_) or a lower learning rate.",
                 )
             )
-        elif not trend_exploding and (
-            r <= t.vanishing_rms * scale or (deep and rel <= t.vanishing_ratio)
-        ):
-            out.append(_vanishing(n, r, rel, top, top_rms, trend_vanishing))
+        else:
+            assert top is not None
+            out.append(_vanishing(n, v.rms, v.rel, top, h.top_rms, h.trend is Band.VANISHING))
     # Worst first: the smallest vanishing and the largest exploding gradients lead.
-    out.sort(key=lambda f: rms[f.node] if f.kind == VANISHING else -rms[f.node])  # type: ignore[index]
+    out.sort(key=lambda f: h.verdicts[f.node].rms if f.kind == VANISHING else -h.verdicts[f.node].rms)  # type: ignore[index]
     return out
 
 

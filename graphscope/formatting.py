@@ -3,14 +3,19 @@
 The DOT exporter and the TUI both take their numbers and colours from here, so the picture and
 the terminal always agree. No torch, textual or graphviz imports.
 
-The colour scale is logarithmic in a gradient's RMS (its norm divided by sqrt(numel), so big and
-small tensors compare fairly):
+The colour of a gradient is its ``graphscope.health.Band`` (the one judgement the findings use
+too), shaded within the healthy band on a log scale of its RMS (its norm divided by
+sqrt(numel), so big and small tensors compare fairly):
 
-    rms <= vanishing_rms             blue     "vanishing"
-    vanishing_rms < rms < exploding  green -> yellow -> orange on log10(rms)   "healthy"
-    rms >= exploding_rms             red      "exploding"
-    NaN or Inf anywhere              magenta  "nonfinite"
-    no gradient recorded, or empty   grey     "none"
+    vanishing                        blue     at or below the vanishing limit, or (a parameter)
+                                              far below the largest parameter gradient
+    healthy                          green -> yellow -> orange on log10(rms)
+    exploding                        red      at or above the exploding limit, or (a parameter)
+                                              part of a growth through depth
+    nonfinite                        magenta  NaN or Inf anywhere
+    none                             grey     no gradient recorded, or empty
+
+The limits move with a ``GradScaler`` loss scale, so a scaled healthy model stays green.
 
 An empty gradient (zero elements: a branch whose batch selected no rows) carries no magnitude;
 nothing flowed, so it is grey, never "vanishing".
@@ -21,21 +26,15 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from graphscope.diagnostics import Thresholds
-from graphscope.model import GradStats, TensorMeta
-
-VANISHING = "vanishing"
-HEALTHY = "healthy"
-EXPLODING = "exploding"
-NONFINITE = "nonfinite"
-NONE = "none"
+from graphscope.health import Band, Health
+from graphscope.model import GradStats, Node, TensorMeta
 
 BAND_COLOURS = {
-    VANISHING: "#4f7fd9",
-    HEALTHY: "#4caf50",
-    EXPLODING: "#e53935",
-    NONFINITE: "#d500f9",
-    NONE: "#9e9e9e",
+    Band.VANISHING: "#4f7fd9",
+    Band.HEALTHY: "#4caf50",
+    Band.EXPLODING: "#e53935",
+    Band.NONFINITE: "#d500f9",
+    Band.NONE: "#9e9e9e",
 }
 
 # The healthy range is shaded between these, on log10(rms).
@@ -85,37 +84,25 @@ def fmt_saved(meta: TensorMeta) -> str:
     return f"{name} {fmt_meta(meta)}"
 
 
-def band(stats: GradStats | None, thresholds: Thresholds | None = None) -> str:
-    """Classify a gradient: ``vanishing``, ``healthy``, ``exploding``, ``nonfinite`` or ``none``."""
-    if stats is None or stats.numel == 0:
-        return NONE
-    if not stats.finite:
-        return NONFINITE
-    t = thresholds or Thresholds()
-    rms = stats.rms
-    if rms <= t.vanishing_rms:
-        return VANISHING
-    if rms >= t.exploding_rms:
-        return EXPLODING
-    return HEALTHY
-
-
 def _mix(a: str, b: str, f: float) -> str:
     ca = [int(a[i : i + 2], 16) for i in (1, 3, 5)]
     cb = [int(b[i : i + 2], 16) for i in (1, 3, 5)]
     return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(ca, cb))
 
 
-def magnitude_colour(stats: GradStats | None, thresholds: Thresholds | None = None) -> str:
-    """A hex colour for a gradient on the log-scale legend above."""
-    b = band(stats, thresholds)
-    if b != HEALTHY:
+def magnitude_colour(x: Node | GradStats | None, health: Health) -> str:
+    """A hex colour for a node's (or bare statistics') gradient on the scale above."""
+    b = health.band(x)
+    if b is not Band.HEALTHY:
         return BAND_COLOURS[b]
+    stats = x.grad if isinstance(x, Node) else x
     assert stats is not None
-    t = thresholds or Thresholds()
-    lo, hi = math.log10(t.vanishing_rms), math.log10(t.exploding_rms)
-    f = (math.log10(max(stats.rms, 1e-300)) - lo) / (hi - lo)
-    f = min(max(f, 0.0), 1.0) * (len(_HEALTHY_STOPS) - 1)
+    return rms_colour(stats.rms, health)
+
+
+def rms_colour(rms: float, health: Health) -> str:
+    """The healthy band's shade for an RMS value (for legends and plots)."""
+    f = health.position(rms) * (len(_HEALTHY_STOPS) - 1)
     i = min(int(f), len(_HEALTHY_STOPS) - 2)
     return _mix(_HEALTHY_STOPS[i], _HEALTHY_STOPS[i + 1], f - i)
 

@@ -347,6 +347,19 @@ class Graph:
     def findings_for(self, node_id: int) -> list[Finding]:
         return [f for f in self.findings if f.node == node_id]
 
+    def subgraph(self, ids: list[int]) -> Graph:
+        """The nodes ``ids`` and the edges among them, renumbered 0..k-1 in id order (to export a
+        neighbourhood). Findings about those nodes come along; parameter records do not."""
+        keep = sorted(set(ids))
+        new = {old: i for i, old in enumerate(keep)}
+        nodes = [dataclasses.replace(self.nodes[old], id=new[old]) for old in keep]
+        edges = [dataclasses.replace(e, src=new[e.src], dst=new[e.dst])
+                 for old in keep for e in self.out_edges(old) if e.dst in new]
+        findings = [dataclasses.replace(f, node=new[f.node]) for f in self.findings if f.node in new]
+        roots = [new[r] for r in self.roots if r in new] or [0]
+        return Graph(nodes=nodes, edges=edges, roots=roots, findings=findings,
+                     passes=self.passes, meta=dict(self.meta))
+
     @property
     def nx(self) -> networkx.MultiDiGraph:
         """A ``networkx.MultiDiGraph`` of the capture, built once and cached.

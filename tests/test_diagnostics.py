@@ -9,7 +9,8 @@ import torch
 
 import graphscope
 from graphscope.demos import DEMOS
-from graphscope.diagnostics import Thresholds, diagnose, forward_params
+from graphscope.diagnostics import diagnose
+from graphscope.health import Thresholds, forward_params
 from graphscope.model import Edge, Graph, GradStats, Node, Severity
 
 
@@ -111,7 +112,7 @@ def test_thresholds_are_configurable():
     """A stricter vanishing ratio flags more layers."""
     g = _chain([10.0 ** -(i % 3) for i in range(9)][::-1])
     loose = [f for f in diagnose(g) if f.kind == "vanishing"]
-    strict = [f for f in diagnose(g, Thresholds(vanishing_ratio=0.5)) if f.kind == "vanishing"]
+    strict = [f for f in diagnose(g, thresholds=Thresholds(vanishing_ratio=0.5)) if f.kind == "vanishing"]
     assert len(strict) > len(loose)
 
 

@@ -20,7 +20,8 @@ import torch
 from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import walk
-from graphscope.diagnostics import Thresholds, diagnose
+from graphscope.diagnostics import diagnose
+from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
 from graphscope.model import OP, Graph, ParamInfo
 
@@ -236,6 +237,7 @@ def _build(
         "torch": torch.__version__,
         "root_values": _root_values(tensors),
         "graph_freed": w.graph_freed,
+        "thresholds": thresholds.to_dict(),
     }
     scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
     if scale is not None:
@@ -250,7 +252,7 @@ def _build(
             graph.meta["module_attribution"] = "recorded during forward"
         else:
             _attribute_ops(graph)
-    graph.findings = diagnose(graph, thresholds)
+    graph.findings = diagnose(graph, thresholds=thresholds)
     return graph, w.fns, w.graph_freed
 
 

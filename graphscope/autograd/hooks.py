@@ -36,7 +36,8 @@ from typing import Any, Collection, Iterator
 import torch
 
 from graphscope.autograd.stats import StatsBatch, combine
-from graphscope.diagnostics import Thresholds, diagnose, warning_class, where
+from graphscope.diagnostics import diagnose, warning_class, where
+from graphscope.health import Thresholds
 from graphscope.errors import RecordingWarning
 from graphscope.model import Graph, GradStats
 
@@ -222,7 +223,7 @@ class Recorder:
         for ei, r in self._edge_rows.items():
             g.edges[ei].grad = stats[r]
         g.passes += 1
-        g.findings = diagnose(g, self.thresholds)
+        g.findings = diagnose(g, thresholds=self.thresholds)
         g.invalidate()
         if self.warn:
             emit_findings(g)

@@ -12,10 +12,13 @@ Shapes
                      (``12 ops: add, mul, ...``), or what the node budget left out
     tab              an opaque region (checkpoint, compiled code) the capture cannot see into
 
-Fill colour: the gradient's RMS on a log scale, from ``graphscope.formatting.magnitude_colour``
-    blue             vanishing (RMS at or below ``Thresholds.vanishing_rms``)
+Fill colour: the gradient's band (``graphscope.health``, the judgement the findings use), from
+``graphscope.formatting.magnitude_colour``; the limits move with a GradScaler loss scale
+    blue             vanishing (RMS at or below ``Thresholds.vanishing_rms``, or a parameter far
+                     below the largest parameter gradient)
     teal to orange   healthy, from small to large
-    red              exploding (RMS at or above ``Thresholds.exploding_rms``)
+    red              exploding (RMS at or above ``Thresholds.exploding_rms``, or a parameter in
+                     a growth through depth)
     magenta          NaN or Inf in the gradient
     grey             no gradient recorded, or an empty one (0 elements: nothing flowed)
     white            structure only: no backward pass has run
@@ -49,29 +52,25 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from graphscope.diagnostics import Thresholds
+from graphscope.diagnostics import rediagnose
 from graphscope.export.collapse import CHAIN, MODULE, SINGLE, Box, Link, View, build_view
 from graphscope.export.options import RenderOptions
 from graphscope.formatting import (
     BAND_COLOURS,
-    EXPLODING,
-    HEALTHY,
-    NONE,
-    NONFINITE,
-    VANISHING,
-    band,
     fmt_meta,
     fmt_num,
     fmt_saved,
     fmt_shape,
     fmt_stats,
     magnitude_colour,
+    rms_colour,
 )
+from graphscope.health import Band, Health
 from graphscope.model import LEAF, OP, PARAM, Finding, GradStats, Graph, Node, Severity
 
 ORIGIN_KIND = "nonfinite_origin"
 ORIGIN_MARK = "‼"  # in the fonts graphviz-pure embeds, unlike the warning sign
-ORIGIN_COLOUR = BAND_COLOURS[NONFINITE]
+ORIGIN_COLOUR = BAND_COLOURS[Band.NONFINITE]
 SEVERITY_COLOURS = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1e88e5"}
 NOT_RUN = {"fillcolor": "#f2f2f2", "color": "#9e9e9e", "fontcolor": "#757575"}
 SHAPES = {
@@ -85,7 +84,7 @@ SHAPES = {
 # Edge labels become layout nodes in dot; past this many boxes they are placed as cheaper
 # external labels instead (a 1,000-node graph: 15 s with labels, about 1 s with xlabels).
 _XLABEL_ABOVE = 150
-_BAND_RANK = {NONE: 0, HEALTHY: 1, VANISHING: 2, EXPLODING: 3, NONFINITE: 4}
+_BAND_RANK = {Band.NONE: 0, Band.HEALTHY: 1, Band.VANISHING: 2, Band.EXPLODING: 3, Band.NONFINITE: 4}
 
 
 def to_dot(graph: Graph, *, options: RenderOptions | None = None) -> str:
@@ -111,6 +110,8 @@ def to_dot(graph: Graph, *, options: RenderOptions | None = None) -> str:
 
 def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     """DOT text for an already reduced ``view`` of ``graph`` (see ``collapse.build_view``)."""
+    # Other thresholds than the capture's: colours and finding marks both follow them.
+    graph = rediagnose(graph, thresholds=options.thresholds)
     ctx = _Context.of(graph, view, options)
     title = graph.meta.get("title")
     caption = "\n".join(x for x in (title, graph.summary(), view.note) if x)
@@ -146,7 +147,7 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
 class _Context:
     boxes: dict[str, Box]
     findings: dict[int, list[Finding]]
-    thresholds: Thresholds
+    health: Health
     backward: bool  # any backward has run: colours mean something
     parallel: Counter  # (src, dst) -> how many links join them
     repeat_boxes: Counter  # Repeat -> how many boxes it has
@@ -162,7 +163,7 @@ class _Context:
         return cls(
             boxes={b.name: b for b in view.boxes},
             findings=findings,
-            thresholds=options.thresholds or Thresholds(),
+            health=Health.of(graph),
             backward=graph.passes > 0 or any(n.executed for n in graph.nodes),
             parallel=Counter((link.src, link.dst) for link in view.links),
             repeat_boxes=Counter(b.repeat for b in view.boxes if b.repeat is not None),
@@ -198,15 +199,20 @@ def _short(op: str) -> str:
     return op
 
 
-def _worst(stats: Iterable[GradStats | None], t: Thresholds) -> GradStats | None:
-    """The stats a group is coloured by: NaN/Inf, then exploding, vanishing, largest healthy."""
+def _worst(items: Iterable[Node | GradStats | None], h: Health) -> Node | GradStats | None:
+    """What a group is coloured by: NaN/Inf, then exploding, vanishing, largest healthy."""
 
-    def rank(s: GradStats) -> tuple[int, float]:
-        b = band(s, t)
-        size = s.rms if s.finite else 0.0
-        return _BAND_RANK[b], -size if b == VANISHING else size
+    def rank(x: Node | GradStats) -> tuple[int, float]:
+        b = h.band(x)
+        s = _stats(x)
+        size = s.rms if s is not None and s.finite else 0.0
+        return _BAND_RANK[b], -size if b is Band.VANISHING else size
 
-    return max((s for s in stats if s is not None), key=rank, default=None)
+    return max((x for x in items if _stats(x) is not None), key=rank, default=None)
+
+
+def _stats(x: Node | GradStats | None) -> GradStats | None:
+    return x.grad if isinstance(x, Node) else x
 
 
 # -- boxes ------------------------------------------------------------------------------------
@@ -215,7 +221,8 @@ def _worst(stats: Iterable[GradStats | None], t: Thresholds) -> GradStats | None
 def _box_attrs(graph: Graph, box: Box, ctx: _Context) -> dict[str, object]:
     nodes = [graph.nodes[m] for m in box.members]
     findings = [f for m in box.members for f in ctx.findings.get(m, ())]
-    stats = _worst((n.grad for n in nodes), ctx.thresholds)
+    worst = _worst(nodes, ctx.health)
+    stats = _stats(worst)
     if box.kind == SINGLE:
         node = graph.nodes[box.node]  # type: ignore[index]
         label, shape, tooltip = _node_label(node, stats, ctx), _node_shape(node), _node_tooltip(graph, node, box, ctx)
@@ -223,7 +230,7 @@ def _box_attrs(graph: Graph, box: Box, ctx: _Context) -> dict[str, object]:
         label, shape, tooltip = _group_label(box, nodes), SHAPES["group"], _group_tooltip(box, nodes, stats, ctx)
     style = ["filled"] if shape in ("cylinder", "ellipse", "doubleoctagon", "box3d", "tab") else ["rounded", "filled"]
     attrs: dict[str, object] = {"id": box.name, "shape": shape}
-    fill = magnitude_colour(stats, ctx.thresholds) if ctx.backward else "#ffffff"
+    fill = magnitude_colour(worst, ctx.health) if ctx.backward else "#ffffff"
     attrs.update(fillcolor=fill, fontcolor=_ink(fill))
     if ctx.backward and not any(n.executed for n in nodes):
         style.append("dashed")
@@ -398,9 +405,9 @@ def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
         attrs.update(style="dashed", constraint="false", color="#616161")
     if parts:
         attrs[ctx.edge_label] = "  ".join(parts)
-    stats = _worst((e.grad for e in edges), ctx.thresholds)
-    if ctx.backward and band(stats, ctx.thresholds) in (VANISHING, EXPLODING, NONFINITE):
-        colour = magnitude_colour(stats, ctx.thresholds)
+    stats = _stats(_worst((e.grad for e in edges), ctx.health))
+    if ctx.backward and ctx.health.band(stats) in (Band.VANISHING, Band.EXPLODING, Band.NONFINITE):
+        colour = magnitude_colour(stats, ctx.health)
         attrs.update(color=colour, fontcolor=colour, penwidth=2)
     producer = graph.nodes[first.src]
     meta = producer.outputs[first.output_nr] if first.output_nr < len(producer.outputs) else None
@@ -452,7 +459,7 @@ def _legend(graph: Graph, ctx: _Context) -> list[str]:
         samples.append(("box", "xN: N identical blocks", {"style": "rounded,dashed"}))
     # The colour scale is the cluster's own (HTML-like) label: a separate node would sit a rank
     # or two below the samples, as far apart as the graph's labelled edges make its ranks.
-    title = _colour_table(ctx.thresholds) if ctx.backward else '"legend"'
+    title = _colour_table(ctx.health) if ctx.backward else '"legend"'
     lines = [
         "  subgraph cluster_legend {",
         f'    label={title}; labelloc="b"; fontsize=10; style="rounded"; color="#bdbdbd"; margin=6;',
@@ -466,19 +473,17 @@ def _legend(graph: Graph, ctx: _Context) -> list[str]:
     return lines
 
 
-def _colour_table(t: Thresholds) -> str:
+def _colour_table(h: Health) -> str:
     """An HTML-like label: the colour scale, vanishing to exploding, from ``formatting``."""
-    lo, hi = math.log10(t.vanishing_rms), math.log10(t.exploding_rms)
-
-    def at(rms: float) -> str:
-        return magnitude_colour(GradStats(rms, 0, 0, 0, 0, 0, 0, 0, 0, 1), t)
-
-    cells = [(BAND_COLOURS[VANISHING], f"vanishing &lt;= {fmt_num(t.vanishing_rms)}")]
-    cells += [(at(10 ** (lo + (hi - lo) * f)), text) for f, text in ((0.1, "healthy: small"), (0.4, ""), (0.6, ""), (0.9, "large"))]
+    lo, hi = math.log10(h.vanishing_rms), math.log10(h.exploding_rms)
+    scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
+    cells = [(BAND_COLOURS[Band.VANISHING], f"vanishing &lt;= {fmt_num(h.vanishing_rms)}")]
+    cells += [(rms_colour(10 ** (lo + (hi - lo) * f), h), text)
+              for f, text in ((0.1, "healthy: small"), (0.4, ""), (0.6, ""), (0.9, "large"))]
     cells += [
-        (BAND_COLOURS[EXPLODING], f"exploding &gt;= {fmt_num(t.exploding_rms)}"),
-        (BAND_COLOURS[NONFINITE], "NaN/Inf"),
-        (BAND_COLOURS[NONE], "no grad"),
+        (BAND_COLOURS[Band.EXPLODING], f"exploding &gt;= {fmt_num(h.exploding_rms)}{scaled}"),
+        (BAND_COLOURS[Band.NONFINITE], "NaN/Inf"),
+        (BAND_COLOURS[Band.NONE], "no grad"),
     ]
     tds = "".join(
         f'<td bgcolor="{c}"><font color="{_ink(c)}" point-size="9">{text or "&nbsp;&nbsp;&nbsp;"}</font></td>'

@@ -1,13 +1,13 @@
 """The one frozen dataclass that configures a drawing, shared by ``to_dot`` and ``render``.
 
-Imports only ``graphscope.diagnostics`` (for ``Thresholds``): no torch, textual or graphviz.
+Imports only ``graphscope.health`` (for ``Thresholds``): no torch, textual or graphviz.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Thresholds
 
 RANKDIRS = ("TB", "BT", "LR", "RL")
 ENGINES = ("dot", "graphviz-pure")
@@ -34,8 +34,8 @@ class RenderOptions:
         engine: ``"dot"`` (system Graphviz) or ``"graphviz-pure"``; ``None`` picks the system
             ``dot`` when it is installed, else ``graphviz-pure``.
         timeout: Seconds the layout engine may run before it is stopped.
-        thresholds: Where the colour scale puts vanishing and exploding; the default
-            ``Thresholds()`` when ``None``.
+        thresholds: Judge the gradients with these (colours and findings both); the
+            capture's own thresholds when ``None``.
 
     Example:
         >>> RenderOptions(max_nodes=100, legend=False).max_nodes

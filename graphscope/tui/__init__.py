@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from graphscope.diagnostics import Thresholds
+    from graphscope.health import Thresholds
     from graphscope.model import Graph
 
 
@@ -19,7 +19,8 @@ def inspect(graph: Graph, *, source: str = "graph", thresholds: Thresholds | Non
     Args:
         graph: A capture, from ``graphscope.capture(loss)`` or ``graphscope.load(path)``.
         source: A name for the header and for exported files.
-        thresholds: The vanishing/exploding limits used for colours and bands.
+        thresholds: Judge the gradients with these instead of the capture's own: colours,
+            bands and findings are all recomputed with them (the graph is not modified).
 
     Raises:
         Exception: Whatever crashed the inspector, raised again once the terminal is restored

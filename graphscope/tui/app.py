@@ -9,7 +9,8 @@ from __future__ import annotations
 from textual.app import App
 from textual.binding import Binding
 
-from graphscope.diagnostics import Thresholds
+from graphscope.diagnostics import rediagnose
+from graphscope.health import Thresholds
 from graphscope.model import Graph
 from graphscope.tui.screens.help import HelpScreen
 from graphscope.tui.screens.main import MainScreen
@@ -22,7 +23,8 @@ class InspectorApp(App[None]):
         graph: The capture to show (from ``graphscope.capture`` or ``graphscope.load``).
         source: Where it came from (a file name or a demo name), shown in the header and used
             to name exported files.
-        thresholds: The limits the colours and the gradient-flow bands use.
+        thresholds: Judge the gradients with these instead of the capture's own: the colours,
+            bands and findings shown are all recomputed with them.
     """
 
     CSS_PATH = "inspector.tcss"
@@ -37,9 +39,8 @@ class InspectorApp(App[None]):
     def __init__(self, graph: Graph, *, source: str = "graph",
                  thresholds: Thresholds | None = None) -> None:
         super().__init__()
-        self.graph = graph
+        self.graph = rediagnose(graph, thresholds=thresholds)
         self.source = source
-        self.thresholds = thresholds or Thresholds()
 
     @property
     def crash(self) -> BaseException | None:
@@ -48,7 +49,7 @@ class InspectorApp(App[None]):
 
     def get_default_screen(self) -> MainScreen:
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.source.rsplit(".", 1)[0])
-        return MainScreen(self.graph, thresholds=self.thresholds, stem=stem or "graph")
+        return MainScreen(self.graph, stem=stem or "graph")
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.source}: {self.graph.summary()}"

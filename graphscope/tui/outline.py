@@ -16,10 +16,10 @@ nesting depth by log2(number of nodes), so a 50,000-op chain is one flat, lazily
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Hashable
 
-from graphscope.model import PARAM, Graph, Node
+from graphscope.model import Graph
 
 Container = Hashable  # None (the top), ("node", id) or ("module", path)
 SeqKey = Hashable  # ("path", head id) or ("members", module path)
@@ -251,22 +251,6 @@ class SearchIndex:
         return None
 
 
-def forward_layers(graph: Graph) -> list[Node]:
-    """Parameter nodes in forward order: the model's parameter order when the capture recorded
-    it, else the reverse of walk order (the walk meets the last layer first)."""
-    nodes = graph.nodes
-    if graph.params:
-        seen: set[int] = set()
-        out = []
-        for p in graph.params:
-            if p.node is not None and p.node not in seen and 0 <= p.node < len(nodes):
-                seen.add(p.node)
-                out.append(nodes[p.node])
-        if out:
-            return out
-    return [n for n in reversed(nodes) if n.kind == PARAM]
-
-
 def neighbourhood(graph: Graph, node_id: int, *, limit: int = 6) -> tuple[list[int], list[int], int, int]:
     """Producers and consumers of ``node_id``, at most ``limit`` each.
 
@@ -276,19 +260,3 @@ def neighbourhood(graph: Graph, node_id: int, *, limit: int = 6) -> tuple[list[i
     prods = graph.producers(node_id)
     cons = graph.consumers(node_id)
     return prods[:limit], cons[:limit], max(0, len(prods) - limit), max(0, len(cons) - limit)
-
-
-def subgraph(graph: Graph, ids: list[int]) -> Graph:
-    """The nodes ``ids`` and the edges among them, renumbered 0..k-1 in id order (for export).
-
-    Findings about those nodes come along; parameter records do not (the subgraph is a view).
-    """
-    keep = sorted(set(ids))
-    new = {old: i for i, old in enumerate(keep)}
-    nodes = [replace(graph.nodes[old], id=new[old]) for old in keep]
-    edges = [replace(e, src=new[e.src], dst=new[e.dst])
-             for old in keep for e in graph.out_edges(old) if e.dst in new]
-    findings = [replace(f, node=new[f.node]) for f in graph.findings if f.node in new]
-    roots = [new[r] for r in graph.roots if r in new] or [0]
-    return Graph(nodes=nodes, edges=edges, roots=roots, findings=findings,
-                 passes=graph.passes, meta=dict(graph.meta))

@@ -11,6 +11,7 @@ from graphscope.export import dot as dotmod
 from graphscope.export.dot import ORIGIN_COLOUR, ORIGIN_MARK, SEVERITY_COLOURS, SHAPES, to_dot
 from graphscope.export.options import RenderOptions
 from graphscope.formatting import BAND_COLOURS, fmt_stats, magnitude_colour
+from graphscope.health import Health
 from graphscope.model import LEAF, OP, PARAM, Severity
 from tests.export import graphs
 from tests.export.dotfile import parse
@@ -64,7 +65,7 @@ def test_fill_is_the_shared_magnitude_colour() -> None:
     dot = parse(to_dot(g))
     for n in g.nodes:
         if n.executed:
-            assert dot.nodes[f"n{n.id}"]["fillcolor"] == magnitude_colour(n.grad)
+            assert dot.nodes[f"n{n.id}"]["fillcolor"] == magnitude_colour(n, Health.of(g))
     assert dot.nodes["n3"]["fillcolor"] == BAND_COLOURS["nonfinite"]  # x holds the NaN
     assert dot.nodes["n4"]["fillcolor"] == BAND_COLOURS["exploding"]
 

@@ -73,6 +73,7 @@ def sigmoid_mlp(depth: int = 4) -> Graph:
     prev = loss
     params: list[ParamInfo] = []
     weight_ids: dict[int, int] = {}
+    bias_ids: dict[int, int] = {}
     for k in reversed(range(depth)):
         rms = 10.0 ** -(2 * (depth - k))
         sig = b.node("SigmoidBackward0", "sigmoid", module=f"fc{k}", rms=rms * 10)
@@ -88,11 +89,13 @@ def sigmoid_mlp(depth: int = 4) -> Graph:
         b.edge(t, mm, 2)
         b.edge(w, t, 0)
         weight_ids[k] = w
+        bias_ids[k] = bias
         prev = mm
     x = b.node("AccumulateGrad", "x", kind=LEAF, shape=(4, 4), rms=1e-9)
     b.edge(x, prev, 1)
     for k in range(depth):
         params.append(ParamInfo(f"fc{k}.weight", (8, 4), "reached", weight_ids[k], f"fc{k}"))
+        params.append(ParamInfo(f"fc{k}.bias", (8,), "reached", bias_ids[k], f"fc{k}"))
     findings = [
         Finding("vanishing", Severity.WARNING, weight_ids[0],
                 "fc0.weight gradient RMS is 1e-8 of the largest", "use ReLU or a residual", "fc0.weight"),

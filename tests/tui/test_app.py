@@ -178,10 +178,11 @@ def test_gradient_flow_plots_layers_in_forward_order(drive):
         await pilot.press("3")
         await pilot.pause()
         flow = pilot.app.screen.query_one(GradientFlow)
-        assert [name for name, _ in flow._layers] == [f"fc{k}.weight" for k in range(4)]
+        assert [layer.name for layer in flow._layers] == [
+            f"fc{k}.{p}" for k in range(4) for p in ("weight", "bias")]
         plot = flow.query_one("#flow-plot")
         assert plot.region.area > 0
-        assert any(len(d.x) == 4 for d in plot._datasets)
+        assert any(len(d.x) == 8 for d in plot._datasets)
     drive(sigmoid_mlp(), steps)
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from textual.widgets import Static
 from textual_plot.plot_widget import ScatterPlot
 
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Health, Thresholds
 from graphscope.tui.widgets import flow
 from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.flow import GradientFlow
@@ -24,6 +24,13 @@ def _text(renderable) -> str:
     console = Console(width=200, record=True)
     console.print(renderable)
     return console.export_text()
+
+
+_HEALTH = Health(thresholds=Thresholds())
+
+
+def _layers(pairs) -> list[flow.Layer]:
+    return [flow.Layer(name, stats, _HEALTH.band(stats)) for name, stats in pairs]
 
 
 def _param(app, name: str) -> int:
@@ -101,9 +108,9 @@ def test_flow_plot_marks_clipped_and_nonfinite_layers(drive):
 
 def test_flow_picture_with_only_nonfinite_layers_is_still_drawn():
     """No finite gradient at all: every layer is marked at the top of a finite, default window."""
-    layers = [("a", extreme_stats(float("nan"))), ("b", extreme_stats(float("inf"))),
-              ("c", extreme_stats(float("inf"), counted=False))]
-    pic = flow.picture(layers, Thresholds())
+    layers = _layers([("a", extreme_stats(float("nan"))), ("b", extreme_stats(float("inf"))),
+                      ("c", extreme_stats(float("inf"), counted=False))])
+    pic = flow.picture(layers, _HEALTH)
     assert [p.layer for p in pic.points] == [1, 2, 3]
     assert [p.mark for p in pic.points] == [flow.NONFINITE, flow.NONFINITE, flow.ABOVE]
     assert math.isfinite(pic.lo) and math.isfinite(pic.hi)
@@ -114,9 +121,9 @@ def test_flow_picture_with_only_nonfinite_layers_is_still_drawn():
 def test_flow_picture_clips_far_values_and_keeps_the_scale_readable():
     """1e300 and 1e-300 beside healthy layers: they are clipped to the edges, the window stays
     within a few decades of the limits instead of spanning 600 of them."""
-    layers = [("a", extreme_stats(1e-300)), ("b", extreme_stats(0.1)), ("c", extreme_stats(1e300)),
-              ("d", extreme_stats(1e-3))]
-    pic = flow.picture(layers, Thresholds())
+    layers = _layers([("a", extreme_stats(1e-300)), ("b", extreme_stats(0.1)),
+                      ("c", extreme_stats(1e300)), ("d", extreme_stats(1e-3))])
+    pic = flow.picture(layers, _HEALTH)
     assert [p.mark for p in pic.points] == [flow.BELOW, flow.ON_SCALE, flow.ABOVE, flow.ON_SCALE]
     assert pic.hi - pic.lo < 40
     assert pic.points[1].y == -1.0 and pic.points[3].y == -3.0
@@ -131,7 +138,7 @@ def test_axis_ticks_on_an_infinite_range_do_not_raise():
 
 def test_long_legend_keeps_the_nonfinite_layers():
     """With more layers than the legend names, the NaN/Inf layers are still listed by name."""
-    layers = [(f"layer{i}", extreme_stats(0.1)) for i in range(60)]
-    layers[30] = ("broken", extreme_stats(float("nan")))
-    text = _text(GradientFlow(layers)._legend())
+    pairs = [(f"layer{i}", extreme_stats(0.1)) for i in range(60)]
+    pairs[30] = ("broken", extreme_stats(float("nan")))
+    text = _text(GradientFlow(_layers(pairs), health=_HEALTH)._legend())
     assert "broken" in text and "nan" in text

@@ -15,8 +15,6 @@ from graphscope.tui.outline import (
     RefItem,
     SearchIndex,
     SeqItem,
-    forward_layers,
-    subgraph,
 )
 from tests.tui.graphs import chain, diamond, sigmoid_mlp
 
@@ -117,18 +115,10 @@ def test_search_wraps_and_matches_names_and_ops():
     assert idx.next("no-such-thing", 0) is None
 
 
-def test_forward_layers_follow_param_records_then_reverse_walk():
-    """Layers come in the model's parameter order, else in reverse walk order."""
-    g = sigmoid_mlp()
-    assert [n.name for n in forward_layers(g)] == [f"fc{k}.weight" for k in range(4)]
-    g.params = []
-    assert [n.name for n in forward_layers(g)][:2] == ["fc0.weight", "fc0.bias"]
-
-
 def test_subgraph_renumbers_and_keeps_inner_edges():
     """A neighbourhood export holds just those nodes, renumbered, with their findings."""
     g = sigmoid_mlp()
-    sub = subgraph(g, [20, 19, 17])
+    sub = g.subgraph([20, 19, 17])
     assert [n.id for n in sub.nodes] == [0, 1, 2]
     assert {(e.src, e.dst) for e in sub.edges} == {(1, 0), (2, 1)}
     assert [f.node for f in sub.findings] == [2]

@@ -13,13 +13,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Health
 from graphscope.errors import EngineError
 from graphscope.model import Finding, Graph
-from graphscope.tui.outline import SearchIndex, forward_layers, neighbourhood, subgraph
+from graphscope.tui.outline import SearchIndex, neighbourhood
 from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.findings import FindingsList
-from graphscope.tui.widgets.flow import GradientFlow
+from graphscope.tui.widgets.flow import GradientFlow, layers_of
 from graphscope.tui.widgets.graph_tree import GraphTree
 from graphscope.tui.widgets.local_graph import LocalGraph
 
@@ -49,11 +49,12 @@ class MainScreen(Screen[None]):
         Binding("escape", "close_search", "Close search", show=False),
     ]
 
-    def __init__(self, graph: Graph, *, thresholds: Thresholds | None = None,
-                 stem: str = "graph") -> None:
+    def __init__(self, graph: Graph, *, stem: str = "graph") -> None:
         super().__init__()
         self.graph = graph
-        self.thresholds = thresholds or Thresholds()
+        # One judgement for every widget: the tree, details, neighbours and flow colour from it,
+        # and the findings listed are the ones it gives.
+        self.health = Health.of(graph)
         self.stem = stem
         self._search = SearchIndex(graph)
         self._finding = -1
@@ -62,16 +63,16 @@ class MainScreen(Screen[None]):
     def compose(self):
         yield Header()
         with Horizontal(id="body"):
-            yield GraphTree(self.graph, thresholds=self.thresholds, id="tree")
+            yield GraphTree(self.graph, health=self.health, id="tree")
             with Vertical(id="side"):
                 with TabbedContent(id="tabs"):
                     with TabPane("Node", id="tab-node"):
-                        yield NodeDetails(self.graph, thresholds=self.thresholds, id="details")
+                        yield NodeDetails(self.graph, health=self.health, id="details")
                     with TabPane("Neighbours", id="tab-local"):
-                        yield LocalGraph(self.graph, thresholds=self.thresholds, id="local")
+                        yield LocalGraph(self.graph, health=self.health, id="local")
                     with TabPane("Gradient flow", id="tab-flow"):
-                        layers = [(n.title, n.grad) for n in forward_layers(self.graph)]
-                        yield GradientFlow(layers, thresholds=self.thresholds, id="flow")
+                        yield GradientFlow(layers_of(self.graph, self.health), health=self.health,
+                                           id="flow")
                 yield FindingsList(self.graph.findings, id="findings")
         yield Input(placeholder="search ops and parameter names (enter: next match, esc: close)",
                     id="search")
@@ -159,7 +160,7 @@ class MainScreen(Screen[None]):
         graph, path = self.graph, Path.cwd() / f"{self.stem}.svg"
         if self.query_one(TabbedContent).active == "tab-local" and self._selected is not None:
             prods, cons, _, _ = neighbourhood(self.graph, self._selected, limit=50)
-            graph = subgraph(self.graph, [self._selected, *prods, *cons])
+            graph = self.graph.subgraph([self._selected, *prods, *cons])
             path = Path.cwd() / f"{self.stem}-node{self._selected}.svg"
         self.notify(f"exporting {len(graph.nodes):,} nodes to {path.name} …", timeout=2)
         self._export(graph, path)

@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from graphscope import formatting
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Health
 from graphscope.model import Graph
 from graphscope.tui.widgets.graph_tree import SEVERITY_STYLE
 
@@ -28,9 +28,10 @@ def _neighbours(graph: Graph, ids: list[int]) -> Text:
     return Text(", ".join(shown) + (f", … {more:,} more" if more > 0 else ""))
 
 
-def describe(graph: Graph, node_id: int, thresholds: Thresholds | None = None) -> Group:
+def describe(graph: Graph, node_id: int, health: Health | None = None) -> Group:
     """Everything known about one node, as a Rich renderable."""
     node = graph.nodes[node_id]
+    h = health or Health.of(graph)
     title = Text(node.title, style="bold")
     title.append(f"  #{node.id}  {node.op}", style="dim")
     table = Table.grid(padding=(0, 1))
@@ -48,21 +49,21 @@ def describe(graph: Graph, node_id: int, thresholds: Thresholds | None = None) -
     rows.append(("shape" if len(node.outputs) <= 1 else "outputs", outs))
     rows.append(("dtype", f"{node.dtype or '?'} on {node.device or '?'}"))
     if node.saved:
-        rows.append(("saved", ", ".join(f"{m.name or '?'} {m}" for m in node.saved)))
+        rows.append(("saved", ", ".join(formatting.fmt_saved(m) for m in node.saved)))
     if node.opaque:
         rows.append(("opaque", f"hides a {node.opaque} region"))
-    colour = formatting.magnitude_colour(node.grad, thresholds)
+    colour = formatting.magnitude_colour(node, h)
     grad = Text(formatting.fmt_stats(node.grad), style=colour)
     if node.grad is not None:
         grad.append(f"  rms {formatting.fmt_num(node.grad.rms)}"
-                    f" ({formatting.band(node.grad, thresholds)})")
+                    f" ({h.band(node)})")
     elif not node.executed:
         grad.append("  (backward did not run this node)", style="dim")
     rows.append(("grad", grad))
     if len(node.grads) > 1:
         for k, g in enumerate(node.grads):
             rows.append((f"  out {k}", Text(formatting.fmt_stats(g),
-                                            style=formatting.magnitude_colour(g, thresholds))))
+                                            style=formatting.magnitude_colour(g, h))))
     rows.append(("inputs", _neighbours(graph, graph.producers(node_id))))
     rows.append(("used by", _neighbours(graph, graph.consumers(node_id))))
     for k, v in rows:
@@ -82,10 +83,10 @@ class NodeDetails(VerticalScroll):
 
     node: reactive[int | None] = reactive(None, init=False)
 
-    def __init__(self, graph: Graph, *, thresholds: Thresholds | None = None, **kw) -> None:
+    def __init__(self, graph: Graph, *, health: Health | None = None, **kw) -> None:
         super().__init__(**kw)
         self._graph = graph
-        self._thresholds = thresholds
+        self._health = health or Health.of(graph)
         self._body = Static(Text("Pick a node in the tree.", style="dim"), id="details-body")
 
     def compose(self):
@@ -93,5 +94,5 @@ class NodeDetails(VerticalScroll):
 
     def watch_node(self, node: int | None) -> None:
         if node is not None:
-            self._body.update(describe(self._graph, node, self._thresholds))
+            self._body.update(describe(self._graph, node, self._health))
             self.scroll_home(animate=False)

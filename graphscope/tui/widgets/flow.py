@@ -1,8 +1,10 @@
 """Gradient flow: each parameter layer's gradient RMS, in forward order, on a log scale.
 
 A line plot (textual-plot) of log10(RMS) per layer, with the vanishing and exploding limits of
-``Thresholds`` drawn across it, so a sigmoid stack visibly fades toward the input. Below the plot,
-a numbered legend names the layers.
+the capture's ``Health`` (loss scale included) drawn across it, so a sigmoid stack visibly fades
+toward the input. Below the plot, a numbered legend names the layers with the band the findings
+use. The layers are ``health.forward_params``: the same list, in the same order, the diagnosis
+judges.
 
 Every layer with a gradient is drawn, whatever its numbers: NaN/Inf, RMS values far outside the
 limits (1e300, 1e-300) and all-zero gradients are clipped to the plot's edges with their own
@@ -24,10 +26,9 @@ from textual_plot import HiResMode, PlotWidget
 from textual_plot.axis_formatter import NumericAxisFormatter
 
 from graphscope import formatting
-from graphscope.diagnostics import Thresholds
-from graphscope.model import GradStats
+from graphscope.health import Band, Health, forward_params
+from graphscope.model import GradStats, Graph
 
-Layer = tuple[str, GradStats | None]
 MAX_LEGEND = 40
 
 ON_SCALE, ABOVE, BELOW, NONFINITE = "●", "▲", "▼", "×"
@@ -68,6 +69,20 @@ def log_rms(stats: GradStats | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Layer:
+    """One parameter as plotted: its name, gradient statistics and band."""
+
+    name: str
+    stats: GradStats | None
+    band: Band
+
+
+def layers_of(graph: Graph, health: Health) -> list[Layer]:
+    """The parameters the diagnosis judges, in forward order, each with its band."""
+    return [Layer(n.title, n.grad, health.band(n)) for n in forward_params(graph)]
+
+
+@dataclass(frozen=True, slots=True)
 class Point:
     """One layer as drawn: its number (1-based, forward order), height (log10 RMS, or the
     window's edge when clipped), mark and colour."""
@@ -97,17 +112,22 @@ def _mark(stats: GradStats, y: float | None, cap: tuple[float, float]) -> str:
     return ABOVE if y > cap[1] else BELOW if y < cap[0] else ON_SCALE
 
 
-def _colour(stats: GradStats, y: float | None, mark: str, t: Thresholds) -> str:
+def _colour(layer: Layer, y: float | None, mark: str, h: Health) -> str:
     """The tree's colour; healthy layers shaded by their decade so the plot reads like the tree."""
     if mark == NONFINITE:
-        return formatting.BAND_COLOURS[formatting.NONFINITE]
-    band = formatting.band(stats, t)
-    if band == formatting.HEALTHY and y is not None:
-        return formatting.magnitude_colour(GradStats(10.0 ** round(y), 0, 0, 0, 0, 0, 0, 0, 0, 1), t)
-    return formatting.BAND_COLOURS[band]
+        return formatting.BAND_COLOURS[Band.NONFINITE]
+    if layer.band is Band.HEALTHY and y is not None:
+        return formatting.rms_colour(10.0 ** round(y), h)
+    return formatting.BAND_COLOURS[layer.band]
 
 
-def picture(layers: Sequence[Layer], thresholds: Thresholds | None = None) -> Picture:
+def _text_colour(layer: Layer, h: Health) -> str:
+    if layer.band is Band.HEALTHY and layer.stats is not None:
+        return formatting.rms_colour(layer.stats.rms, h)
+    return formatting.BAND_COLOURS[layer.band]
+
+
+def picture(layers: Sequence[Layer], health: Health) -> Picture:
     """Place each layer with a gradient on the log-RMS plot, clipping what cannot be drawn.
 
     The window covers the finite layers (and the relative-vanishing level) with a decade to
@@ -115,13 +135,12 @@ def picture(layers: Sequence[Layer], thresholds: Thresholds | None = None) -> Pi
     limits themselves. NaN/Inf layers and RMS values above the window sit at its top, zero and
     tiny ones at its bottom, each with its own mark. Layers without a gradient are left out.
     """
-    t = thresholds or Thresholds()
-    limits = math.log10(t.vanishing_rms), math.log10(t.exploding_rms)
+    limits = math.log10(health.vanishing_rms), math.log10(health.exploding_rms)
     cap = limits[0] - SPAN, limits[1] + SPAN
-    ys = [log_rms(stats) for _, stats in layers]
+    ys = [log_rms(layer.stats) for layer in layers]
     finite = [y for y in ys if y is not None]
     shown = [y for y in finite if cap[0] <= y <= cap[1]]
-    relative = max(finite) + math.log10(t.vanishing_ratio) if finite else None
+    relative = max(finite) + math.log10(health.thresholds.vanishing_ratio) if finite else None
     if shown:
         lo = min(min(shown), relative if relative is not None and relative >= cap[0] else math.inf) - 1
         hi = max(shown) + 1
@@ -129,22 +148,22 @@ def picture(layers: Sequence[Layer], thresholds: Thresholds | None = None) -> Pi
         lo, hi = limits[0] - 1, limits[1] + 1
     top, bottom = hi - _EDGE * (hi - lo), lo + _EDGE * (hi - lo)
     points = []
-    for i, ((_, stats), y) in enumerate(zip(layers, ys), 1):
-        if stats is None:
+    for i, (layer, y) in enumerate(zip(layers, ys), 1):
+        if layer.stats is None:
             continue
-        mark = _mark(stats, y, cap)
+        mark = _mark(layer.stats, y, cap)
         at = y if mark == ON_SCALE else bottom if mark == BELOW else top
-        points.append(Point(i, at, mark, _colour(stats, y, mark, t)))
+        points.append(Point(i, at, mark, _colour(layer, y, mark, health)))
     return Picture(tuple(points), lo, hi, relative)
 
 
 class GradientFlow(Vertical):
-    """The per-layer gradient plot and its legend; ``layers`` are (name, stats) in forward order."""
+    """The per-layer gradient plot and its legend; ``layers`` in forward order (``layers_of``)."""
 
-    def __init__(self, layers: list[Layer], *, thresholds: Thresholds | None = None, **kw) -> None:
+    def __init__(self, layers: list[Layer], *, health: Health, **kw) -> None:
         super().__init__(**kw)
         self._layers = layers
-        self._t = thresholds or Thresholds()
+        self._health = health
         self._plotted = False
 
     def compose(self):
@@ -157,32 +176,35 @@ class GradientFlow(Vertical):
 
     def _legend(self) -> Group | Table:
         table = Table.grid(padding=(0, 1))
-        marks = {p.layer: p for p in picture(self._layers, self._t).points}
+        h = self._health
+        marks = {p.layer: p for p in picture(self._layers, h).points}
         shown = list(enumerate(self._layers, 1))
         if len(shown) > MAX_LEGEND:
             # Many layers: name the first and last few, the faintest and strongest, and the
             # clipped and NaN/Inf ones (the likely reason to look).
-            ranked = sorted((r for r in shown if log_rms(r[1][1]) is not None),
-                            key=lambda r: log_rms(r[1][1]))
+            ranked = sorted((r for r in shown if log_rms(r[1].stats) is not None),
+                            key=lambda r: log_rms(r[1].stats))
             odd = [i for i, p in marks.items() if p.mark != ON_SCALE][:MAX_LEGEND // 2]
             keep = {i for i, _ in shown[:5] + shown[-5:] + ranked[:3] + ranked[-3:]} | set(odd)
             shown = [r for r in shown if r[0] in keep]
         previous = 0
-        for i, (name, stats) in shown:
+        for i, layer in shown:
+            stats = layer.stats
             if i > previous + 1:
                 table.add_row(Text("…", style="dim"), "", Text(f"{i - previous - 1} more", style="dim"))
             previous = i
             point = marks.get(i)
             # The tree's colour for the numbers; the plot's colour (by decade) only for the mark.
             colour = (point.colour if point is not None and point.mark == NONFINITE
-                      else formatting.magnitude_colour(stats, self._t))
+                      else _text_colour(layer, h))
             rms = "-" if stats is None else formatting.fmt_num(stats.rms)
             table.add_row(Text(str(i), style="dim"), Text(point.mark if point else "●", style=colour),
-                          name, Text(rms, style=colour),
-                          Text(formatting.band(stats, self._t), style="dim"))
-        limits = (f"vanishing ≤ {formatting.fmt_num(self._t.vanishing_rms)} or "
-                  f"< {self._t.vanishing_ratio:g} × the largest; exploding ≥ "
-                  f"{formatting.fmt_num(self._t.exploding_rms)}")
+                          layer.name, Text(rms, style=colour),
+                          Text(str(layer.band), style="dim"))
+        scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
+        limits = (f"vanishing ≤ {formatting.fmt_num(h.vanishing_rms)} or "
+                  f"< {h.thresholds.vanishing_ratio:g} × the largest; exploding ≥ "
+                  f"{formatting.fmt_num(h.exploding_rms)}{scaled}")
         table.add_row("", "", Text(limits, style="dim italic"))
         # The key to the clipped marks goes first, where it is seen without scrolling.
         present = {p.mark for p in marks.values()}
@@ -200,16 +222,17 @@ class GradientFlow(Vertical):
         self._plotted = True
         self.query_one("#flow-names", Static).update(self._legend())
         plot = self.query_one(PlotWidget)
-        pic = picture(self._layers, self._t)
+        h = self._health
+        pic = picture(self._layers, h)
         plot.set_xlabel("layer (forward order)")
         plot.set_ylabel("gradient RMS")
         plot.set_y_formatter(_PowerOfTen())
         n = len(self._layers)
         x0, x1 = 0.5, n + 0.5
         bands = [
-            (math.log10(self._t.vanishing_rms), formatting.BAND_COLOURS["vanishing"], "vanishing"),
-            (pic.relative, formatting.BAND_COLOURS["vanishing"], "vanishing (relative)"),
-            (math.log10(self._t.exploding_rms), formatting.BAND_COLOURS["exploding"], "exploding"),
+            (math.log10(h.vanishing_rms), formatting.BAND_COLOURS[Band.VANISHING], "vanishing"),
+            (pic.relative, formatting.BAND_COLOURS[Band.VANISHING], "vanishing (relative)"),
+            (math.log10(h.exploding_rms), formatting.BAND_COLOURS[Band.EXPLODING], "exploding"),
         ]
         for y, colour, label in bands:
             if y is not None and pic.lo <= y <= pic.hi:

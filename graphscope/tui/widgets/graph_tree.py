@@ -19,7 +19,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from graphscope import formatting
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Health
 from graphscope.model import PARAM, Graph, Severity
 from graphscope.tui.outline import (
     BackwardPlan,
@@ -89,13 +89,13 @@ class GraphTree(Tree[Line]):
             self.node = node
             super().__init__()
 
-    def __init__(self, graph: Graph, *, thresholds: Thresholds | None = None, **kw) -> None:
+    def __init__(self, graph: Graph, *, health: Health | None = None, **kw) -> None:
         super().__init__("graph", **kw)
         self.show_root = False
         self.guide_depth = 3
         self.auto_expand = False
         self._graph = graph
-        self._thresholds = thresholds or Thresholds()
+        self._health = health or Health.of(graph)
         self._worst = {}
         for f in graph.findings:
             if f.node is not None:
@@ -144,7 +144,7 @@ class GraphTree(Tree[Line]):
         if node.module and node.kind != PARAM:
             text.append(f" {node.module}", style="dim italic")
         if node.grad is not None:
-            colour = formatting.magnitude_colour(node.grad, self._thresholds)
+            colour = formatting.magnitude_colour(node, self._health)
             text.append(f" ● {formatting.fmt_num(node.grad.rms)}", style=colour)
         worst = self._worst.get(node_id)
         if worst is not None:

@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.reactive import reactive
 
 from graphscope import formatting
-from graphscope.diagnostics import Thresholds
+from graphscope.health import Health
 from graphscope.model import Graph
 from graphscope.tui.outline import neighbourhood
 
@@ -33,10 +33,11 @@ def _render_content(_key: str, data: dict[str, Any], style: Style) -> Text:
     return data["text"]
 
 
-def local_picture(graph: Graph, node_id: int, thresholds: Thresholds | None = None,
+def local_picture(graph: Graph, node_id: int, health: Health | None = None,
                   *, limit: int = 5) -> tuple[dict[Any, dict[str, Any]], list[tuple[Any, Any, dict]]]:
     """netext nodes and edges for ``node_id`` and its neighbours (forward direction: down)."""
     prods, cons, more_in, more_out = neighbourhood(graph, node_id, limit=limit)
+    h = health or Health.of(graph)
 
     def box(i: int, *, centre: bool = False) -> dict[str, Any]:
         n = graph.nodes[i]
@@ -44,7 +45,7 @@ def local_picture(graph: Graph, node_id: int, thresholds: Thresholds | None = No
         text.append(f"\n{formatting.fmt_shape(n.shape)}", style="dim")
         if n.grad is not None:
             text.append(f" ● {formatting.fmt_num(n.grad.rms)}",
-                        style=formatting.magnitude_colour(n.grad, thresholds))
+                        style=formatting.magnitude_colour(n, h))
         style = Style(color="yellow", bold=True) if centre else Style(color="grey70")
         return {"text": text, "$content-renderer": _render_content, "$style": style}
 
@@ -76,14 +77,14 @@ class LocalGraph(GraphView):
             self.node = node
             super().__init__()
 
-    def __init__(self, graph: Graph, *, thresholds: Thresholds | None = None, **kw) -> None:
+    def __init__(self, graph: Graph, *, health: Health | None = None, **kw) -> None:
         super().__init__({}, [], **kw)
         self._graph = graph
-        self._thresholds = thresholds
+        self._health = health or Health.of(graph)
 
     def watch_node(self, node: int | None) -> None:
         if node is not None:
-            self.set_graph(*local_picture(self._graph, node, self._thresholds))
+            self.set_graph(*local_picture(self._graph, node, self._health))
             # netext 0.5 keeps the previous graph's viewport after set_graph (a new picture
             # showed a stale, off-centre crop); re-derive it from the new graph's extent.
             self.scroll_to(0, 0, animate=False)

@@ -1,0 +1,126 @@
+"""One judgement of gradient health: the picture, the inspector and the findings agree.
+
+Torch builds the captures (a GradScaler-scaled healthy MLP, a 20-layer sigmoid MLP whose first
+layers vanish relative to the last); every view is then read back and compared.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import graphscope
+from graphscope.demos import DEMOS
+from graphscope.diagnostics import diagnose
+from graphscope.export import to_dot
+from graphscope.formatting import BAND_COLOURS, magnitude_colour
+from graphscope.health import Band, Health, Thresholds, forward_params
+from graphscope.model import PARAM, load
+from graphscope.tui.app import InspectorApp
+from graphscope.tui.widgets.local_graph import local_picture
+from tests.export.dotfile import parse
+
+
+def _scaled_relu_mlp(scale: float) -> graphscope.Graph:
+    torch.manual_seed(0)
+    model, forward = DEMOS["relu_mlp"].make()
+    scaled = torch.amp.GradScaler("cpu", init_scale=scale).scale(forward())
+    g = graphscope.capture(scaled, model=model, warn=False)
+    scaled.backward()
+    return g
+
+
+def _tui_colour(graph: graphscope.Graph, node_id: int, health: Health) -> str:
+    """The colour the inspector's neighbours view writes the node's RMS in."""
+    nodes, _ = local_picture(graph, node_id, health)
+    text = nodes[node_id]["text"]
+    (span,) = [s for s in text.spans if "●" in text.plain[s.start:s.end]]
+    return str(span.style)
+
+
+def _agree(graph: graphscope.Graph) -> dict[int, Band]:
+    """Picture fill == inspector colour == the shared colour of the node's band, for every
+    executed node; returns the bands."""
+    health = Health.of(graph)
+    fills = parse(to_dot(graph, options=graphscope.RenderOptions(max_nodes=None))).nodes
+    bands = {}
+    for n in graph.nodes:
+        if n.grad is None:
+            continue
+        colour = magnitude_colour(n, health)
+        assert fills[f"n{n.id}"]["fillcolor"] == colour, n.title
+        assert _tui_colour(graph, n.id, health) == colour, n.title
+        bands[n.id] = health.band(n)
+    return bands
+
+
+@pytest.mark.parametrize("scale", [2.0**24, 2.0**30])
+def test_scaled_healthy_model_is_painted_healthy_everywhere(scale):
+    """A GradScaler-scaled healthy model: no red node in the picture or the inspector, and no
+    exploding finding, although its gradients pass the unscaled exploding limit."""
+    g = _scaled_relu_mlp(scale)
+    assert g.meta["loss_scale"] == scale
+    assert max(n.grad.rms for n in g.nodes if n.grad is not None) >= Thresholds().exploding_rms
+    bands = _agree(g)
+    assert Band.EXPLODING not in bands.values()
+    assert not [f for f in g.findings if f.kind == "exploding"]
+
+
+def test_relative_vanishing_is_blue_exactly_where_the_findings_say():
+    """Sigmoid stack: the parameters the findings call vanishing are the ones painted blue."""
+    g = DEMOS["sigmoid_mlp"].build()
+    bands = _agree(g)
+    vanishing = {f.node for f in g.findings if f.kind == "vanishing"}
+    blue_params = {i for i, b in bands.items() if b is Band.VANISHING and g.nodes[i].kind == PARAM}
+    assert vanishing and blue_params == vanishing
+    # Among them, some are vanishing only relative to the largest (above the absolute limit).
+    assert any(g.nodes[i].grad.rms > Thresholds().vanishing_rms for i in vanishing)
+
+
+def test_thresholds_are_stored_with_the_capture_and_in_its_file(tmp_path):
+    """capture(thresholds=T) keeps T; a saved and loaded capture is judged with T again."""
+    torch.manual_seed(0)
+    model, forward = DEMOS["sigmoid_mlp"].make()
+    t = Thresholds(vanishing_ratio=1e-2, exploding_rms=1e3)
+    loss = forward()
+    g = graphscope.capture(loss, model=model, warn=False, thresholds=t)
+    loss.backward()
+    back = load(g.save(tmp_path / "g.json"))
+    assert Thresholds.of(back) == t
+    assert [(f.kind, f.node) for f in diagnose(back)] == [(f.kind, f.node) for f in g.findings]
+    assert diagnose(back) != diagnose(back, thresholds=Thresholds())
+
+
+def test_inspector_given_thresholds_rediagnoses_without_touching_the_graph():
+    """inspect(g, thresholds=T): findings and colours are T's; the user's graph is unchanged."""
+    g = DEMOS["sigmoid_mlp"].build()
+    before = list(g.findings)
+    strict = Thresholds(vanishing_ratio=0.5)
+    app = InspectorApp(g, thresholds=strict)
+    assert app.graph.findings == diagnose(g, thresholds=strict) != before
+    assert g.findings == before and Thresholds.of(g) == Thresholds()
+    assert Thresholds.of(app.graph) == strict
+    health = Health.of(app.graph)
+    blue = {n.id for n in forward_params(app.graph) if health.band(n) is Band.VANISHING}
+    assert blue == {f.node for f in app.graph.findings if f.kind == "vanishing"}
+
+
+def test_render_with_thresholds_marks_the_findings_they_give():
+    """A picture drawn with other thresholds colours and marks by those, not the capture's."""
+    g = DEMOS["sigmoid_mlp"].build()
+    strict = Thresholds(vanishing_ratio=0.5)
+    text = to_dot(g, options=graphscope.RenderOptions(max_nodes=None, thresholds=strict))
+    fills = parse(text).nodes
+    newly = {f.node for f in diagnose(g, thresholds=strict) if f.kind == "vanishing"}
+    newly -= {f.node for f in g.findings if f.kind == "vanishing"}
+    assert newly
+    for nid in newly:
+        assert fills[f"n{nid}"]["fillcolor"] == BAND_COLOURS[Band.VANISHING]
+
+
+def test_bad_thresholds_are_a_clear_error():
+    """A negative or inverted limit is refused, naming the field."""
+    with pytest.raises(ValueError, match="exploding_rms"):
+        Thresholds(exploding_rms=-1)
+    with pytest.raises(ValueError, match="below exploding_rms"):
+        Thresholds(vanishing_rms=1e3, exploding_rms=1e2)

@@ -75,11 +75,39 @@ def _need_terminal(instead: str) -> None:
                        f"piped or in CI); {instead}", EXIT_USAGE)
 
 
-def _inspect(graph, source: str) -> None:
+def _thresholds(args: argparse.Namespace):
+    """The ``--threshold NAME=VALUE`` options as a ``Thresholds`` (None when there are none)."""
+    import dataclasses
+
+    from graphscope.health import Thresholds
+
+    given = getattr(args, "threshold", None) or []
+    if not given:
+        return None
+    names = [f.name for f in dataclasses.fields(Thresholds)]
+    values: dict[str, float] = {}
+    for item in given:
+        name, _, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in names or not text:
+            raise _Failure(f"--threshold {item!r}: expected NAME=VALUE with NAME one of "
+                           f"{', '.join(names)} (e.g. --threshold exploding_rms=1e3)", EXIT_USAGE)
+        try:
+            values[name] = int(text) if name == "min_layers" else float(text)
+        except ValueError:
+            raise _Failure(f"--threshold {item!r}: {text!r} is not a number", EXIT_USAGE) from None
+    try:
+        return Thresholds(**values)
+    except ValueError as exc:
+        raise _Failure(f"--threshold: {exc}", EXIT_USAGE) from None
+
+
+def _inspect(graph, source: str, args: argparse.Namespace) -> None:
     from graphscope.tui import inspect
 
+    thresholds = _thresholds(args)
     try:
-        inspect(graph, source=source)
+        inspect(graph, source=source, thresholds=thresholds)
     except Exception as exc:
         raise _Crashed("the inspector crashed") from exc
 
@@ -103,12 +131,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if demo is None:
         raise _Failure(f"no demo named {name!r}; `graphscope demo --list` shows them: "
                        + ", ".join(demos), EXIT_USAGE)
+    _thresholds(args)  # a bad option fails before the demo is built
     print(f"building {name}: {demo.description} …", file=sys.stderr, flush=True)
     graph = demo.build()
     lesson = getattr(demo, "lesson", "")
     if lesson:
         print(f"look for: {lesson}", file=sys.stderr)
-    _inspect(graph, name)
+    _inspect(graph, name, args)
     return 0
 
 
@@ -118,7 +147,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     graph = _load(args.capture)
     _need_terminal(f"to draw the capture instead, run `graphscope render {args.capture} -o "
                    f"{Path(args.capture).with_suffix('.svg').name}`")
-    _inspect(graph, Path(args.capture).name)
+    _inspect(graph, Path(args.capture).name, args)
     return 0
 
 
@@ -169,6 +198,7 @@ def _check_output(out: Path, capture: str) -> None:
 
 def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
+    thresholds = _thresholds(args)
     _check_output(out, args.capture)
     progress = _Progress()
     progress(f"loading {args.capture}")
@@ -177,7 +207,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from graphscope import export
 
     try:
-        export.render_graph(graph, out, progress=progress)
+        export.render_graph(graph, out, progress=progress,
+                            options=export.RenderOptions(thresholds=thresholds))
     except EngineError as exc:
         raise _Failure(str(exc), EXIT_ENGINE) from None
     except OSError as exc:  # checked above, but the disk can fill or the folder go away
@@ -198,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Also accepted after the command; SUPPRESS keeps an absent one from undoing the global one.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    common.add_argument("--threshold", action="append", metavar="NAME=VALUE",
+                        help="judge the gradients with this limit instead of the capture's own "
+                        "(repeatable): vanishing_rms, exploding_rms, vanishing_ratio, "
+                        "exploding_ratio, dead_frac, min_layers; e.g. --threshold exploding_rms=1e3")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser("demo", help="open the inspector on a built-in example model",

@@ -54,7 +54,7 @@ def terminal(monkeypatch):
 def opened(monkeypatch, terminal):
     """Record what the CLI would open in the inspector instead of running it."""
     seen = []
-    monkeypatch.setattr(cli, "_inspect", lambda graph, source: seen.append((len(graph), source)))
+    monkeypatch.setattr(cli, "_inspect", lambda graph, source, args: seen.append((len(graph), source)))
     return seen
 
 
@@ -82,7 +82,7 @@ def renders(monkeypatch):
     """Record calls to export.render_graph (which would lay the graph out)."""
     calls = []
 
-    def render(graph, path, *, progress=None):
+    def render(graph, path, *, progress=None, options=None):
         calls.append(path)
         path.write_text("<svg/>")
 
@@ -148,7 +148,7 @@ def test_view_opens_the_saved_capture(capture_file, opened):
 
 def test_render_writes_the_file_with_progress(capture_file, tmp_path, monkeypatch, capsys):
     """render hands the loaded graph to export.render_graph and reports each step on stderr."""
-    def render(graph, path, *, progress=None):
+    def render(graph, path, *, progress=None, options=None):
         progress("laying out")
         path.write_text("<svg/>")
 
@@ -162,7 +162,7 @@ def test_render_writes_the_file_with_progress(capture_file, tmp_path, monkeypatc
 
 def test_render_without_engine_exits_3(capture_file, tmp_path, monkeypatch, capsys):
     """A missing Graphviz engine: exit 3 with the engine error's message."""
-    def render(graph, path, *, progress=None):
+    def render(graph, path, *, progress=None, options=None):
         raise EngineError("no Graphviz engine for svg; pip install graphviz-pure")
 
     monkeypatch.setattr("graphscope.export.render_graph", render)
@@ -231,7 +231,7 @@ def test_inspect_raises_what_crashed_the_app(crashing, capsys):
 
 def test_unexpected_error_in_a_command_is_one_line_exit_1(capture_file, monkeypatch, capsys):
     """Any other unexpected exception: exit 1 and one line with a log, never a traceback."""
-    def render(graph, path, *, progress=None):
+    def render(graph, path, *, progress=None, options=None):
         raise KeyError("layout")
 
     monkeypatch.setattr("graphscope.export.render_graph", render)
@@ -328,3 +328,33 @@ def test_closed_pipe_on_stdout_is_quiet():
     proc = subprocess.run(f"{sys.executable} -m graphscope demo --list | true",
                           shell=True, capture_output=True, text=True, timeout=60)
     assert proc.stderr == ""
+
+
+def test_render_with_threshold_options_rediagnoses(tmp_path):
+    """render --threshold: the saved picture and capture are judged with the given limits."""
+    import json
+
+    src = tmp_path / "step.json"
+    sigmoid_mlp().save(src)
+    out = tmp_path / "strict.json"
+    assert cli.main(["render", str(src), "-o", str(out), "--threshold", "vanishing_ratio=0.5"]) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["thresholds"]["vanishing_ratio"] == 0.5
+    before = sum(f["kind"] == "vanishing" for f in json.loads(src.read_text())["findings"])
+    after = sum(f["kind"] == "vanishing" for f in data["findings"])
+    assert after > before
+
+
+@pytest.mark.parametrize("option, words", [
+    ("vanishing=1", "NAME one of vanishing_rms"),
+    ("exploding_rms=lots", "'lots' is not a number"),
+    ("exploding_rms=-3", "positive finite number"),
+])
+def test_bad_threshold_option_is_one_line_exit_2(tmp_path, capsys, option, words):
+    """A --threshold that names no limit, is not a number or is invalid: one line, exit 2."""
+    src = tmp_path / "step.json"
+    sigmoid_mlp().save(src)
+    assert cli.main(["render", str(src), "-o", str(tmp_path / "x.svg"), "--threshold", option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("graphscope: error: --threshold") and err.count("\n") == 1
+    assert words in err

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from graphscope.errors import EngineError
+from graphscope.diagnostics import rediagnose
 from graphscope.export.collapse import build_view
 from graphscope.export.dot import view_to_dot
 from graphscope.export.options import ENGINES, RenderOptions
@@ -253,6 +254,7 @@ def render_graph(
     if path is not None:
         format_of(path)
     opts = options or RenderOptions()
+    graph = rediagnose(graph, thresholds=opts.thresholds)  # a saved .json carries them too
     say = progress or (lambda _message: None)
     if opts.max_nodes is not None and len(graph) > opts.max_nodes:
         say(f"reducing {len(graph):,} nodes to at most {opts.max_nodes:,} boxes")

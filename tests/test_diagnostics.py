@@ -11,7 +11,7 @@ import graphscope
 from graphscope.demos import DEMOS
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds, forward_params
-from graphscope.model import Edge, Graph, GradStats, Node, Severity
+from graphscope.model import Edge, Graph, GradStats, Node, ParamInfo, Severity
 
 
 def _stats(rms: float, *, numel: int = 100, nan: int = 0, zero_frac: float = 0.0) -> GradStats:
@@ -43,11 +43,12 @@ def _chain(param_rms: list[float]) -> Graph:
 
 
 def test_depth_trend_is_vanishing_warning():
-    """Gradients fading by orders of magnitude toward the input are vanishing warnings."""
-    g = _chain([10.0 ** -(12 - i) for i in range(12)])
-    found = [f for f in diagnose(g) if f.kind == "vanishing"]
+    """Gradients fading by orders of magnitude toward the input are vanishing warnings, worst first."""
+    rms = [10.0 ** -(12 - i) for i in range(12)]
+    rms[0], rms[1] = rms[1], rms[0]  # the worst is not the first in forward order
+    found = [f for f in diagnose(_chain(rms)) if f.kind == "vanishing"]
     assert found and all(f.severity == Severity.WARNING for f in found)
-    assert found[0].param == "0.weight"  # the worst one leads
+    assert [f.param for f in found[:3]] == ["1.weight", "0.weight", "2.weight"]
 
 
 def test_uniform_scale_is_not_exploding():
@@ -92,20 +93,29 @@ def test_nan_origin_blames_only_the_first_node():
     assert "clamp" in origins[0].hint.lower()
 
 
+def _one_op(label: str, zero_frac: float) -> Graph:
+    """A root op ``label`` that receives a gradient and sends back ``zero_frac`` exact zeros."""
+    ok = _stats(1.0)
+    sent = _stats(1.0, zero_frac=zero_frac)
+    return Graph(
+        nodes=[Node(0, f"{label.capitalize()}Backward0", label=label, is_root=True, executed=True,
+                    exec_order=0, grad=ok),
+               Node(1, "AccumulateGrad", kind="leaf", label="leaf", executed=True,
+                    exec_order=1, grad=sent)],
+        edges=[Edge(1, 0, 0, 0, sent)], roots=[0], passes=1)
+
+
 def test_dead_relu_detected_only_when_all_zero():
     """A ReLU sending back only zeros is dead; one with half zeros is healthy."""
-    def graph(zero_frac):
-        ok = _stats(1.0)
-        sent = _stats(1.0, zero_frac=zero_frac)
-        return Graph(
-            nodes=[Node(0, "ReluBackward0", label="relu", is_root=True, executed=True,
-                        exec_order=0, grad=ok),
-                   Node(1, "AccumulateGrad", kind="leaf", label="leaf", executed=True,
-                        exec_order=1, grad=sent)],
-            edges=[Edge(1, 0, 0, 0, sent)], roots=[0], passes=1)
+    assert [f.kind for f in diagnose(_one_op("relu", 1.0))] == ["dead"]
+    assert diagnose(_one_op("relu", 0.5)) == []
 
-    assert [f.kind for f in diagnose(graph(1.0))] == ["dead"]
-    assert diagnose(graph(0.5)) == []
+
+def test_gating_op_is_dead_past_dead_frac_other_ops_only_at_all_zero():
+    """A relu sending back 99.5% zeros is dead (dead_frac 0.99); a mul sending as many is not."""
+    assert [(f.kind, f.node) for f in diagnose(_one_op("relu", 0.995))] == [("dead", 0)]
+    assert diagnose(_one_op("mul", 0.995)) == []
+    assert [f.kind for f in diagnose(_one_op("mul", 1.0))] == ["dead"]
 
 
 def test_thresholds_are_configurable():
@@ -137,10 +147,50 @@ def test_dead_relu_demo():
 
 
 def test_forward_params_order_follows_model():
-    """With a model, parameters are listed in registration (forward) order."""
-    g = DEMOS["sigmoid_mlp"].build()
-    names = [n.name for n in forward_params(g)]
-    assert names[:2] == ["0.weight", "0.bias"] and names[-1] == "40.bias"
+    """With a model, parameters are listed in registration order, not reversed execution order."""
+    nodes = [
+        Node(0, "MulBackward0", label="mul", is_root=True, executed=True, exec_order=0),
+        # Backward ran a.w before b.w, so without a model b.w would count as the earlier layer.
+        Node(1, "AccumulateGrad", kind="param", label="a.w", names=("a.w",), executed=True,
+             exec_order=1),
+        Node(2, "AccumulateGrad", kind="param", label="b.w", names=("b.w",), executed=True,
+             exec_order=2),
+    ]
+    g = Graph(nodes=nodes, edges=[Edge(1, 0, 0, 0), Edge(2, 0, 0, 1)], roots=[0], passes=1)
+    assert [n.name for n in forward_params(g)] == ["b.w", "a.w"]
+    g.params = [ParamInfo("a.w", (3,), "reached", 1), ParamInfo("b.w", (3,), "reached", 2)]
+    assert [n.name for n in forward_params(g)] == ["a.w", "b.w"]
+
+
+def test_findings_come_worst_first():
+    """diagnose() puts warnings before infos even when the rule giving the info runs first."""
+    rms = [0.1] * 8
+    rms[3] = 1e-12  # an isolated tiny gradient: info, from the magnitude rule
+    g = _chain(rms)
+    g.params = [ParamInfo(n.name, (100,), "reached", n.id) for n in forward_params(g)]
+    g.params.append(ParamInfo("aux.weight", (3,), "unreachable"))  # a warning, a later rule
+    found = diagnose(g)
+    assert [(f.kind, f.severity) for f in found] == [
+        ("unreachable_param", Severity.WARNING), ("vanishing", Severity.INFO)]
+
+
+def test_nonfinite_gradient_passed_to_backward_is_blamed_on_the_caller():
+    """A root op that already received NaN was given it by backward(gradient=...): no op is the origin."""
+    bad = _stats(1.0, nan=2)
+    g = Graph(
+        nodes=[
+            Node(0, "MulBackward0", label="mul", is_root=True, executed=True, exec_order=0,
+                 grad=bad),
+            Node(1, "AccumulateGrad", kind="leaf", label="leaf", executed=True, exec_order=1,
+                 grad=bad),
+        ],
+        edges=[Edge(1, 0, 0, 0, bad)],
+        roots=[0],
+        passes=1,
+    )
+    (origin,) = [f for f in diagnose(g) if f.kind == "nonfinite_origin"]
+    assert origin.node == 0 and origin.severity == Severity.ERROR
+    assert "already holds 2 NaN" in origin.message and "`gradient=`" in origin.hint
 
 
 # -- empty gradients: nothing flowed -----------------------------------------------------------

@@ -25,19 +25,30 @@ from graphscope.errors import (
     VanishingGradientWarning,
 )
 from graphscope.health import Band, Health, Reason, Thresholds
-from graphscope.model import OP, PARAM, Edge, Finding, Graph, GradStats, Node, Severity
+from graphscope.model import (
+    OP,
+    PARAM,
+    Edge,
+    Finding,
+    FindingKind,
+    Graph,
+    GradStats,
+    Node,
+    ParamStatus,
+    Severity,
+)
 
 
 # -- diagnosis ---------------------------------------------------------------------------------
 
-NONFINITE_ORIGIN = "nonfinite_origin"
-NONFINITE_LOSS = "nonfinite_loss"
-VANISHING = "vanishing"
-EXPLODING = "exploding"
-DEAD = "dead"
-UNREACHABLE = "unreachable_param"
-FROZEN = "frozen_param"
-OPAQUE = "opaque"
+NONFINITE_ORIGIN = FindingKind.NONFINITE_ORIGIN
+NONFINITE_LOSS = FindingKind.NONFINITE_LOSS
+VANISHING = FindingKind.VANISHING
+EXPLODING = FindingKind.EXPLODING
+DEAD = FindingKind.DEAD
+UNREACHABLE = FindingKind.UNREACHABLE
+FROZEN = FindingKind.FROZEN
+OPAQUE = FindingKind.OPAQUE
 
 _WARNINGS: dict[str, type[GradientWarning]] = {
     NONFINITE_ORIGIN: NonFiniteGradientWarning,
@@ -381,7 +392,7 @@ def _params(graph: Graph) -> list[Finding]:
     out = []
     frozen = []
     for p in graph.params:
-        if p.status == "unreachable":
+        if p.status is ParamStatus.UNREACHABLE:
             out.append(
                 Finding(
                     kind=UNREACHABLE,
@@ -395,7 +406,7 @@ def _params(graph: Graph) -> list[Finding]:
                     "requires_grad=False on it (and pass find_unused_parameters=True to DDP).",
                 )
             )
-        elif p.status == "frozen":
+        elif p.status is ParamStatus.FROZEN:
             frozen.append(p.name)
     if frozen:
         shown = ", ".join(frozen[:8]) + (f" and {len(frozen) - 8} more" if len(frozen) > 8 else "")
@@ -417,7 +428,7 @@ def _opaque(graph: Graph) -> list[Finding]:
     for node in graph.nodes:
         if node.opaque is None:
             continue
-        inside = [p.name for p in graph.params if p.status == "opaque" and p.node == node.id]
+        inside = [p.name for p in graph.params if p.status is ParamStatus.OPAQUE and p.node == node.id]
         params = f" It uses {len(inside)} parameter(s): {', '.join(inside[:5])}." if inside else ""
         if node.opaque == "checkpoint":
             hint = "Reentrant checkpointing runs the region in a nested backward that the " \

@@ -64,6 +64,7 @@ class GradStats:
         """Root mean square: the norm divided by sqrt(numel), comparable across sizes."""
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
 
+
 @dataclass(frozen=True, slots=True)
 class TensorMeta:
     """Shape, dtype and device of one tensor (a forward output, a parameter, a saved tensor)."""
@@ -188,6 +189,7 @@ class Node:
             "opaque": self.opaque,
         }
 
+
 @dataclass(slots=True)
 class Edge:
     """A tensor flowing forward from ``src`` (its producer) into ``dst`` (its consumer).
@@ -208,6 +210,34 @@ class Edge:
     input_nr: int = 0
     grad: GradStats | None = None
 
+class FindingKind(str, enum.Enum):
+    """What a finding is about; the value is what files and ``f.kind == "..."`` use."""
+
+    NONFINITE_ORIGIN = "nonfinite_origin"
+    NONFINITE_LOSS = "nonfinite_loss"
+    VANISHING = "vanishing"
+    EXPLODING = "exploding"
+    DEAD = "dead"
+    UNREACHABLE = "unreachable_param"
+    FROZEN = "frozen_param"
+    OPAQUE = "opaque"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ParamStatus(str, enum.Enum):
+    """What a capture found about a model parameter."""
+
+    REACHED = "reached"  # the walk met it
+    UNREACHABLE = "unreachable"  # requires grad, but the loss does not depend on it
+    FROZEN = "frozen"  # requires_grad=False
+    OPAQUE = "opaque"  # used inside a checkpointed or compiled region the walk cannot see into
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Severity(enum.IntEnum):
     """How bad a finding is; ordered so ``max()`` picks the worst."""
 
@@ -224,8 +254,7 @@ class Finding:
     """One diagnosis: what happened, where, and what to try.
 
     Attributes:
-        kind: ``nonfinite_origin``, ``nonfinite_loss``, ``vanishing``, ``exploding``, ``dead``,
-            ``unreachable_param``, ``frozen_param`` or ``opaque``.
+        kind: A ``FindingKind`` (a ``str``: ``f.kind == "vanishing"`` works).
         severity: ``Severity.INFO``, ``WARNING`` or ``ERROR``.
         node: The node id it is about, or ``None`` (e.g. an unused parameter has no node).
         message: What happened and where.
@@ -233,31 +262,38 @@ class Finding:
         param: The parameter name it is about, if any.
     """
 
-    kind: str
+    kind: FindingKind
     severity: Severity
     node: int | None
     message: str
     hint: str = ""
     param: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", FindingKind(self.kind))  # "vanishing" is accepted
+        object.__setattr__(self, "severity", Severity(self.severity))
+
     def __str__(self) -> str:
         text = f"[{self.severity}] {self.message}"
         return f"{text}\n  hint: {self.hint}" if self.hint else text
+
 
 @dataclass(frozen=True, slots=True)
 class ParamInfo:
     """A model parameter and what the capture found about it.
 
-    ``status`` is ``reached`` (the walk met it), ``unreachable`` (requires grad but the loss does
-    not depend on it), ``frozen`` (``requires_grad=False``) or ``opaque`` (used inside a
-    checkpointed or compiled region the walk cannot see into).
+    ``status`` is a ``ParamStatus``: reached, unreachable, frozen or opaque.
     """
 
     name: str
     shape: tuple[int, ...]
-    status: str
+    status: ParamStatus
     node: int | None = None
     module: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", ParamStatus(self.status))  # "reached" is accepted
+
 
 @dataclass(eq=False)
 class Graph:
@@ -499,9 +535,9 @@ _READ_EDGE: dict[str, fileformat.Reader] = {
     "src": int, "dst": int, "output_nr": int, "input_nr": int, "grad": _stats,
 }
 _READ_FINDING: dict[str, fileformat.Reader] = {
-    "kind": str, "severity": lambda v: Severity[str(v).upper()], "message": str, "hint": str,
+    "kind": FindingKind, "severity": lambda v: Severity[str(v).upper()], "message": str, "hint": str,
 }
-_READ_PARAM: dict[str, fileformat.Reader] = {"name": str, "shape": _ints, "status": str}
+_READ_PARAM: dict[str, fileformat.Reader] = {"name": str, "shape": _ints, "status": ParamStatus}
 
 
 def _without_plain_grads(node: Node, d: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from graphscope.autograd.walk import walk
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
-from graphscope.model import OP, Graph, ParamInfo
+from graphscope.model import OP, Graph, ParamInfo, ParamStatus
 
 _GRAPH_KEY = "graphscope.graph"
 G = TypeVar("G", bound=Graph)
@@ -297,13 +297,13 @@ def _param_status(
         module = _module_of(name)
         shape = tuple(p.shape)
         if name in by_name:
-            out.append(ParamInfo(name, shape, "reached", by_name[name], module))
+            out.append(ParamInfo(name, shape, ParamStatus.REACHED, by_name[name], module))
         elif not p.requires_grad:
-            out.append(ParamInfo(name, shape, "frozen", None, module))
+            out.append(ParamInfo(name, shape, ParamStatus.FROZEN, None, module))
         elif id(p) in opaque:
-            out.append(ParamInfo(name, shape, "opaque", opaque[id(p)], module))
+            out.append(ParamInfo(name, shape, ParamStatus.OPAQUE, opaque[id(p)], module))
         else:
-            out.append(ParamInfo(name, shape, "unreachable", None, module))
+            out.append(ParamInfo(name, shape, ParamStatus.UNREACHABLE, None, module))
     return out
 
 

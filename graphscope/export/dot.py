@@ -66,9 +66,20 @@ from graphscope.formatting import (
     rms_colour,
 )
 from graphscope.health import Band, Health
-from graphscope.model import LEAF, OP, PARAM, Finding, GradStats, Graph, Node, Severity
+from graphscope.model import (
+    LEAF,
+    OP,
+    PARAM,
+    Finding,
+    FindingKind,
+    GradStats,
+    Graph,
+    Node,
+    ParamStatus,
+    Severity,
+)
 
-ORIGIN_KIND = "nonfinite_origin"
+ORIGIN_KIND = FindingKind.NONFINITE_ORIGIN
 ORIGIN_MARK = "‼"  # in the fonts graphviz-pure embeds, unlike the warning sign
 ORIGIN_COLOUR = BAND_COLOURS[Band.NONFINITE]
 SEVERITY_COLOURS = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1e88e5"}
@@ -351,7 +362,7 @@ def _unreached(graph: Graph, ctx: _Context) -> list[str]:
     They have no node in the graph, so without this the picture would hide the very thing
     ``capture(model=...)`` found.
     """
-    params = [p for p in graph.params if p.node is None and p.status != "reached"]
+    params = [p for p in graph.params if p.node is None and p.status is not ParamStatus.REACHED]
     if not params:
         return []
     severity = {f.param: f.severity for f in graph.findings if f.param is not None}

@@ -345,6 +345,7 @@ def test_exploding_capture_norm_equals_float64_grad_norm() -> None:
 def test_combine_matches_concatenation() -> None:
     """combine() of per-output stats equals the stats of the outputs taken together."""
     a, b = torch.randn(30), torch.randn(50) + 2
+    a[:12] = 0  # zeros in one part only: the shares must be weighted by size
     together = _stats(torch.cat([a, b]))
     merged = combine([_stats(a), _stats(b)])
     for name in ("norm", "mean", "std", "min", "max", "zero_frac"):

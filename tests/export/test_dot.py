@@ -12,7 +12,7 @@ from graphscope.export.dot import ORIGIN_COLOUR, ORIGIN_MARK, SEVERITY_COLOURS, 
 from graphscope.export.options import RenderOptions
 from graphscope.formatting import BAND_COLOURS, fmt_stats, magnitude_colour
 from graphscope.health import Health
-from graphscope.model import LEAF, OP, PARAM, Severity
+from graphscope.model import LEAF, OP, PARAM, Finding, Severity
 from tests.export import graphs
 from tests.export.dotfile import parse
 
@@ -66,8 +66,11 @@ def test_fill_is_the_shared_magnitude_colour() -> None:
     for n in g.nodes:
         if n.executed:
             assert dot.nodes[f"n{n.id}"]["fillcolor"] == magnitude_colour(n, Health.of(g))
-    assert dot.nodes["n3"]["fillcolor"] == BAND_COLOURS["nonfinite"]  # x holds the NaN
-    assert dot.nodes["n4"]["fillcolor"] == BAND_COLOURS["exploding"]
+    # The scale's own values, written out: the exporter could not agree with a broken scale.
+    assert dot.nodes["n3"]["fillcolor"] == "#d500f9"  # x holds the NaN: magenta
+    assert dot.nodes["n4"]["fillcolor"] == "#e53935"  # w, RMS 2e6 past the 1e6 limit: red
+    assert dot.nodes["n0"]["fillcolor"] == "#b5d65c"  # RMS 1: 8/14 up the healthy log scale
+    assert dot.nodes["n1"]["fillcolor"] == dot.nodes["n2"]["fillcolor"] == "#add45e"  # RMS 0.5
 
 
 def test_kinds_have_distinct_shapes() -> None:
@@ -86,13 +89,21 @@ def test_nonfinite_origin_is_unmistakable() -> None:
     node = parse(to_dot(graphs.nan_origin())).nodes["n2"]
     assert node["color"] == ORIGIN_COLOUR
     assert float(node["penwidth"]) >= 4
+    assert node["peripheries"] == "2"
     assert node["label"].startswith(ORIGIN_MARK)
 
 
 def test_findings_colour_the_border_by_severity() -> None:
-    """A node with a finding has a border in its severity's colour."""
-    node = parse(to_dot(graphs.nan_origin())).nodes["n4"]
-    assert node["color"] == SEVERITY_COLOURS[Severity.WARNING]
+    """A node with findings has a border in the colour of its worst finding's severity."""
+    g = graphs.nan_origin()
+    g.findings.append(Finding("vanishing", Severity.INFO, 1, "mul: a tiny gradient", "try"))
+    g.findings.append(Finding("dead", Severity.WARNING, 1, "mul: dead units", "try"))
+    g.findings.append(Finding("vanishing", Severity.INFO, 1, "mul: another tiny one", "try"))
+    g.findings.append(Finding("opaque", Severity.INFO, 0, "sum: an opaque region", "try"))
+    dot = parse(to_dot(g))
+    assert dot.nodes["n4"]["color"] == SEVERITY_COLOURS[Severity.WARNING]
+    assert dot.nodes["n1"]["color"] == SEVERITY_COLOURS[Severity.WARNING]
+    assert dot.nodes["n0"]["color"] == SEVERITY_COLOURS[Severity.INFO]
 
 
 def test_tied_weights_list_every_name() -> None:
@@ -145,7 +156,8 @@ def test_legend_can_be_switched_off() -> None:
 
 def test_legend_shows_only_what_is_used() -> None:
     """The legend lists the NaN origin and 'not run' marks only when the picture has them."""
-    assert "NaN/Inf origin" in to_dot(graphs.nan_origin())
+    nan = to_dot(graphs.nan_origin())  # its exp node was not run by backward
+    assert "NaN/Inf origin" in nan and "not run by backward" in nan
     mlp = to_dot(graphs.mlp())
     assert "NaN/Inf origin" not in mlp and "not run by backward" not in mlp
 
@@ -187,7 +199,7 @@ def test_rankdir_is_passed_through(rankdir: str) -> None:
 
 def test_unreached_parameters_are_shown() -> None:
     """Parameters the loss never reaches get dashed cylinders in a frame of their own."""
-    from graphscope.model import Finding, ParamInfo
+    from graphscope.model import ParamInfo
 
     g = graphs.mlp()
     g.params = [ParamInfo("aux.weight", (3, 4), "unreachable", None, "aux"),

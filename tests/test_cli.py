@@ -107,25 +107,27 @@ def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys, terminal
     assert "Traceback" not in "".join(err)
 
 
-@pytest.mark.parametrize("text, words", [
-    ('{"format": "graphscope.capture", "version": 1, "nodes": [', "truncated"),
-    ('{"nodes": []}', "not a graphscope capture"),
-    ("\x89PNG\r\n", "not valid JSON"),
+@pytest.mark.parametrize("content, words", [
+    (b'{"format": "graphscope.capture", "version": 1, "nodes": [', "truncated"),
+    (b'{"nodes": []}', "not a graphscope capture"),
+    (b"\x89PNG\x00\xff\xfe", "cannot read capture file"),  # not UTF-8 at all
+    ("\x89PNG\r\n".encode(), "not valid JSON"),  # UTF-8, but not JSON
 ])
-def test_corrupt_or_foreign_file_exits_2(text, words, tmp_path, capsys, terminal):
-    """Truncated, foreign and binary files each get their own clear one-line message."""
+def test_corrupt_or_foreign_file_exits_2(content, words, tmp_path, capsys, terminal):
+    """Truncated, foreign, binary and non-JSON files each get their own clear one-line message."""
     path = tmp_path / "bad.json"
-    path.write_text(text)
+    path.write_bytes(content)
     assert cli.main(["view", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
 
 
 def test_demo_list_names_every_demo(fake_demos, capsys):
-    """demo --list prints each demo with its description and marks the default."""
+    """demo --list prints each demo with its description and marks the default, only it."""
     assert cli.main(["demo", "--list"]) == 0
-    out = capsys.readouterr().out
-    assert "* sigmoid_mlp  fading sigmoids" in out and "tiny" in out and not fake_demos
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["* sigmoid_mlp  fading sigmoids", "  tiny         small"]
+    assert not fake_demos
 
 
 def test_demo_defaults_to_sigmoid_mlp_and_opens_it(fake_demos, opened):

@@ -289,4 +289,3 @@ DEMOS: dict[str, Demo] = {
         ),
     ]
 }
-DEFAULT_DEMO = "sigmoid_mlp"

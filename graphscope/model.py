@@ -491,6 +491,8 @@ class Graph:
         for f in self.findings:
             by_sev[str(f.severity)] = by_sev.get(str(f.severity), 0) + 1
         sev = ", ".join(f"{v} {k}" for k, v in sorted(by_sev.items())) or "no findings"
+        if self.meta.get("graph_freed") and not self.passes:
+            sev += " (structure only: its backward had already run when it was captured)"
         return (
             f"{len(self.nodes)} nodes, {len(self.edges)} edges, "
             f"{len(self.param_nodes)} parameter nodes, {self.passes} backward pass(es); {sev}"

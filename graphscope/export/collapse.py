@@ -108,12 +108,6 @@ class View:
     note: str = ""
     depth: int | None = None
 
-    def box(self, name: str) -> Box:
-        for b in self.boxes:
-            if b.name == name:
-                return b
-        raise KeyError(name)
-
 
 @dataclass(slots=True)
 class _Folding:

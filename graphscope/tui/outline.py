@@ -17,12 +17,41 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Hashable
-
 from graphscope.model import Graph
 
-Container = Hashable  # None (the top), ("node", id) or ("module", path)
-SeqKey = Hashable  # ("path", head id) or ("members", module path)
+
+@dataclass(frozen=True, slots=True)
+class UnderNode:
+    """The lines nested under a node's line (its side inputs)."""
+
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnderModule:
+    """The lines nested under a module group's line."""
+
+    path: str
+
+
+Container = UnderNode | UnderModule | None  # None: the top of the tree
+
+
+@dataclass(frozen=True, slots=True)
+class HeavyPath:
+    """A run of nodes along a heavy path, from ``head`` backward."""
+
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The nodes a module produced itself."""
+
+    module: str
+
+
+SeqKey = HeavyPath | Members
 
 NO_MODULE = "(no module)"
 
@@ -121,18 +150,19 @@ class BackwardPlan:
 
     def top(self) -> list[Item]:
         """What the tree shows first: the main path of each root (and of any orphan)."""
-        return [SeqItem(("path", t)) for t in self._tops]
+        return [SeqItem(HeavyPath(t)) for t in self._tops]
 
     def items(self, container: Container) -> list[Item]:
-        """The lines nested under ``container`` (a ``("node", id)``), in input order."""
+        """The lines nested under ``container`` (an ``UnderNode``), in input order."""
         if container is None:
             return self.top()
-        _, u = container
+        assert isinstance(container, UnderNode)
+        u = container.node
         out: list[Item] = []
         for p in self._producers[u]:
             if p == self._heavy[u]:
                 continue
-            out.append(SeqItem(("path", p)) if self._parent[p] == u else RefItem(p))
+            out.append(SeqItem(HeavyPath(p)) if self._parent[p] == u else RefItem(p))
         return out
 
     def expandable(self, node_id: int) -> bool:
@@ -141,7 +171,8 @@ class BackwardPlan:
 
     def seq(self, key: SeqKey) -> list[int]:
         """The nodes of a heavy path, from its head down (computed once, then cached)."""
-        _, h = key
+        assert isinstance(key, HeavyPath)
+        h = key.head
         path = self._paths.get(h)
         if path is None:
             path = [h]
@@ -156,16 +187,11 @@ class BackwardPlan:
         u = node_id
         while True:
             h = self._head[u]
-            container = None if self._parent[h] < 0 else ("node", self._parent[h])
-            steps.append(Step(container, SeqItem(("path", h)), self._index[u]))
+            container = None if self._parent[h] < 0 else UnderNode(self._parent[h])
+            steps.append(Step(container, SeqItem(HeavyPath(h)), self._index[u]))
             if container is None:
                 return steps[::-1]
             u = self._parent[h]
-
-    def canonical_parent(self, node_id: int) -> int | None:
-        """The consumer under which ``node_id`` is expanded, or None for a top-level node."""
-        p = self._parent[node_id]
-        return p if p >= 0 else None
 
 
 class ModulePlan:
@@ -194,17 +220,19 @@ class ModulePlan:
         return self.items(None)
 
     def items(self, container: Container) -> list[Item]:
-        path = None if container is None else container[1]
+        assert container is None or isinstance(container, UnderModule)
+        path = None if container is None else container.path
         out: list[Item] = [ModuleItem(c, self._count[c]) for c in self._children.get(path, [])]
         if path is not None and path in self._members:
-            out.append(SeqItem(("members", path)))
+            out.append(SeqItem(Members(path)))
         return out
 
     def expandable(self, node_id: int) -> bool:
         return False
 
     def seq(self, key: SeqKey) -> list[int]:
-        return self._members[key[1]]
+        assert isinstance(key, Members)
+        return self._members[key.module]
 
     def locate(self, node_id: int) -> list[Step]:
         path = self.graph.nodes[node_id].module or NO_MODULE
@@ -214,9 +242,9 @@ class ModulePlan:
         for i in range(len(parts)):
             p = ".".join(parts[: i + 1])
             steps.append(Step(parent, ModuleItem(p, self._count[p])))
-            parent = ("module", p)
+            parent = UnderModule(p)
         index = self._members[path].index(node_id)
-        steps.append(Step(parent, SeqItem(("members", path)), index))
+        steps.append(Step(parent, SeqItem(Members(path)), index))
         return steps
 
 
@@ -236,16 +264,15 @@ class SearchIndex:
             " ".join((n.op, n.label, *n.names, n.module or "")).lower() for n in graph.nodes
         ]
 
-    def next(self, query: str, after: int | None, *, backward: bool = False) -> int | None:
+    def next(self, query: str, after: int | None) -> int | None:
         """The first match after ``after`` (wrapping around), or None when nothing matches."""
         q = query.strip().lower()
         n = len(self._text)
         if not q or not n:
             return None
         start = -1 if after is None else after
-        step = -1 if backward else 1
         for k in range(1, n + 1):
-            i = (start + step * k) % n
+            i = (start + k) % n
             if q in self._text[i]:
                 return i
         return None

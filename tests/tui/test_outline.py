@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 from graphscope.model import Edge, Graph, Node
 from graphscope.tui.outline import (
     BackwardPlan,
+    Members,
     ModuleItem,
     ModulePlan,
     RefItem,
     SearchIndex,
     SeqItem,
+    UnderNode,
 )
 from tests.tui.graphs import chain, diamond, sigmoid_mlp
 
@@ -41,7 +43,7 @@ def test_side_inputs_nest_under_their_consumer():
     """An addmm's bias and transposed weight are nested under it, the input chain is not."""
     g = sigmoid_mlp()
     plan = BackwardPlan(g)
-    items = plan.items(("node", 2))
+    items = plan.items(UnderNode(2))
     titles = [g.nodes[plan.seq(i.key)[0]].title for i in items]
     assert titles == ["fc3.bias", "t"]
     assert plan.seq(items[1].key) == [4, 5]  # t, then the weight it reads
@@ -51,7 +53,7 @@ def test_shared_node_expands_once_and_is_referenced_elsewhere():
     """x feeds exp and sin: one of them shows it, the other holds a reference line."""
     g = diamond()
     plan = BackwardPlan(g)
-    assert plan.items(("node", 2)) == [RefItem(3)]
+    assert plan.items(UnderNode(2)) == [RefItem(3)]
     assert 3 in plan.seq(plan.top()[0].key)
 
 
@@ -88,7 +90,7 @@ def test_backward_plan_covers_each_node_once_with_log_depth(g):
             for u in plan.seq(item.key):
                 seen.append(u)
                 max_depth = max(max_depth, depth)
-                stack += [(depth + 1, it) for it in plan.items(("node", u))]
+                stack += [(depth + 1, it) for it in plan.items(UnderNode(u))]
     assert sorted(seen) == list(range(len(g.nodes)))
     assert max_depth <= math.log2(len(g.nodes)) + 1
 
@@ -100,7 +102,7 @@ def test_module_plan_groups_by_module_path():
     top = plan.top()
     assert [i.path for i in top] == ["fc0", "fc1", "fc2", "fc3", "(no module)"]
     assert all(isinstance(i, ModuleItem) for i in top)
-    assert {g.nodes[i].module for i in plan.seq(("members", "fc1"))} == {"fc1"}
+    assert {g.nodes[i].module for i in plan.seq(Members("fc1"))} == {"fc1"}
 
 
 def test_search_wraps_and_matches_names_and_ops():
@@ -111,7 +113,6 @@ def test_search_wraps_and_matches_names_and_ops():
     assert g.nodes[first].name.endswith("weight")
     assert idx.next("AddmmBackward", 3) == 7
     assert idx.next("mse", 5) == 0
-    assert idx.next("weight", first, backward=True) != first
     assert idx.next("no-such-thing", 0) is None
 
 

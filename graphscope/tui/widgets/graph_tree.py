@@ -29,6 +29,8 @@ from graphscope.tui.outline import (
     RefItem,
     SeqItem,
     SeqKey,
+    UnderModule,
+    UnderNode,
 )
 
 CHUNK = 200
@@ -45,7 +47,7 @@ class Line:
     kind: Literal["node", "ref", "module", "more", "more-items"]
     node: int = -1
     module: str = ""
-    seq: SeqKey = None
+    seq: SeqKey | None = None
     step: int = 0  # for "more": -1 loads earlier lines, +1 later ones
     container: Container = None  # for "more-items": whose inputs to load further
 
@@ -299,7 +301,7 @@ class GraphTree(Tree[Line]):
             line = t.data
             if line is not None and line.kind == "node":
                 self._line_of.pop(line.node, None)
-                container = ("node", line.node)
+                container = UnderNode(line.node)
                 self._opened.discard(container)
                 for item in self._items.pop(container, _Items([])).items:
                     if isinstance(item, SeqItem):
@@ -338,16 +340,17 @@ class GraphTree(Tree[Line]):
     def _container_line(self, container: Container) -> TreeNode[Line]:
         if container is None:
             return self.root
-        kind, key = container
-        return self._line_of[key] if kind == "node" else self._module_line[key]
+        if isinstance(container, UnderNode):
+            return self._line_of[container.node]
+        return self._module_line[container.path]
 
     @on(Tree.NodeExpanded)
     def _expanded(self, event: Tree.NodeExpanded[Line]) -> None:
         line = event.node.data
         if line is not None and line.kind == "node":
-            self._load(("node", line.node), event.node)
+            self._load(UnderNode(line.node), event.node)
         elif line is not None and line.kind == "module":
-            self._load(("module", line.module), event.node)
+            self._load(UnderModule(line.module), event.node)
 
     @on(Tree.NodeHighlighted)
     def _highlighted(self, event: Tree.NodeHighlighted[Line]) -> None:

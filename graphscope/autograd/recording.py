@@ -6,13 +6,23 @@ when the call created autograd nodes (the thread's autograd sequence number move
 ``(module_path, file, line, function)`` into each new node's ``metadata`` under ``METADATA_KEY``,
 the tuple ``walk`` reads back. Nodes a C++ composite creates out of sight of Python (the
 ``TBackward0`` inside ``F.linear``) are reached by walking down ``next_functions`` from the
-result's ``grad_fn`` through nodes that are untagged and newer than the call's start.
+result's ``grad_fn`` through nodes that are untagged and newer than the call's start. A module's
+post-hook does the same for its outputs, with the module's own start: that tags the node a
+region the mode never sees made (a compiled module's ``CompiledFunctionBackward``).
 
 The source line is the first stack frame outside torch and graphscope's capture layer: the line of the user's
 ``forward`` that called the module or op. Frames are classified once per code object.
 
-Everything is undone on exit (hooks removed, mode popped), also when the forward raised. The
-recording never changes values, RNG state or train/eval mode: it only writes node metadata.
+Compiled and scripted code is left to torch. A ``torch.compile``'d module is one opaque region:
+its inside is not hooked, and the mode is lifted off the stack while it runs, so Dynamo neither
+traces the mode nor sees a different mode stack (which would recompile the model on entering
+and leaving the block). Wherever Dynamo still traces the hooks or the mode (a compiled function,
+``module.compile()``), they do nothing while ``torch.compiler.is_compiling()``. TorchScript
+modules cannot carry Python hooks; their ops keep no module path.
+
+Everything is undone on exit (hooks removed, mode taken off the stack even when the user's own
+modes were pushed above it), also when the forward raised. The recording never changes values,
+RNG state, grad mode or train/eval mode: it only writes node metadata.
 
 Repeated blocks (``layers.0`` .. ``layers.11``) are recognised where they are drawn, from the op
 structure itself: ``graphscope.export.collapse``.
@@ -27,7 +37,7 @@ import os
 import sys
 import threading
 from types import CodeType, TracebackType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -52,6 +62,30 @@ def _is_internal(code: CodeType) -> bool:
         name = code.co_filename
         hit = _internal_code[code] = name.startswith(_INTERNAL_DIRS) or name.startswith("<frozen")
     return hit
+
+
+def _compiled_module_type() -> type | None:
+    # torch._dynamo is imported by the first torch.compile; before that no module is compiled.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return getattr(eval_frame, "OptimizedModule", None)
+
+
+def _remove_mode(mode: TorchFunctionMode) -> None:
+    """Take ``mode`` off the torch function mode stack, keeping the modes above it in order.
+
+    ``TorchFunctionMode.__exit__`` pops the top, whatever it is: a mode the user entered inside
+    the block and left on, or a later recording (watches nested and left out of order).
+    """
+    above = []
+    try:
+        while torch._C._len_torch_function_stack():
+            top = torch._C._pop_torch_function_stack()
+            if top is mode:
+                break
+            above.append(top)
+    finally:
+        for m in reversed(above):
+            torch._C._push_on_torch_function_stack(m)
 
 
 def user_frame(depth: int = 1) -> tuple[str, int, str] | None:
@@ -83,7 +117,8 @@ class _TagMode(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
-        if self._recording.paused:
+        # Under Dynamo the call is traced, not run: tagging would make it graph-break.
+        if self._recording.paused or torch.compiler.is_compiling():
             return func(*args, **(kwargs or {}))
         start = _next_sequence_nr()
         out = func(*args, **(kwargs or {}))
@@ -108,7 +143,9 @@ class Recording:
         self.model = model
         self.sources = sources
         self.paused = False
-        self._stack: list[str] = []
+        # One entry per module running now: (path, sequence number at its start, whether its
+        # pre-hook lifted the mode off the stack for a compiled region).
+        self._stack: list[tuple[str, int, bool]] = []
         self._handles: list[Any] = []
         self._mode: _TagMode | None = None
         self._thread: int | None = None
@@ -145,7 +182,7 @@ class Recording:
         mode, self._mode = self._mode, None
         try:
             if mode is not None:
-                mode.__exit__(None, None, None)
+                _remove_mode(mode)
         finally:
             for h in self._handles:
                 h.remove()
@@ -153,20 +190,57 @@ class Recording:
             self._stack.clear()
 
     def _hook_modules(self, model: torch.nn.Module) -> None:
-        stack = self._stack
+        compiled = _compiled_module_type()
+        opaque: list[str] = []  # path prefixes whose modules run out of Python's sight
         for path, module in model.named_modules(remove_duplicate=True):
+            if any(path.startswith(prefix) for prefix in opaque):
+                continue
+            if isinstance(module, torch.jit.ScriptModule):
+                # Python hooks are refused on ScriptModules, and their ops never reach the mode.
+                opaque.append(path + "." if path else "")
+                continue
+            region = compiled is not None and isinstance(module, compiled)
+            if region:
+                opaque.append(path + "." if path else "")
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook(path, region)))
+            self._handles.append(
+                module.register_forward_hook(self._post_hook(path), always_call=True)
+            )
 
-            def pre(_module: Any, _args: Any, _path: str = path) -> None:
-                stack.append(_path)
+    def _pre_hook(self, path: str, region: bool) -> Callable[[Any, Any], None]:
+        stack = self._stack
 
-            def post(_module: Any, _args: Any, _out: Any, _path: str = path) -> None:
-                # always_call=True runs this even when forward raised; pop back to our entry.
-                while stack:
-                    if stack.pop() == _path:
-                        break
+        def pre(_module: Any, _args: Any) -> None:
+            if torch.compiler.is_compiling():
+                return  # traced by Dynamo (module.compile(), a compiled caller): not run here
+            lifted = region and torch.overrides._get_current_function_mode() is self._mode
+            if lifted:
+                torch._C._pop_torch_function_stack()
+            stack.append((path, _next_sequence_nr(), lifted))
 
-            self._handles.append(module.register_forward_pre_hook(pre))
-            self._handles.append(module.register_forward_hook(post, always_call=True))
+        return pre
+
+    def _post_hook(self, path: str) -> Callable[[Any, Any, Any], None]:
+        stack = self._stack
+
+        def post(_module: Any, _args: Any, out: Any) -> None:
+            if torch.compiler.is_compiling():
+                return
+            # always_call=True runs this even when forward raised; pop back to our entry,
+            # putting back the mode wherever a pre-hook lifted it.
+            while stack:
+                entry_path, start, lifted = stack[-1]
+                try:
+                    if entry_path == path and not self.paused and _next_sequence_nr() != start:
+                        self._tag(out, start)
+                finally:
+                    stack.pop()
+                    if lifted and self._mode is not None:
+                        torch._C._push_on_torch_function_stack(self._mode)
+                if entry_path == path:
+                    break
+
+        return post
 
     @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
@@ -191,7 +265,7 @@ class Recording:
     @property
     def module(self) -> str | None:
         """The innermost module path running now (``""`` for the root), else ``None``."""
-        return self._stack[-1] if self._stack else None
+        return self._stack[-1][0] if self._stack else None
 
     def _tag(self, out: Any, start: int) -> None:
         if threading.get_ident() != self._thread:
@@ -202,10 +276,7 @@ class Recording:
         elif isinstance(out, (tuple, list)):
             fns.extend(t.grad_fn for t in out if isinstance(t, torch.Tensor))
         fns = [f for f in fns if f is not None]
-        if not fns:
-            return
-        where = user_frame() if self.sources else None
-        info = (self.module,) + (where if where is not None else (None, None, None))
+        info = None  # the frame walk is paid only when some node needs the tag
         while fns:
             fn = fns.pop()
             seq = fn._sequence_nr()
@@ -214,6 +285,9 @@ class Recording:
             metadata = fn.metadata
             if METADATA_KEY in metadata:
                 continue
+            if info is None:
+                where = user_frame() if self.sources else None
+                info = (self.module,) + (where if where is not None else (None, None, None))
             metadata[METADATA_KEY] = info
             fns.extend(child for child, _ in fn.next_functions if child is not None)
 
@@ -228,7 +302,9 @@ def record(model: torch.nn.Module | None = None, *, sources: bool = True) -> Rec
 
     Returns:
         A ``Recording`` context manager; a ``capture`` of a loss computed inside it shows
-        ``node.module`` and ``node.source``.
+        ``node.module`` and ``node.source``. A ``torch.compile``'d model (given as compiled)
+        is one opaque node, named by the compiled module and the line that called it, and is
+        not recompiled for the recording.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.

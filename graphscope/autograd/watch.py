@@ -7,9 +7,22 @@ right before running them, on every ``every``-th call, while a ``Recording`` att
 made in forward to its module and source line. After the backward, the finished ``Graph`` is kept
 (the last ``keep``), saved (``save_dir``), and checked for non-finite gradients.
 
+What counts as a step: a ``backward``/``autograd.grad`` call the training loop itself makes, on the
+watching thread. Calls torch makes on its own are left to torch, uncounted and uncaptured:
+``torch.compile``'s while it compiles (AOTAutograd differentiates the model on fake tensors, on
+every cold cache), ``make_fx``/``torch.export`` tracing, ``torch.func`` transforms (``grad``,
+``vjp``, ``vmap`` of them) and ``torch.autograd.functional`` (``jacobian``, ``hessian``, ...), and
+the nested backward a reentrant checkpoint runs inside a pass. A call made while the watched
+model's forward runs (a gradient penalty's ``autograd.grad(..., create_graph=True)``, an inner
+adaptation step) belongs to that forward: not a step, and the graph it builds is captured with
+the backward that consumes it. A gradient penalty computed in the loop, outside any forward,
+is a step of its own. TorchScript modules inside the model run unhooked (their ops have no
+module path); a compiled module is one opaque region (see ``recording``).
+
 Leaving the block restores everything: the original functions, the module hooks, the torch
 function mode, and any capture hook still armed, also when the block raised. Gradients, outputs,
-RNG state and train/eval mode are never changed.
+RNG state, grad mode and train/eval mode are never changed; the user's own hooks and modes,
+including ones added inside the block, are left as they are.
 
 Imports torch; only the capture layer may import this module.
 """
@@ -18,9 +31,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import threading
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Callable
 
 import torch
@@ -41,42 +55,112 @@ _NONFINITE_KINDS = (NONFINITE_ORIGIN, NONFINITE_LOSS)
 _lock = threading.Lock()
 _active: list[Watch] = []  # entered watches, innermost last
 _originals: dict[str, Callable[..., Any]] = {}
-_local = threading.local()  # .depth: > 0 while a watched backward runs on this thread
+# .depth: > 0 while a watched backward, or one left to torch, runs on this thread
+_local = threading.local()
 
 
-def _current() -> Watch | None:
+_TRACING_MODES = (torch._C._TorchDispatchModeKey.FAKE, torch._C._TorchDispatchModeKey.PROXY)
+# jacobian, hessian, vjp, hvp ... call torch.autograd.grad once per row (or batched) from here.
+_FUNCTIONAL_FILE = torch.autograd.functional.__file__
+
+
+def _torch_is_differentiating(caller: FrameType) -> bool:
+    """Whether a backward/grad call is torch's own work rather than a step of the user's loop.
+
+    ``torch.compile`` differentiates the model while it compiles (AOTAutograd traces the joint
+    graph by calling ``torch.autograd.grad`` on fake tensors; ``is_compiling()`` holds for the
+    whole compile session), ``make_fx`` and ``torch.export`` trace under fake or proxy modes,
+    ``torch.func.grad``/``vjp`` call ``torch.autograd.grad`` on wrapped tensors, and
+    ``torch.autograd.functional`` calls it on the user's behalf (``caller`` is the frame that
+    called the patched entry point).
+    """
+    return (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or any(torch._C._get_dispatch_mode(key) is not None for key in _TRACING_MODES)
+        or caller.f_code.co_filename == _FUNCTIONAL_FILE
+    )
+
+
+def _current(caller: FrameType) -> Watch | None:
+    """The watch for which this backward/grad call is a step, or ``None`` (leave it to torch)."""
     # A reentrant backward (torch.utils.checkpoint's) is part of the outer pass, not a step.
-    if getattr(_local, "depth", 0):
+    if getattr(_local, "depth", 0) or _torch_is_differentiating(caller):
         return None
     me = threading.get_ident()
     with _lock:
         for w in reversed(_active):
             if w._thread == me:
-                return w
+                # A call made inside the model's forward (a gradient penalty) is part of it.
+                return None if w._recording.module is not None else w
     return None
 
 
+# Both wrappers decide on is_compiling() first: Dynamo inlines them where a compiled forward calls
+# autograd.grad, and must reach torch's function (where it graph-breaks, as without graphscope)
+# before anything that would make it break elsewhere (frames, locks, thread ids).
+
+
 def _backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-    w = _current()
-    if w is None:
+    if torch.compiler.is_compiling():
         return _originals["backward"](tensors, *args, **kwargs)
-    return w._run(_originals["backward"], tensors, args, kwargs)
+    return _dispatch(_current(sys._getframe(1)), _originals["backward"], tensors, args, kwargs)
 
 
 def _grad(outputs: Any, *args: Any, **kwargs: Any) -> Any:
-    w = _current()
-    if w is None:
+    if torch.compiler.is_compiling():
         return _originals["grad"](outputs, *args, **kwargs)
-    return w._run(_originals["grad"], outputs, args, kwargs)
+    return _dispatch(_current(sys._getframe(1)), _originals["grad"], outputs, args, kwargs)
+
+
+def _dispatch(
+    w: Watch | None, original: Callable[..., Any], outputs: Any, args: tuple, kwargs: dict
+) -> Any:
+    if w is not None:
+        return w._run(original, outputs, args, kwargs)
+    # Everything a call left to torch runs is torch's too. torch.autograd.grad re-dispatches
+    # itself through the recording's mode, calling the patched name again from graphscope's
+    # frame, where the caller no longer says who asked.
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        return original(outputs, *args, **kwargs)
+    finally:
+        _local.depth -= 1
 
 
 _backward.__doc__ = torch.autograd.backward.__doc__
 _grad.__doc__ = torch.autograd.grad.__doc__
 
+_dynamo_tables_built = False  # by _install, before the wrappers went in
+
+
+def _dynamo_tables() -> list[Any]:
+    """Dynamo's cached tables of the torch functions it handles itself (empty: not loaded).
+
+    Each is built once per process, during the first compile, from ``torch.autograd.grad`` and
+    ``backward`` as they are at that moment. Built while the wrappers are installed, they would
+    know the wrappers instead of torch's functions: in every later compile of the process,
+    watched or not, Dynamo would trace torch.autograd.grad into the graph (where it otherwise
+    graph-breaks) and inline torch.autograd.backward. Private to Dynamo, so looked up softly.
+    """
+    trace_rules = sys.modules.get("torch._dynamo.trace_rules")
+    torch_variables = sys.modules.get("torch._dynamo.variables.torch")
+    in_graph = getattr(torch_variables, "TorchInGraphFunctionVariable", None)
+    tables = [
+        getattr(trace_rules, "get_torch_obj_rule_map", None),
+        getattr(in_graph, "_get_handlers", None),
+    ]
+    return [t for t in tables if callable(getattr(t, "cache_clear", None))]
+
 
 def _install(w: Watch) -> None:
+    global _dynamo_tables_built
     with _lock:
         if not _active:
+            tables = _dynamo_tables()
+            for table in tables:
+                table()  # built now, from torch's own functions
+            _dynamo_tables_built = bool(tables)
             _originals["backward"] = torch.autograd.backward
             _originals["grad"] = torch.autograd.grad
             torch.autograd.backward = _backward
@@ -91,6 +175,11 @@ def _uninstall(w: Watch) -> None:
         if not _active and _originals:
             torch.autograd.backward = _originals.pop("backward")
             torch.autograd.grad = _originals.pop("grad")
+            if not _dynamo_tables_built:
+                # Dynamo loaded inside the block (torch.compile first used there): its tables
+                # may hold the wrappers; dropped, they are rebuilt from torch's functions.
+                for table in _dynamo_tables():
+                    table.cache_clear()
 
 
 def _graph_tensors(outputs: Any) -> list[torch.Tensor]:
@@ -281,10 +370,19 @@ def watch(
     """Capture the backward passes of a training loop, with module attribution and source lines.
 
     Inside the block, each ``loss.backward()``, ``torch.autograd.backward`` and
-    ``torch.autograd.grad`` call is one step; every ``every``-th step (1, 1+every, ...) is
-    captured. The forward passes of captured steps are recorded, so every op node names its
-    module path and the line of your code that made it. A loop's backward is not otherwise
-    changed: the gradients are bit-identical to an unwatched run.
+    ``torch.autograd.grad`` call of your loop is one step; every ``every``-th step (1, 1+every,
+    ...) is captured. Calls torch makes itself (``torch.compile`` compiling, ``torch.func``,
+    ``torch.autograd.functional``, a reentrant checkpoint) and calls made inside the model's
+    forward (a gradient penalty) are not steps. The forward passes of captured steps are
+    recorded, so every op node names its module path and the line of your code that made it.
+    A loop's backward is not otherwise changed: the gradients are bit-identical to an unwatched
+    run.
+
+    Give a ``torch.compile``'d model as compiled (``watch(compiled)``): it is captured as one
+    opaque node, and entering the block does not make Dynamo recompile it. Watching the
+    uncompiled module while calling the compiled one works too, but Dynamo then recompiles on
+    entering and leaving the block (it guards on the torch function mode stack), and the
+    compiled node has no module or line.
 
     Args:
         model: The model being trained (its parameters are named, its modules attributed).

@@ -209,3 +209,43 @@ def test_user_frame_skips_torch_and_capture_layer() -> None:
     assert file == __file__
     assert line == sys._getframe().f_lineno - 2
     assert function == "test_user_frame_skips_torch_and_capture_layer"
+
+
+def test_script_submodule_is_left_unhooked() -> None:
+    """A model holding a TorchScript submodule can be recorded: the scripted part (which takes
+    no Python hooks) is skipped, the rest is attributed, and nothing stays hooked."""
+    torch.manual_seed(0)
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.Tanh()))
+    model = nn.Sequential(scripted, nn.Linear(4, 1))
+    graph = _recorded_graph(model, torch.randn(2, 4))
+    head = next(n for n in graph.nodes if n.op == "AddmmBackward0")
+    assert head.module == "1"
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+class _UserMode(torch.overrides.TorchFunctionMode):
+    """A user's own mode: runs every call unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        return func(*args, **(kwargs or {}))
+
+
+def test_exit_takes_off_only_its_own_mode() -> None:
+    """Leaving a recording removes its own mode even when others were pushed above it later (a
+    second recording, a user's mode): those stay on the stack and keep working."""
+    x = torch.randn(3, requires_grad=True)
+    first, second = record(), record()
+    modes = torch._C._len_torch_function_stack()
+    first.__enter__()
+    second.__enter__()
+    user = _UserMode()
+    user.__enter__()
+    first.__exit__(None, None, None)  # out of order on purpose
+    assert torch.overrides._get_current_function_mode() is user
+    assert second.active
+    y = x.exp()
+    assert METADATA_KEY in y.grad_fn.metadata  # the second recording still tags
+    second.__exit__(None, None, None)
+    assert torch.overrides._get_current_function_mode() is user
+    user.__exit__(None, None, None)
+    assert torch._C._len_torch_function_stack() == modes

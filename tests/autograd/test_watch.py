@@ -316,3 +316,86 @@ def test_not_reentrant() -> None:
         with pytest.raises(RuntimeError, match="already active"):
             w.__enter__()
     assert isinstance(w, Watch) and not w.active
+
+
+class Penalised(nn.Module):
+    """A forward that adds a gradient penalty: it calls autograd.grad with create_graph=True."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_()
+        y = torch.tanh(self.fc(x))
+        (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return y.mean() + dx.square().mean()  # the penalty line
+
+
+class PerSample(nn.Module):
+    """A forward that uses torch.func: per-sample input gradients through vmap(grad(...))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.func.vmap(torch.func.grad(lambda xi: torch.tanh(self.fc(xi)).sum()))(x)
+        return self.fc(x).mean() + g.square().mean()
+
+
+def _twin_steps(factory: type[nn.Module], steps: int) -> tuple[Watch, nn.Module, nn.Module]:
+    """``steps`` training steps of a watched model and of its unwatched twin."""
+    torch.manual_seed(0)
+    watched = factory()
+    plain = factory()
+    plain.load_state_dict(watched.state_dict())
+    _train(plain, steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # graphscope may not warn or fail on any of these steps
+        with watch(watched, keep=steps) as w:
+            _train(watched, steps)
+    return w, watched, plain
+
+
+def test_grad_inside_forward_is_part_of_the_step() -> None:
+    """A gradient penalty's autograd.grad inside forward is not a step: its double backward is
+    captured with the loss.backward() that consumes it, and the gradients are unchanged."""
+    w, watched, plain = _twin_steps(Penalised, 2)
+    assert w.steps == 2
+    assert [g.meta["step"] for g in w.graphs] == [1, 2]
+    double = [n for n in w.last.nodes if n.op == "TanhBackwardBackward0"]
+    assert len(double) == 1 and double[0].executed
+    assert double[0].source is not None and double[0].source.function == "Penalised.forward"
+    for a, b in zip(plain.parameters(), watched.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_torch_func_transforms_inside_forward_are_not_steps() -> None:
+    """torch.func.grad under vmap inside forward runs untouched (its grad calls are torch's),
+    and only the loop's loss.backward() calls are steps."""
+    w, watched, plain = _twin_steps(PerSample, 2)
+    assert w.steps == 2 and len(w.graphs) == 2
+    assert all(g.passes == 1 for g in w.graphs)
+    for a, b in zip(plain.parameters(), watched.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_autograd_functional_calls_are_not_steps() -> None:
+    """jacobian/hessian (plain and vectorized) call autograd.grad for the user: not steps, no
+    warnings, same results; the loop's own backward still is one."""
+    model = _model().eval()  # no dropout: both runs see the same function
+    x = _batch(1)[0]
+    expected = [
+        torch.autograd.functional.jacobian(model, x, vectorize=v) for v in (False, True)
+    ] + [torch.autograd.functional.hessian(lambda t: model(t).sum(), x, vectorize=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with watch(model) as w:
+            got = [
+                torch.autograd.functional.jacobian(model, x, vectorize=v) for v in (False, True)
+            ] + [torch.autograd.functional.hessian(lambda t: model(t).sum(), x, vectorize=True)]
+            model(_batch(2)).sum().backward()
+    assert w.steps == 1 and w.last.meta["step"] == 1
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)

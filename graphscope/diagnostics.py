@@ -3,7 +3,9 @@
 Owns the wording of every finding and the rules that are not about magnitude (where a NaN was
 born, dead units, parameters that get no gradient). Whether a gradient is vanishing or exploding
 is ``graphscope.health``'s judgement, read here, so the findings agree with the colours of every
-view. Imports only ``graphscope.health``, ``graphscope.model`` and ``graphscope.errors``: no
+view; numbers and shapes are written by ``graphscope.formatting``, as the views write them.
+Imports only ``graphscope.formatting``, ``graphscope.health``, ``graphscope.model`` and
+``graphscope.errors``: no
 torch, textual or graphviz, so a saved capture can be re-diagnosed anywhere.
 
 An empty gradient (zero elements: a head whose batch selected no rows, ``x[mask]`` with an
@@ -24,6 +26,7 @@ from graphscope.errors import (
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
+from graphscope.formatting import fmt_num, fmt_shape
 from graphscope.health import Band, Health, Reason, Thresholds
 from graphscope.model import (
     OP,
@@ -94,20 +97,12 @@ def warning_class(finding: Finding) -> type[GradientWarning] | None:
 
 def where(node: Node) -> str:
     """Where a node is, in words: its op, module and source line when known."""
-    text = f"'{node.name}' {_shape(node)}" if node.kind == PARAM else f"{node.label} ({node.op})"
+    text = f"'{node.name}' {fmt_shape(node.shape)}" if node.kind == PARAM else f"{node.label} ({node.op})"
     if node.module and node.kind != PARAM:
         text += f" in module {node.module}"
     if node.source is not None:
         text += f", created at {node.source}"
     return text
-
-
-def _shape(node: Node) -> str:
-    return "" if node.shape is None else "(" + ", ".join(str(s) for s in node.shape) + ")"
-
-
-def _num(x: float) -> str:
-    return f"{x:.2e}"
 
 
 def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Finding]:
@@ -247,9 +242,9 @@ def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
         n = graph.nodes[v.node]
         if v.band is Band.EXPLODING:
             why = (
-                f"{_num(h.growth)}x larger near the input than near the output"
+                f"{fmt_num(h.growth)}x larger near the input than near the output"
                 if v.reason is Reason.TREND
-                else f"above the {_num(h.exploding_rms)} threshold{scaled}"
+                else f"above the {fmt_num(h.exploding_rms)} threshold{scaled}"
             )
             out.append(
                 Finding(
@@ -257,7 +252,7 @@ def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
                     severity=Severity.WARNING,
                     node=n.id,
                     param=n.name,
-                    message=f"Exploding gradient at parameter {where(n)}: RMS {_num(v.rms)}, "
+                    message=f"Exploding gradient at parameter {where(n)}: RMS {fmt_num(v.rms)}, "
                     f"{why}.",
                     hint="Each layer multiplies the gradient by roughly its weight scale; "
                     "weights initialised too large make it grow exponentially with depth. Use "
@@ -274,8 +269,8 @@ def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
 
 
 def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: bool) -> Finding:
-    where_ = f"parameter {where(n)}: RMS {_num(r)}, {_num(rel)} of the largest parameter " \
-        f"gradient ('{top.name}', RMS {_num(top_rms)})"
+    where_ = f"parameter {where(n)}: RMS {fmt_num(r)}, {fmt_num(rel)} of the largest parameter " \
+        f"gradient ('{top.name}', RMS {fmt_num(top_rms)})"
     if trend:
         return Finding(
             kind=VANISHING,

@@ -16,6 +16,7 @@ import enum
 import functools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -25,6 +26,19 @@ from graphscope.errors import LoadError
 
 if TYPE_CHECKING:
     import networkx
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_DIMS = re.compile(r"(\d)D(?=[A-Z]|$)")  # MaxPool2DWithIndices -> MaxPool2dWithIndices
+_BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
+
+
+def op_label(op: str) -> str:
+    """The short name of an autograd class: ``AddmmBackward0`` -> ``addmm``,
+    ``MaxPool2DWithIndicesBackward0`` -> ``max_pool2d_with_indices``. The one rule for every
+    view and for the capture (which labels custom Functions by their own class name)."""
+    name = _DIMS.sub(r"\1d", _BACKWARD_SUFFIX.sub("", op))
+    return _CAMEL.sub("_", name).lower() or op
+
 
 # Node kinds.
 OP = "op"

@@ -15,18 +15,14 @@ an enum int and an open slice end as ``INT64_MAX``; ``_value_text`` undoes all t
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from graphscope.model import LEAF, OP, PARAM, Edge, Node, Source, TensorMeta
+from graphscope.model import LEAF, OP, PARAM, Edge, Node, Source, TensorMeta, op_label
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_DIMS = re.compile(r"(\d)D(?=[A-Z]|$)")  # MaxPool2DWithIndices -> MaxPool2dWithIndices
-_BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
 # Nodes whose inside the walk cannot see: the region's ops ran in a nested autograd call.
 OPAQUE_OPS = {
     "CheckpointFunctionBackward": "checkpoint",
@@ -64,8 +60,7 @@ def short_label(fn: Any) -> str:
         if fwd is not None:
             label = fwd.__name__
         else:
-            name = _DIMS.sub(r"\1d", _BACKWARD_SUFFIX.sub("", cls.__name__))
-            label = _CAMEL.sub("_", name).lower() or cls.__name__
+            label = op_label(cls.__name__)
         _labels[cls] = label
     return label
 

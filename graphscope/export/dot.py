@@ -77,6 +77,7 @@ from graphscope.model import (
     Node,
     ParamStatus,
     Severity,
+    op_label,
 )
 
 ORIGIN_KIND = FindingKind.NONFINITE_ORIGIN
@@ -202,14 +203,6 @@ def _ink(fill: str) -> str:
     return "#ffffff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "#000000"
 
 
-def _short(op: str) -> str:
-    """``AddmmBackward0`` -> ``addmm``: the fallback when a node has no label."""
-    for suffix in ("Backward0", "Backward1", "Backward"):
-        if op.endswith(suffix):
-            return op[: -len(suffix)].lower() or op
-    return op
-
-
 def _worst(items: Iterable[Node | GradStats | None], h: Health) -> Node | GradStats | None:
     """What a group is coloured by: NaN/Inf, then exploding, vanishing, largest healthy."""
 
@@ -273,7 +266,7 @@ def _node_label(node: Node, stats: GradStats | None, ctx: _Context) -> str:
         if ctx.backward and stats is not None:
             label += f"\ngrad rms {fmt_num(stats.rms)}"
     else:
-        label = node.label or _short(node.op)
+        label = node.label or op_label(node.op)
     if node.opaque:
         label += f"\n({node.opaque}: inside hidden)"
     return label
@@ -323,7 +316,7 @@ def _group_label(box: Box, nodes: list[Node]) -> str:
             return f"{box.repeat.span}  x{copies}\n{counts} each"
         return f"{head}\n{counts}"
     if box.kind == CHAIN:
-        names = [n.label or _short(n.op) for n in ops[: len(ops) // copies]]
+        names = [n.label or op_label(n.op) for n in ops[: len(ops) // copies]]
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         return f"{n_ops} ops: {shown}" + (f"\n+{n_params} param{'s' if n_params != 1 else ''}" if n_params else "")
     return f"... {len(nodes):,} more nodes\n(raise max_nodes to draw them)"
@@ -342,7 +335,7 @@ def _group_tooltip(box: Box, nodes: list[Node], stats: GradStats | None, ctx: _C
     params = [name for n in nodes for name in n.names]
     if params:
         lines.append("parameters: " + ", ".join(params[:6]) + (", ..." if len(params) > 6 else ""))
-    ops = Counter(n.label or _short(n.op) for n in nodes if n.kind == OP)
+    ops = Counter(n.label or op_label(n.op) for n in nodes if n.kind == OP)
     lines.append("ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.most_common(8)))
     lines.extend(str(f) for n in nodes for f in ctx.findings.get(n.id, ()))
     return "\n".join(lines)

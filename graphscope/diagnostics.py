@@ -44,22 +44,13 @@ from graphscope.model import (
 
 # -- diagnosis ---------------------------------------------------------------------------------
 
-NONFINITE_ORIGIN = FindingKind.NONFINITE_ORIGIN
-NONFINITE_LOSS = FindingKind.NONFINITE_LOSS
-VANISHING = FindingKind.VANISHING
-EXPLODING = FindingKind.EXPLODING
-DEAD = FindingKind.DEAD
-UNREACHABLE = FindingKind.UNREACHABLE
-FROZEN = FindingKind.FROZEN
-OPAQUE = FindingKind.OPAQUE
-
 _WARNINGS: dict[str, type[GradientWarning]] = {
-    NONFINITE_ORIGIN: NonFiniteGradientWarning,
-    NONFINITE_LOSS: NonFiniteGradientWarning,
-    VANISHING: VanishingGradientWarning,
-    EXPLODING: ExplodingGradientWarning,
-    DEAD: DeadUnitWarning,
-    UNREACHABLE: UnusedParameterWarning,
+    FindingKind.NONFINITE_ORIGIN: NonFiniteGradientWarning,
+    FindingKind.NONFINITE_LOSS: NonFiniteGradientWarning,
+    FindingKind.VANISHING: VanishingGradientWarning,
+    FindingKind.EXPLODING: ExplodingGradientWarning,
+    FindingKind.DEAD: DeadUnitWarning,
+    FindingKind.UNREACHABLE: UnusedParameterWarning,
 }
 
 # Ops whose gradient is zero wherever the unit is "off": a high zero share means dead units.
@@ -165,7 +156,7 @@ def _nonfinite_loss(graph: Graph) -> list[Finding]:
         )
         out.append(
             Finding(
-                kind=NONFINITE_LOSS,
+                kind=FindingKind.NONFINITE_LOSS,
                 severity=Severity.ERROR,
                 node=root,
                 message=f"The loss itself is {value} (computed by {where(node)}). {tail}".strip(),
@@ -188,7 +179,7 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
             if node.is_root and node.kind == OP:
                 out.append(
                     Finding(
-                        kind=NONFINITE_ORIGIN,
+                        kind=FindingKind.NONFINITE_ORIGIN,
                         severity=Severity.ERROR,
                         node=node.id,
                         message=f"The gradient passed to backward() for {where(node)} already "
@@ -213,7 +204,7 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
         )
         out.append(
             Finding(
-                kind=NONFINITE_ORIGIN,
+                kind=FindingKind.NONFINITE_ORIGIN,
                 severity=Severity.ERROR,
                 node=node.id,
                 message=f"NaN/Inf gradient born at {where(node)}: it received {got} "
@@ -248,7 +239,7 @@ def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
             )
             out.append(
                 Finding(
-                    kind=EXPLODING,
+                    kind=FindingKind.EXPLODING,
                     severity=Severity.WARNING,
                     node=n.id,
                     param=n.name,
@@ -264,7 +255,7 @@ def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
             assert top is not None
             out.append(_vanishing(n, v.rms, v.rel, top, h.top_rms, h.trend is Band.VANISHING))
     # Worst first: the smallest vanishing and the largest exploding gradients lead.
-    out.sort(key=lambda f: h.verdicts[f.node].rms if f.kind == VANISHING else -h.verdicts[f.node].rms)  # type: ignore[index]
+    out.sort(key=lambda f: h.verdicts[f.node].rms if f.kind == FindingKind.VANISHING else -h.verdicts[f.node].rms)  # type: ignore[index]
     return out
 
 
@@ -273,7 +264,7 @@ def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: 
         f"gradient ('{top.name}', RMS {fmt_num(top_rms)})"
     if trend:
         return Finding(
-            kind=VANISHING,
+            kind=FindingKind.VANISHING,
             severity=Severity.WARNING,
             node=n.id,
             param=n.name,
@@ -285,7 +276,7 @@ def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: 
             "layers.",
         )
     return Finding(
-        kind=VANISHING,
+        kind=FindingKind.VANISHING,
         severity=Severity.INFO,
         node=n.id,
         param=n.name,
@@ -356,7 +347,7 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int]) -> list[Finding]:
             if zero >= limit:
                 out.append(
                     Finding(
-                        kind=DEAD,
+                        kind=FindingKind.DEAD,
                         severity=Severity.WARNING,
                         node=node.id,
                         message=f"Dead units at {where(node)}: it received a non-zero "
@@ -370,7 +361,7 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int]) -> list[Finding]:
         elif node.kind == PARAM and node.grad is not None and node.grad.zero_frac >= 1.0:
             out.append(
                 Finding(
-                    kind=DEAD,
+                    kind=FindingKind.DEAD,
                     severity=Severity.WARNING,
                     node=node.id,
                     param=node.name,
@@ -390,7 +381,7 @@ def _params(graph: Graph) -> list[Finding]:
         if p.status is ParamStatus.UNREACHABLE:
             out.append(
                 Finding(
-                    kind=UNREACHABLE,
+                    kind=FindingKind.UNREACHABLE,
                     severity=Severity.WARNING,
                     node=None,
                     param=p.name,
@@ -407,7 +398,7 @@ def _params(graph: Graph) -> list[Finding]:
         shown = ", ".join(frozen[:8]) + (f" and {len(frozen) - 8} more" if len(frozen) > 8 else "")
         out.append(
             Finding(
-                kind=FROZEN,
+                kind=FindingKind.FROZEN,
                 severity=Severity.INFO,
                 node=None,
                 message=f"{len(frozen)} frozen parameter(s) (requires_grad=False): {shown}.",
@@ -434,7 +425,7 @@ def _opaque(graph: Graph) -> list[Finding]:
                 "uncompiled model to see every op."
         out.append(
             Finding(
-                kind=OPAQUE,
+                kind=FindingKind.OPAQUE,
                 severity=Severity.INFO,
                 node=node.id,
                 message=f"{where(node)} is an opaque {node.opaque} region shown as one node."

@@ -42,12 +42,13 @@ import torch
 from graphscope.autograd import hooks
 from graphscope.autograd.capture import capture
 from graphscope.autograd.recording import Recording
-from graphscope.diagnostics import NONFINITE_LOSS, NONFINITE_ORIGIN, Thresholds
+from graphscope.health import Thresholds
+from graphscope.model import FindingKind
 from graphscope.errors import NonFiniteGradientError
 from graphscope.model import Graph
 
 ON_NONFINITE = ("warn", "raise", "ignore")
-_NONFINITE_KINDS = (NONFINITE_ORIGIN, NONFINITE_LOSS)
+_NONFINITE_KINDS = (FindingKind.NONFINITE_ORIGIN, FindingKind.NONFINITE_LOSS)
 
 
 # -- the patched entry points ---------------------------------------------------------------------
@@ -214,6 +215,7 @@ class Watch(contextlib.ContextDecorator):
         save_dir: str | Path | None = None,
         on_nonfinite: str = "warn",
         warn: bool = True,
+        thresholds: Thresholds | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(
@@ -235,7 +237,7 @@ class Watch(contextlib.ContextDecorator):
         self.save_dir = None if save_dir is None else Path(save_dir)
         self.on_nonfinite = on_nonfinite
         self.warn = warn
-        self.thresholds = Thresholds()
+        self.thresholds = thresholds or Thresholds()
         self.graphs: collections.deque[Graph] = collections.deque(maxlen=keep or None)
         self.saved: list[Path] = []
         self.steps = 0
@@ -344,7 +346,7 @@ class Watch(contextlib.ContextDecorator):
             self.saved.append(graph.save(self.save_dir / f"step_{step:06d}.json"))
         nonfinite = [f for f in graph.findings if f.kind in _NONFINITE_KINDS]
         if self.on_nonfinite == "raise" and nonfinite:
-            first = next((f for f in nonfinite if f.kind == NONFINITE_ORIGIN), nonfinite[0])
+            first = next((f for f in nonfinite if f.kind is FindingKind.NONFINITE_ORIGIN), nonfinite[0])
             text = f"step {step}: {first.message}"
             if first.hint:
                 text += f"\n  hint: {first.hint}"
@@ -366,6 +368,7 @@ def watch(
     save_dir: str | Path | None = None,
     on_nonfinite: str = "warn",
     warn: bool = True,
+    thresholds: Thresholds | None = None,
 ) -> Watch:
     """Capture the backward passes of a training loop, with module attribution and source lines.
 
@@ -394,6 +397,8 @@ def watch(
             the NaN was born; ``"warn"`` issues a ``NonFiniteGradientWarning``; ``"ignore"``
             does neither.
         warn: Issue warnings for the other findings (vanishing, exploding, dead, unused).
+        thresholds: The limits every captured step is judged with (kept in each graph and
+            its saved file); the defaults when ``None``.
 
     Returns:
         A ``Watch``: a context manager and a decorator. ``w.last`` is the latest graph.
@@ -417,4 +422,5 @@ def watch(
         save_dir=save_dir,
         on_nonfinite=on_nonfinite,
         warn=warn,
+        thresholds=thresholds,
     )

@@ -399,3 +399,21 @@ def test_autograd_functional_calls_are_not_steps() -> None:
     assert w.steps == 1 and w.last.meta["step"] == 1
     for a, b in zip(expected, got):
         assert torch.equal(a, b)
+
+
+def test_watch_judges_every_step_with_its_thresholds(tmp_path):
+    """watch(thresholds=T): each captured step keeps T (also in its file) and its findings are T's."""
+    from graphscope.demos import DEMOS
+    from graphscope.diagnostics import diagnose
+    from graphscope.health import Thresholds
+    from graphscope.model import load
+
+    torch.manual_seed(0)
+    model, forward = DEMOS["sigmoid_mlp"].make()
+    strict = Thresholds(vanishing_ratio=0.5)
+    with watch(model, thresholds=strict, save_dir=tmp_path, warn=False) as w:
+        forward().backward()
+    assert Thresholds.of(w.last) == strict
+    assert w.last.findings == diagnose(w.last, thresholds=strict)
+    assert w.last.findings != diagnose(w.last, thresholds=Thresholds())
+    assert Thresholds.of(load(w.saved[0])) == strict

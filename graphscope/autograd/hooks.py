@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import sys
 import threading
 import warnings
 import weakref
@@ -35,6 +33,7 @@ from typing import Any, Collection, Iterator
 
 import torch
 
+from graphscope.autograd.recording import user_stacklevel
 from graphscope.autograd.stats import StatsBatch, combine
 from graphscope.diagnostics import diagnose, warning_class, where
 from graphscope.health import Thresholds
@@ -186,7 +185,7 @@ class Recorder:
             f"{type(exc).__name__}: {exc}. Its statistics are missing from this capture (shown as "
             "no gradient); your backward and your gradients are unaffected.",
             RecordingWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=user_stacklevel(),
         )
 
     def _finish(self) -> None:
@@ -197,7 +196,7 @@ class Recorder:
                 f"graphscope could not record this backward pass: {type(exc).__name__}: {exc}. "
                 "The capture keeps its previous statistics; your gradients are unaffected.",
                 RecordingWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
         finally:
             self._task = None
@@ -249,13 +248,4 @@ def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None
         text = f"{first.message}{more}"
         if first.hint:
             text += f"\n  hint: {first.hint}"
-        warnings.warn(text, warning_class(first), stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """Stack level of the first frame outside torch and graphscope: the user's backward()."""
-    internal = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(internal):
-        frame, level = frame.f_back, level + 1
-    return level if frame is not None else 1
+        warnings.warn(text, warning_class(first), stacklevel=user_stacklevel())

@@ -107,6 +107,15 @@ def user_frame(depth: int = 1) -> tuple[str, int, str] | None:
     return code.co_filename, frame.f_lineno, getattr(code, "co_qualname", code.co_name)
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the caller point at the first frame
+    outside torch and ``graphscope.autograd`` (the user's ``backward()``), as ``user_frame``."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and _is_internal(frame.f_code):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1
+
+
 class _TagMode(TorchFunctionMode):
     """Tags the nodes each torch call creates with the current module and source line."""
 

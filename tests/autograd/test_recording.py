@@ -204,11 +204,19 @@ def test_record_rejects_non_module() -> None:
 
 
 def test_user_frame_skips_torch_and_capture_layer() -> None:
-    """user_frame() from user code is the caller's own frame."""
-    file, line, function = user_frame(0) or ("", 0, "")
-    assert file == __file__
-    assert line == sys._getframe().f_lineno - 2
-    assert function == "test_user_frame_skips_torch_and_capture_layer"
+    """user_frame() called through torch's and graphscope.autograd's own frames is the user's."""
+    import os
+
+    import graphscope.autograd
+
+    scope = {"user_frame": user_frame}
+    for package in (torch, graphscope.autograd):  # a frame whose code lives in each package
+        fake = os.path.join(os.path.dirname(package.__file__), "fake_internal.py")
+        exec(compile("def call():\n    return user_frame(0)\n", fake, "exec"), scope)
+        file, line, function = scope["call"]() or ("", 0, "")
+        assert file == __file__
+        assert line == sys._getframe().f_lineno - 2
+        assert function == "test_user_frame_skips_torch_and_capture_layer"
 
 
 def test_script_submodule_is_left_unhooked() -> None:

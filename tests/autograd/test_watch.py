@@ -112,6 +112,21 @@ def test_every_n_steps() -> None:
     assert all(g.nodes[g.roots[0]].source is not None for g in w.graphs)
 
 
+def test_uncaptured_steps_record_no_forward() -> None:
+    """Between captured steps the forward is not recorded: its ops carry no graphscope tag."""
+    from graphscope.autograd.walk import METADATA_KEY
+
+    model = _model()
+    losses = []
+    with watch(model, every=3, warn=False):
+        for step in (1, 2):
+            loss = model(_batch(step)).square().mean()
+            losses.append(loss)
+            loss.backward()
+    assert METADATA_KEY in losses[0].grad_fn.metadata  # step 1 is captured
+    assert METADATA_KEY not in losses[1].grad_fn.metadata  # step 2 runs at full speed
+
+
 def test_keep_last_n() -> None:
     """keep=N holds only the newest N graphs; keep=0 holds none."""
     model = _model()

@@ -52,8 +52,17 @@ def test_depth_trend_is_vanishing_warning():
 
 
 def test_uniform_scale_is_not_exploding():
-    """GradScaler-style uniform scaling (x65536) changes no ratio and raises nothing."""
+    """Uniform scaling (x65536) changes no ratio and raises nothing."""
     g = _chain([0.01 * 65536] * 10)
+    assert diagnose(g) == []
+
+
+def test_loss_scale_moves_the_absolute_limits():
+    """A GradScaler loss scale (x2^24) multiplies the limits: 0.1 * 2^24 is healthy there, and
+    exploding without the scale."""
+    g = _chain([0.1 * 2.0**24] * 10)
+    assert {f.kind for f in diagnose(g)} == {"exploding"}
+    g.meta["loss_scale"] = 2.0**24
     assert diagnose(g) == []
 
 

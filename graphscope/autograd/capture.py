@@ -109,6 +109,13 @@ def _model_params(model: Any) -> tuple[list[tuple[str, torch.nn.Parameter]], dic
     return named, names
 
 
+def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile`` wrapper holds, so parameters are named as the user wrote
+    them (``layers.0.weight``, not ``_orig_mod.layers.0.weight``)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def _module_of(name: str) -> str:
     return name.rpartition(".")[0]
 
@@ -229,6 +236,7 @@ def _build(
     named: list[tuple[str, torch.nn.Parameter]] = []
     names: dict[int, list[str]] = {}
     if model is not None:
+        model = _uncompiled(model)
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
     w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)

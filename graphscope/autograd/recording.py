@@ -3,8 +3,8 @@
 Owns forward-time attribution. While a ``Recording`` is active, forward pre/post hooks on the
 model's modules keep a stack of module paths, and a ``TorchFunctionMode`` looks at every torch call:
 when the call created autograd nodes (the thread's autograd sequence number moved), it writes
-``(module_path, file, line, function)`` into each new node's ``metadata`` under ``METADATA_KEY``,
-the tuple ``walk`` reads back. Nodes a C++ composite creates out of sight of Python (the
+a ``walk.Tag`` (module path, source line) into each new node's ``metadata`` under
+``METADATA_KEY``, the record ``walk`` reads back. Nodes a C++ composite creates out of sight of Python (the
 ``TBackward0`` inside ``F.linear``) are reached by walking down ``next_functions`` from the
 result's ``grad_fn`` through nodes that are untagged and newer than the call's start. A module's
 post-hook does the same for its outputs, with the module's own start: that tags the node a
@@ -42,7 +42,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.overrides import TorchFunctionMode
 
-from graphscope.autograd.walk import METADATA_KEY
+from graphscope.autograd.walk import METADATA_KEY, Tag
+from graphscope.model import Source
 
 _next_sequence_nr = torch._C._autograd._get_sequence_nr
 # AccumulateGrad (a leaf's node) has no place in forward order: its sequence number is the max.
@@ -296,7 +297,7 @@ class Recording:
                 continue
             if info is None:
                 where = user_frame() if self.sources else None
-                info = (self.module,) + (where if where is not None else (None, None, None))
+                info = Tag(self.module, Source(*where) if where is not None else None)
             metadata[METADATA_KEY] = info
             fns.extend(child for child, _ in fn.next_functions if child is not None)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -28,8 +28,16 @@ OPAQUE_OPS = {
     "CheckpointFunctionBackward": "checkpoint",
     "CompiledFunctionBackward": "compiled",
 }
-# Where ``graphscope.watch`` (recording) leaves a node's module path and source line.
+# Where ``graphscope.watch`` (recording) leaves a node's ``Tag``.
 METADATA_KEY = "graphscope"
+
+
+class Tag(NamedTuple):
+    """What a forward recording knows about the autograd node a torch call made: the module
+    path that was running (``None`` outside any module) and the user's source line."""
+
+    module: str | None
+    source: Source | None
 
 # torch's generated getters pack every saved ``int64_t``, ``SymInt`` and int list with
 # ``PyLong_FromUnsignedLong`` (tools/autograd/gen_autograd_functions.py), so -100 reads back as
@@ -280,11 +288,8 @@ def _describe(
             module=param_modules.get(id(variable)),
             is_root=is_root,
         )
-    recorded = fn.metadata.get(METADATA_KEY) if hasattr(fn, "metadata") else None
-    module, source = None, None
-    if recorded is not None:
-        module, file, line, function = recorded
-        source = Source(file, line, function) if file else None
+    tag = fn.metadata.get(METADATA_KEY) if hasattr(fn, "metadata") else None
+    module, source = (tag.module, tag.source) if isinstance(tag, Tag) else (None, None)
     return Node(
         id=nid,
         op=op,

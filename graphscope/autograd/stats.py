@@ -53,7 +53,9 @@ import torch
 
 from graphscope.model import GradStats
 
-# A row is: norm, mean, std, min, max, zeros, nan, inf, numel.
+# A row is nine floats in this order (a list on the host, a tensor row on a device); the
+# positions are named so that no code indexes a row by a bare number.
+NORM, MEAN, STD, MIN, MAX, ZEROS, NANS, INFS, NUMEL = range(9)
 # Gradients with at most this many elements are bucketed and reduced together.
 SMALL = 1 << 16
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).
@@ -222,7 +224,7 @@ def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
                 centre.append(i)
         out.append([norm[i], mean, std, lo[i], hi[i], float(n - nonzero[i]), nans, infs, float(n)])
     if centre:  # one centred second pass for all of them keeps the variance exact
-        means = torch.tensor([out[i][1] for i in centre], dtype=acc)
+        means = torch.tensor([out[i][MEAN] for i in centre], dtype=acc)
         picked = y if len(centre) == len(lo) else y[centre]
         centred = picked.to(acc) - means[:, None]
         spread = _norms(centred, acc).tolist()
@@ -231,14 +233,14 @@ def _cpu_rows(x: torch.Tensor, *, rows: bool) -> list[Row]:
         shift = (centred.sum(1, dtype=acc).tolist() if rows else [centred.sum(dtype=acc).item()])
         for i, c, d in zip(centre, spread, shift):
             d /= n
-            out[i][1] += d
-            out[i][2] = math.sqrt(max(c * c / n - d * d, 0.0))
+            out[i][MEAN] += d
+            out[i][STD] = math.sqrt(max(c * c / n - d * d, 0.0))
     if y is not x:
         for row, e in zip(out, exps):
             up = 2.0**e  # exact, and a float64 holds what float32 or its sums cannot
-            row[0] *= up
-            row[1] *= up
-            row[2] *= up
+            row[NORM] *= up
+            row[MEAN] *= up
+            row[STD] *= up
     return out
 
 

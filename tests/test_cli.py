@@ -108,18 +108,23 @@ def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys, terminal
 
 
 @pytest.mark.parametrize("content, words", [
+    (b"", "not valid JSON"),
     (b'{"format": "graphscope.capture", "version": 1, "nodes": [', "truncated"),
     (b'{"nodes": []}', "not a graphscope capture"),
+    (b"[]", "not a graphscope capture"),
     (b"\x89PNG\x00\xff\xfe", "cannot read capture file"),  # not UTF-8 at all
     ("\x89PNG\r\n".encode(), "not valid JSON"),  # UTF-8, but not JSON
 ])
-def test_corrupt_or_foreign_file_exits_2(content, words, tmp_path, capsys, terminal):
-    """Truncated, foreign, binary and non-JSON files each get their own clear one-line message."""
+def test_corrupt_or_foreign_file_exits_2(content, words, tmp_path, capsys, opened):
+    """Empty, truncated, foreign, binary and non-JSON files each get their own clear one-line
+    message (no traceback), and the inspector is never opened."""
     path = tmp_path / "bad.json"
     path.write_bytes(content)
     assert cli.main(["view", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert words in err and len(err.splitlines()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("graphscope: error: ") and err.count("\n") == 1
+    assert words in err and "Traceback" not in err
+    assert opened == []
 
 
 def test_demo_list_names_every_demo(fake_demos, capsys):

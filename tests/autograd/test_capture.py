@@ -1,30 +1,40 @@
-"""Core capture: structure against an independent BFS, gradients against torch, bad input."""
+"""capture(): input validation with teaching errors, odd-but-valid roots, parameter naming and
+status (tied, reused, unused, frozen, opaque), multi-output and custom nodes, structure against
+torch's graph, gradients against torch, and the user's state left as it was."""
 
 from __future__ import annotations
 
-import collections
-import sys
+import copy
+import gc
+import warnings
+import weakref
 
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 import graphscope
-from graphscope.demos import DEMOS, LSTMRegressor, SelfAttention, mlp
-from tests.models import Square, TiedLM, bfs
-
-
-def _multiset(graph):
-    return collections.Counter((graph.nodes[e.src].op, graph.nodes[e.dst].op) for e in graph.edges)
-
-
-def _check_structure(loss, graph):
-    order, edges = bfs(loss.grad_fn)
-    assert [type(f).__name__ for f in order] == [n.op for n in graph.nodes]
-    ids = {f: i for i, f in enumerate(order)}
-    assert collections.Counter((ids[a], ids[b]) for a, b in edges) == collections.Counter(
-        (e.src, e.dst) for e in graph.edges
-    )
+from graphscope.demos import LSTMRegressor, SelfAttention, mlp
+from tests.models import (
+    Checkpointed,
+    Reused,
+    TiedLM,
+    TinyMLP,
+    assert_grads_identical,
+    assert_norm,
+    assert_param_norms,
+    assert_same_order,
+    assert_same_structure,
+    assert_stats,
+    mlp_batch,
+    node_by_op,
+    seeded,
+    structure,
+    twins,
+)
 
 
 def _check_param_grads(model, graph):
@@ -59,7 +69,7 @@ def test_structure_and_param_grads_match_torch(name):
     model, x = MODELS[name]()
     loss = model(x).pow(2).sum()
     graph = graphscope.capture(loss, model=model, warn=False)
-    _check_structure(loss, graph)
+    assert_same_order(graph, [loss])
     loss.backward()
     _check_param_grads(model, graph)
     assert graph.passes == 1
@@ -85,19 +95,6 @@ def test_intermediate_grad_equals_autograd_grad():
     )
 
 
-def test_parallel_edges_kept():
-    """x * x gives two edges from x's producer, in the model and in graph.nx."""
-    x = torch.randn(3, requires_grad=True)
-    y = (x * 2)
-    loss = (y * y).sum()
-    graph = graphscope.capture(loss, warn=False)
-    square = graph.nodes[1]
-    assert square.op == "MulBackward0"
-    ins = graph.in_edges(square.id)
-    assert len(ins) == 2 and ins[0].src == ins[1].src
-    assert graph.nx.number_of_edges(ins[0].src, square.id) == 2
-
-
 def test_node_fields_and_saved_tensors():
     """Nodes carry op, kind, label, shape, dtype, device and saved tensor shapes."""
     lin = nn.Linear(4, 2)
@@ -118,113 +115,6 @@ def test_node_fields_and_saved_tensors():
     assert nx.nodes[w.id]["name"] == "weight"
 
 
-def test_lstm_multi_output_node_has_per_output_grads():
-    """The LSTM's multi-output node records one GradStats per output and output_nr on edges."""
-    torch.manual_seed(0)
-    model = LSTMRegressor()
-    loss = model(torch.randn(2, 5, 4)).sum()
-    graph = graphscope.capture(loss, model=model, warn=False)
-    loss.backward()
-    multi = [n for n in graph.nodes if len(n.outputs) > 1]
-    assert multi, "LSTM should produce a multi-output node"
-    node = multi[0]
-    assert len(node.grads) == len(node.outputs)
-    assert node.grad is not None
-    present = [g for g in node.grads if g is not None]
-    assert node.grad.norm == pytest.approx(sum(g.norm**2 for g in present) ** 0.5)
-
-
-def test_weight_tying_one_node_all_names():
-    """A tied weight is one node that lists every name and is counted once."""
-    torch.manual_seed(0)
-    model = TiedLM()
-    loss = model(torch.tensor([[1, 2, 3]])).sum()
-    graph = graphscope.capture(loss, model=model, warn=False)
-    loss.backward()
-    tied = graph.find("embed.weight")
-    assert tied.names == ("embed.weight", "out.weight")
-    assert len([n for n in graph.nodes if "embed.weight" in n.names]) == 1
-    assert len(graph.consumers(tied.id)) >= 2
-    assert tied.grad.norm == pytest.approx(model.embed.weight.grad.norm().item(), rel=1e-5)
-
-
-def test_custom_function_multi_output_and_saved():
-    """A custom autograd.Function is one node labelled by its class, with its saved tensor."""
-    x = torch.randn(4, requires_grad=True)
-    a, b = Square.apply(x)
-    loss = (a + b).sum()
-    graph = graphscope.capture(loss, warn=False)
-    fn = next(n for n in graph.nodes if n.label == "Square")
-    assert len(fn.outputs) == 2
-    assert [s.shape for s in fn.saved] == [(4,)]
-    loss.backward()
-    leaf = next(n for n in graph.nodes if n.kind == "leaf")
-    assert leaf.grad.norm == pytest.approx(x.grad.norm().item(), rel=1e-6)
-
-
-def test_deep_chain_is_iterative_and_fast():
-    """A 10,000-step chain is walked without hitting the recursion limit."""
-    x = torch.randn(2, requires_grad=True)
-    y = x
-    for _ in range(10_000):
-        y = y * 1.0001
-    loss = y.sum()
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(200)
-    try:
-        graph = graphscope.capture(loss, warn=False)
-    finally:
-        sys.setrecursionlimit(limit)
-    assert len(graph.nodes) == 10_002
-    loss.backward()
-    assert graph.nodes[-1].grad.norm == pytest.approx(x.grad.norm().item(), rel=1e-5)
-
-
-def test_diamond_chain_visits_each_node_once():
-    """A diamond chain with 2^60 paths has 3 nodes per level, not exponentially many."""
-    x = torch.randn(2, requires_grad=True)
-    y = x
-    for _ in range(60):
-        y = y.sin() + y.cos()
-    graph = graphscope.capture(y.sum(), warn=False)
-    order, edges = bfs(y.sum().grad_fn)
-    assert len(graph.nodes) == len(order) == 3 * 60 + 2
-    assert len(graph.edges) == len(edges)
-
-
-def test_nan_origin_is_the_injected_node():
-    """A NaN born in one op is reported exactly once, at that op, not downstream."""
-    torch.manual_seed(0)
-    graph = DEMOS["nan_hunt"].build()
-    origins = [f for f in graph.findings if f.kind == "nonfinite_origin"]
-    assert len(origins) == 1
-    assert graph.nodes[origins[0].node].op == "SqrtBackward0"
-    assert "sqrt" in origins[0].hint
-
-
-def test_nan_loss_with_finite_grads_is_a_forward_problem():
-    """A NaN loss whose gradients are finite is reported as a forward-pass problem."""
-    x = torch.randn(3, requires_grad=True)
-    loss = (x * 2).sum() + torch.tensor(float("nan"))
-    graph = graphscope.capture(loss, warn=False)
-    loss.backward()
-    kinds = [f.kind for f in graph.findings]
-    assert "nonfinite_loss" in kinds and "nonfinite_origin" not in kinds
-    assert "forward" in graph.findings[0].message
-
-
-def test_unused_and_detached_params_named_and_frozen_is_info():
-    """Unused and detached parameters are warned by name; frozen ones are info only."""
-    graph = DEMOS["unused_layer"].build()
-    unreachable = {f.param for f in graph.findings if f.kind == "unreachable_param"}
-    assert unreachable == {"aux_head.weight", "aux_head.bias", "branch.weight", "branch.bias"}
-    frozen = [f for f in graph.findings if f.kind == "frozen_param"]
-    assert len(frozen) == 1 and frozen[0].severity == graphscope.Severity.INFO
-    assert "frozen.weight" in frozen[0].message
-    status = {p.name: p.status for p in graph.params}
-    assert status["embed.weight"] == "reached" and status["frozen.bias"] == "frozen"
-
-
 def test_warnings_are_issued_after_backward():
     """Findings are issued as GradientWarning subclasses after backward unless warn=False."""
     with pytest.warns(graphscope.VanishingGradientWarning, match="Vanishing gradient"):
@@ -233,40 +123,6 @@ def test_warnings_are_issued_after_backward():
         loss = model(torch.randn(4, 8)).sum()
         graphscope.capture(loss, model=model)
         loss.backward()
-
-
-def test_bad_inputs_get_clear_errors():
-    """Non-tensors, leaves, requires_grad=False, no_grad and inference_mode each explain the fix."""
-    with pytest.raises(graphscope.CaptureTypeError, match="expects a tensor"):
-        graphscope.capture(3.0)
-    leaf = torch.randn(3, requires_grad=True)
-    with pytest.raises(graphscope.CaptureError, match="leaf tensor"):
-        graphscope.capture(leaf)
-    with pytest.raises(graphscope.CaptureError, match="requires_grad=True"):
-        graphscope.capture(torch.randn(3).sum())
-    with torch.no_grad():
-        built = (leaf * 2).sum()
-        with pytest.raises(graphscope.CaptureError, match="grad mode is off"):
-            graphscope.capture(built)
-    with pytest.raises(graphscope.CaptureError, match="nothing it was computed from requires grad"):
-        graphscope.capture(built)
-    with torch.inference_mode():
-        inf = (leaf * 2).sum()
-    with pytest.raises(graphscope.CaptureError, match="inference_mode"):
-        graphscope.capture(inf)
-    with pytest.raises(graphscope.CaptureTypeError, match="nn.Module"):
-        graphscope.capture((leaf * 2).sum(), model="not a model")
-    assert issubclass(graphscope.CaptureError, ValueError)
-    assert issubclass(graphscope.CaptureTypeError, TypeError)
-
-
-def test_non_scalar_and_multiple_roots():
-    """A non-scalar output is captured, and a tuple of outputs is one graph with several roots."""
-    x = torch.randn(3, requires_grad=True)
-    a, b = x * 2, x.exp()
-    graph = graphscope.capture((a, b), warn=False)
-    assert len(graph.roots) == 2 and all(graph.nodes[r].is_root for r in graph.roots)
-    assert sum(1 for n in graph.nodes if n.kind == "leaf") == 1
 
 
 def test_capture_leaves_gradients_bit_identical():
@@ -284,40 +140,6 @@ def test_capture_leaves_gradients_bit_identical():
         assert torch.equal(a, b)
 
 
-def test_pruned_nodes_are_not_executed():
-    """autograd.grad(inputs=...) leaves unneeded nodes with grad None, not zero."""
-    a = torch.randn(3, requires_grad=True)
-    b = torch.randn(3, requires_grad=True)
-    loss = (a.sin() + b.cos()).sum()
-    graph = graphscope.capture(loss, warn=False)
-    torch.autograd.grad(loss, [a])
-    cos = next(n for n in graph.nodes if n.op == "CosBackward0")
-    sin = next(n for n in graph.nodes if n.op == "SinBackward0")
-    assert cos.grad is None and not cos.executed
-    assert sin.executed and sin.grad is not None
-    assert graphscope.active_hook_count() == 0
-
-
-def test_hooks_removed_when_backward_raises():
-    """A backward that raises leaves no graphscope hook once the capture's with-block exits."""
-
-    class Boom(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 1
-
-        @staticmethod
-        def backward(ctx, g):
-            raise RuntimeError("boom in backward")
-
-    x = torch.randn(3, requires_grad=True)
-    loss = Boom.apply(x * 2).sum()
-    with pytest.raises(RuntimeError, match="boom in backward"):
-        with graphscope.capture(loss, warn=False):
-            loss.backward()
-    assert graphscope.active_hook_count() == 0
-
-
 def test_modules_inferred_from_parameters_without_a_recording():
     """capture(model=) alone puts ops between a block's parameters into that block's module."""
     torch.manual_seed(0)
@@ -333,19 +155,6 @@ def test_modules_inferred_from_parameters_without_a_recording():
     assert root.module is None  # the loss after the last block belongs to no block
 
 
-def test_capture_after_backward_warns_that_nothing_will_be_recorded():
-    """A capture of a graph whose backward already ran says so, and how to capture instead."""
-    from graphscope.errors import RecordingWarning
-
-    model = mlp(2, 4, nn.Tanh)
-    loss = model(torch.randn(2, 8)).pow(2).mean()
-    loss.backward()
-    with pytest.warns(RecordingWarning, match=r"already ran.*capture\(loss\) before.*retain_graph=True"):
-        g = graphscope.capture(loss, model=model)
-    g.close()
-    assert g.passes == 0 and g.meta["graph_freed"] is True
-
-
 def test_capture_of_a_retained_graph_after_backward_does_not_warn(recwarn):
     """After backward(retain_graph=True) the graph is alive: capturing it is fine and silent."""
     model = mlp(2, 4, nn.Tanh)
@@ -355,3 +164,671 @@ def test_capture_of_a_retained_graph_after_backward_does_not_warn(recwarn):
         loss.backward()
     assert g.passes == 1
     assert not [w for w in recwarn if "already ran" in str(w.message)]
+
+
+# -- what capture accepts, and what it refuses -------------------------------------------------
+
+
+def _capture_error(outputs, **kw) -> str:
+    with pytest.raises(graphscope.CaptureError) as info:
+        graphscope.capture(outputs, **kw)
+    assert isinstance(info.value, ValueError)
+    assert graphscope.active_hook_count() == 0
+    return str(info.value)
+
+
+def test_leaf_loss_is_a_clear_error():
+    """A leaf passed as the loss says it is a leaf tensor and what to capture instead."""
+    w = torch.randn(3, requires_grad=True)
+    msg = _capture_error(w)
+    assert "leaf tensor" in msg and "(3,)" in msg
+
+
+def test_nothing_requires_grad_is_a_clear_error():
+    """A loss computed from tensors that do not require grad says so and names requires_grad=True."""
+    loss = (torch.randn(3) * 2).sum()
+    assert "requires_grad=True" in _capture_error(loss)
+
+
+def test_no_grad_and_inference_mode_get_distinct_messages():
+    """Built under no_grad and under inference_mode: two different messages, each naming its
+    mode; captured outside no_grad, the first says nothing it was computed from requires grad."""
+    w = torch.randn(3, requires_grad=True)
+    with torch.no_grad():
+        a = (w * 2).sum()
+    with torch.inference_mode():
+        b = (w * 2).sum()
+    msg_a, msg_b = _capture_error(a), _capture_error(b)
+    assert "no_grad" in msg_a and "nothing it was computed from requires grad" in msg_a
+    assert "inference_mode" in msg_b
+    assert msg_a != msg_b
+
+
+def test_capture_inside_no_grad_names_grad_mode():
+    """A forward built while grad mode is off, captured there, says grad mode is off."""
+    w = torch.randn(3, requires_grad=True)
+    with torch.no_grad():
+        msg = _capture_error((w * 2).sum())
+    assert "no_grad" in msg and "grad mode is off" in msg
+
+
+@pytest.mark.parametrize("bad", [3.0, "loss", None, object(), [1, 2], {"a": 1}, []])
+def test_not_a_tensor_is_a_type_error(bad):
+    """Anything that holds no tensor raises CaptureTypeError (a TypeError) naming what it got."""
+    with pytest.raises(graphscope.CaptureTypeError) as info:
+        graphscope.capture(bad)
+    assert isinstance(info.value, TypeError)
+    assert type(bad).__name__ in str(info.value)
+    if not isinstance(bad, (list, dict)):
+        assert "expects a tensor" in str(info.value)
+    assert graphscope.active_hook_count() == 0
+
+
+@pytest.mark.parametrize("bad", [{"w": torch.zeros(1)}, "not a model"])
+def test_model_that_is_not_a_module_is_a_type_error(bad):
+    """model= given something other than an nn.Module raises CaptureTypeError."""
+    loss = (torch.randn(3, requires_grad=True) * 2).sum()
+    with pytest.raises(graphscope.CaptureTypeError, match="nn.Module"):
+        graphscope.capture(loss, model=bad)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_one_bad_tensor_in_a_list_is_named():
+    """In a list of outputs, the error names which entry has no graph."""
+    ok = (torch.randn(2, requires_grad=True) * 2).sum()
+    msg = _capture_error([ok, torch.randn(2)])
+    assert "outputs[1]" in msg
+
+
+def test_non_scalar_output_captured_and_its_root_grad_is_the_backward_gradient():
+    """A non-scalar output is captured (structure = torch's); its root's recorded gradient is the
+    `gradient=` tensor given to backward."""
+    model = seeded(TinyMLP)
+    x, _ = mlp_batch()
+    out = model(x)  # (5, 1)
+    g = graphscope.capture(out, model=model, warn=False)
+    assert_same_structure(g, [out])
+    seed = torch.tensor([1.0, -2.0, 0.0, 3.5, 0.25]).reshape(out.shape)
+    out.backward(seed)
+    assert graphscope.active_hook_count() == 0
+    root = g.nodes[g.roots[0]]
+    assert root.is_root
+    assert_stats(root.grad, seed)
+    assert g.meta["root_values"] == [None]
+
+
+def test_list_of_outputs_is_one_graph_with_several_roots():
+    """A tuple of outputs: one graph, one root per distinct grad_fn, shared nodes once."""
+    model = seeded(TinyMLP)
+    x, y = mlp_batch()
+    out = model(x)
+    a = (out - y).pow(2).mean()
+    b = out.abs().sum()
+    g = graphscope.capture((a, b, a), model=model, warn=False)
+    assert len(g.roots) == 2 and all(g.nodes[r].is_root for r in g.roots)
+    assert {g.nodes[r].op for r in g.roots} == {a.grad_fn.__class__.__name__, "SumBackward0"}
+    assert_same_structure(g, [a, b])
+    torch.autograd.backward([a, b])
+    assert g.passes == 1
+    assert graphscope.active_hook_count() == 0
+    for name, p in model.named_parameters():
+        assert_norm(g.find(name).grad.norm, p.grad)
+
+
+def test_dict_of_outputs_is_flattened():
+    """A dict of outputs (e.g. a loss dict) is flattened into its tensor values."""
+    model = seeded(TinyMLP)
+    x, y = mlp_batch()
+    out = model(x)
+    losses = {"mse": (out - y).pow(2).mean(), "l1": (out - y).abs().mean(), "step": 3}
+    g = graphscope.capture(losses, model=model, warn=False)
+    assert len(g.roots) == 2
+    assert_same_structure(g, [losses["mse"], losses["l1"]])
+    (losses["mse"] + losses["l1"]).backward()
+    # The sum's own AddBackward node is not part of the capture; the two roots are.
+    for r in g.roots:
+        assert g.nodes[r].grad is not None and g.nodes[r].grad.norm == 1.0
+    assert graphscope.active_hook_count() == 0
+
+
+# -- parameters: names and status ----------------------------------------------------------------
+
+
+def test_weight_tying_one_node_all_names_no_double_count():
+    """A tied weight is one node listing every name, with several consumers; its recorded norm
+    is the whole gradient once."""
+    model, twin = twins(TiedLM)
+    idx = torch.tensor([[1, 2, 3], [3, 3, 9]])
+    target = torch.tensor([[2, 3, 4], [4, 9, 0]])
+
+    def loss_of(m):
+        return nn.functional.cross_entropy(m(idx).flatten(0, 1), target.flatten())
+
+    loss = loss_of(model)
+    g = graphscope.capture(loss, model=model, warn=False)
+    assert_same_structure(g, [loss])
+    tied = g.find("out.weight")
+    assert tied is g.find("embed.weight")
+    assert tied.names == ("embed.weight", "out.weight")
+    assert len([n for n in g.nodes if "embed.weight" in n.names]) == 1
+    assert len(g.param_nodes) == len(list(model.parameters()))
+    assert len(g.consumers(tied.id)) >= 2
+    infos = [i for i in g.params if i.node == tied.id]
+    assert sorted(i.name for i in infos) == ["embed.weight", "out.weight"]
+    loss.backward()
+    loss_of(twin).backward()
+    assert_grads_identical(model, twin)
+    assert_norm(tied.grad.norm, model.embed.weight.grad)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_module_reuse_one_param_node_two_consumers():
+    """A Linear applied twice: one node per parameter, two consumers, norm equals p.grad."""
+    model, twin = twins(Reused)
+    x, y = mlp_batch()
+    loss = nn.functional.mse_loss(model(x), y)
+    g = graphscope.capture(loss, model=model, warn=False)
+    assert_same_structure(g, [loss])
+    assert len(g.param_nodes) == 4
+    assert len(g.consumers(g.find("block.weight").id)) == 2
+    assert len(g.consumers(g.find("block.bias").id)) == 2
+    loss.backward()
+    nn.functional.mse_loss(twin(x), y).backward()
+    assert_grads_identical(model, twin)
+    assert assert_param_norms(g, model) == 4
+    assert graphscope.active_hook_count() == 0
+
+
+@pytest.mark.parametrize("how", ["module", "method", "closure"])
+def test_reentrant_checkpoint_is_opaque_and_its_params_not_unused(how):
+    """A reentrant checkpoint is one opaque node; its parameters are 'opaque', never unreachable,
+    and no UnusedParameterWarning is issued."""
+    model, twin = twins(lambda: Checkpointed(reentrant=True, how=how))
+    x, _ = mlp_batch()
+    loss = model(x)
+    g = graphscope.capture(loss, model=model)
+    assert model.block.calls == 1
+    (region,) = [n for n in g.nodes if n.opaque is not None]
+    assert region.opaque == "checkpoint" and region.op == "CheckpointFunctionBackward"
+    status = {i.name: i.status for i in g.params}
+    assert status == {
+        "pre.weight": "reached",
+        "pre.bias": "reached",
+        "block.fc.weight": "opaque",
+        "block.fc.bias": "opaque",
+        "head.weight": "reached",
+        "head.bias": "reached",
+    }
+    assert all(i.node == region.id for i in g.params if i.status == "opaque")
+    kinds = [f.kind for f in g.findings]
+    assert "unreachable_param" not in kinds and "opaque" in kinds
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss.backward()
+    assert not [w for w in caught if issubclass(w.category, graphscope.UnusedParameterWarning)]
+    twin(x).backward()
+    assert model.block.calls == twin.block.calls == 2
+    assert_grads_identical(model, twin)
+    assert region.executed
+    for name in ("pre.weight", "pre.bias", "head.weight", "head.bias"):
+        assert_norm(g.find(name).grad.norm, model.get_parameter(name).grad)
+    assert graphscope.active_hook_count() == 0
+
+
+# -- multi-output nodes and custom autograd.Functions --------------------------------------------
+
+
+def test_unbind_and_split_per_output_gradients():
+    """unbind/split are multi-output nodes: each output's gradient is recorded, an unused output
+    has none (not zeros), and the edges name the output they carry."""
+    w = torch.randn(3, 4, requires_grad=True)
+    a, b, c = w.unbind(0)
+    p, q = w.split(2, dim=1)
+    loss = (a * 1.5).sum() + (b**2).sum() + (p.sin()).sum()
+    g = graphscope.capture(loss, warn=False)
+    assert_same_structure(g, [loss])
+    ga, gb, gp = torch.autograd.grad(loss, [a, b, p], retain_graph=True)
+    loss.backward()
+    unbind = node_by_op(g, "UnbindBackward0")
+    assert len(unbind.outputs) == 3 and [m.shape for m in unbind.outputs] == [(4,)] * 3
+    assert {e.output_nr for e in g.out_edges(unbind.id)} == {0, 1}
+    assert_stats(unbind.grads[0], ga)
+    assert_stats(unbind.grads[1], gb)
+    assert unbind.grads[2] is None
+    split = node_by_op(g, "SplitBackward0")
+    assert_stats(split.grads[0], gp)
+    assert split.grads[1] is None
+    assert_stats(node_by_op(g, "AccumulateGrad").grad, w.grad)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_lstm_multi_output_node():
+    """The LSTM layer node has several outputs; each one's gradient equals autograd.grad, the
+    node's own gradient combines them, and every parameter norm equals p.grad.norm()."""
+    model, twin = twins(lambda: nn.LSTM(3, 5))
+    x = torch.randn(4, 2, 3)
+    out, (h, c) = model(x)
+    loss = out.pow(2).mean() + h.sum() + c.abs().sum()
+    g = graphscope.capture(loss, model=model, warn=False)
+    assert_same_structure(g, [loss])
+    (rnn,) = [n for n in g.nodes if len(n.outputs) > 1]
+    assert rnn.op == out.grad_fn.name()
+    g_out, g_h, g_c = torch.autograd.grad(loss, [out, h, c], retain_graph=True)
+    loss.backward()
+    o2, (h2, c2) = twin(x)
+    (o2.pow(2).mean() + h2.sum() + c2.abs().sum()).backward()
+    assert_grads_identical(model, twin)
+    assert assert_param_norms(g, model) == 4
+    assert len(rnn.grads) == len(rnn.outputs)
+    assert_stats(rnn.grads[0], g_out)
+    assert_stats(rnn.grads[1], g_h[0])
+    assert_stats(rnn.grads[2], g_c[0])
+    present = [s for s in rnn.grads if s is not None]
+    assert rnn.grad.norm == pytest.approx(sum(s.norm**2 for s in present) ** 0.5)
+    assert graphscope.active_hook_count() == 0
+
+
+class WithExtras(torch.autograd.Function):
+    """Returns a tensor, an int and None."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 2, 7, None
+
+    @staticmethod
+    def backward(ctx, g, _int, _none):
+        return g * 2
+
+
+class Gate(torch.autograd.Function):
+    """x * w whose backward sends no gradient (None) to w."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return g * w, ctx._forward_cls.grad_for_w(w)
+
+    @staticmethod
+    def grad_for_w(w):
+        return None
+
+
+class ZeroGate(Gate):
+    """Gate whose backward sends an all-zero gradient to w instead."""
+
+    @staticmethod
+    def grad_for_w(w):
+        return torch.zeros_like(w)
+
+
+class OnceCube(torch.autograd.Function):
+    """x ** 3 with a once_differentiable backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * g
+
+
+class Three(torch.autograd.Function):
+    """Three outputs from one input: 2x, 3x, 4x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2, x * 3, x * 4
+
+    @staticmethod
+    def backward(ctx, a, b, c):
+        out = torch.zeros_like(a)
+        for k, g in ((2, a), (3, b), (4, c)):
+            if g is not None:
+                out = out + k * g
+        return out
+
+
+class GatedNet(nn.Module):
+    def __init__(self, fn: type[torch.autograd.Function]) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.w = nn.Parameter(torch.randn(4))
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn.apply(torch.tanh(self.fc(x)), self.w).pow(2).mean()
+
+
+def test_custom_function_with_non_tensor_and_none_outputs():
+    """A Function returning (tensor, int, None) is one node labelled by its class, with its saved
+    tensor, captured and recorded like any op."""
+    x = torch.linspace(-1, 1, 6).requires_grad_()
+    out, k, none = WithExtras.apply(x)
+    assert k == 7 and none is None
+    loss = (out * out).sum()
+    g = graphscope.capture(loss, warn=False)
+    assert_same_structure(g, [loss])
+    node = node_by_op(g, "WithExtrasBackward")
+    assert node.label == "WithExtras"
+    assert [m.shape for m in node.saved] == [(6,)]
+    (expected,) = torch.autograd.grad((out * out).sum(), out, retain_graph=True)
+    loss.backward()
+    assert_stats(node.grads[0], expected)
+    assert_stats(node.grad, expected)
+    assert torch.equal(x.grad, expected * 2)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_none_gradient_is_no_gradient_not_zero():
+    """A backward that returns None for w: w has no gradient (None), is not dead or vanishing;
+    returning zeros instead is recorded as an all-zero gradient."""
+    x = torch.randn(3, 4)
+    model, twin = twins(lambda: GatedNet(Gate))
+    loss = model(x)
+    g = graphscope.capture(loss, model=model, warn=False)
+    loss.backward()
+    twin(x).backward()
+    assert_grads_identical(model, twin)
+    assert model.w.grad is None
+    w = g.find("w")
+    assert w.grad is None
+    assert all(s is None for s in w.grads)
+    (edge,) = [e for e in g.edges if e.src == w.id]
+    assert edge.grad is None
+    assert not [f for f in g.findings if f.node == w.id or f.param == "w"]
+    assert_param_norms(g, model)
+
+    zero_model = twins(lambda: GatedNet(ZeroGate))[0]
+    zloss = zero_model(x)
+    zg = graphscope.capture(zloss, model=zero_model, warn=False)
+    zloss.backward()
+    zw = zg.find("w")
+    assert zw.grad is not None and zw.grad.zero_frac == 1.0 and zw.grad.norm == 0.0
+    assert [f.kind for f in zg.findings if f.param == "w"] == ["dead"]
+    assert graphscope.active_hook_count() == 0
+
+
+def test_once_differentiable():
+    """A once_differentiable backward records torch's gradients and changes none."""
+    x = torch.linspace(-2, 2, 5).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    y = OnceCube.apply(x)
+    loss = (y * torch.arange(5.0)).sum()
+    g = graphscope.capture(loss, warn=False)
+    assert_same_structure(g, [loss])
+    loss.backward()
+    (OnceCube.apply(x2) * torch.arange(5.0)).sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+    assert_stats(node_by_op(g, "OnceCubeBackward").grad, torch.arange(5.0))
+    assert_stats(node_by_op(g, "AccumulateGrad").grad, x.grad)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_multi_output_parallel_edges_and_per_output_grads():
+    """Two outputs of one Function feed one mul: two parallel edges (output_nr 0 and 1); the
+    unused third output has no gradient; per-output stats equal autograd.grad."""
+    x = torch.linspace(-1, 1, 4).requires_grad_()
+    a, b, c = Three.apply(x)
+    loss = (a * b).sum()
+    g = graphscope.capture(loss, warn=False)
+    assert_same_structure(g, [loss])
+    three = node_by_op(g, "ThreeBackward")
+    mul = node_by_op(g, "MulBackward0")
+    parallel = [e for e in g.edges if e.src == three.id and e.dst == mul.id]
+    assert sorted((e.output_nr, e.input_nr) for e in parallel) == [(0, 0), (1, 1)]
+    assert g.nx.number_of_edges(three.id, mul.id) == 2
+    ga, gb = torch.autograd.grad(loss, [a, b], retain_graph=True)
+    loss.backward()
+    assert len(three.grads) == 3
+    assert_stats(three.grads[0], ga)
+    assert_stats(three.grads[1], gb)
+    assert three.grads[2] is None  # unused output: no gradient, not zeros
+    assert_stats(three.grad, torch.cat([ga, gb]))
+    assert_stats(mul.grad, torch.ones(4))
+    assert torch.equal(x.grad, 2 * ga + 3 * gb)
+    assert graphscope.active_hook_count() == 0
+
+
+# -- in-place ops, views and autocast ------------------------------------------------------------
+
+
+class InplaceNet(nn.Module):
+    """ReLU(inplace=True), a slice assignment (CopySlices) and an as_strided view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x, keep=None):
+        r = self.relu(self.fc1(x))
+        if keep is not None:
+            keep["relu"] = r
+        buf = torch.zeros(x.shape[0], 8)
+        buf[:, :4] = r[:, :4] * 2  # CopySlices
+        buf[:, 4:] += torch.tanh(self.fc2(x))[:, ::2]  # CopySlices over an in-place add
+        strided = r.as_strided((x.shape[0], 4), (8, 2))  # every other unit
+        buf = buf + strided.repeat(1, 2)
+        return self.head(buf).pow(2).mean()
+
+
+def test_legal_inplace_ops_recorded_with_torch_gradients():
+    """Legal in-place ops and views: structure as torch's, gradients bit-identical, recorded
+    norms equal p.grad, the in-place ReLU's recorded gradient equals autograd.grad."""
+    model, twin = twins(InplaceNet)
+    x, _ = mlp_batch()
+    loss = model(x)
+    g = graphscope.capture(loss, model=model, warn=False)
+    ops = {n.op for n in g.nodes}
+    assert {"CopySlices", "AsStridedBackward0", "ReluBackward0"} <= ops
+    assert_same_structure(g, [loss])
+    loss.backward()
+    keep: dict = {}
+    plain = twin(x, keep)
+    (expected,) = torch.autograd.grad(plain, keep["relu"], retain_graph=True)
+    plain.backward()
+    assert_grads_identical(model, twin)
+    assert assert_param_norms(g, model) == 6
+    assert_stats(node_by_op(g, "ReluBackward0").grad, expected)
+    assert graphscope.active_hook_count() == 0
+
+
+def test_bfloat16_autocast_with_cast_nodes():
+    """Under CPU bfloat16 autocast the cast nodes are captured and fp32 parameter gradients are
+    recorded exactly and left bit-identical."""
+    model, twin = twins(TinyMLP)
+    x, y = mlp_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    loss = nn.functional.mse_loss(out.float(), y)
+    g = graphscope.capture(loss, model=model, warn=False)
+    assert "ToCopyBackward0" in {n.op for n in g.nodes}
+    assert "bfloat16" in {n.dtype for n in g.nodes}
+    assert_same_structure(g, [loss])
+    loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out2 = twin(x)
+    nn.functional.mse_loss(out2.float(), y).backward()
+    assert_grads_identical(model, twin)
+    assert assert_param_norms(g, model) == 6
+    assert graphscope.active_hook_count() == 0
+
+
+# -- the user's state ----------------------------------------------------------------------------
+
+
+class Noisy(nn.Module):
+    """Dropout and batch norm: a model whose forward uses the RNG and whose mode matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.drop = nn.Dropout(0.5)
+        self.bn = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.head(self.bn(self.drop(torch.relu(self.fc(x)))))
+
+
+def test_outputs_rng_mode_and_metadata_unchanged():
+    """Capture and backward leave the loss value, the RNG state, every module's train/eval mode
+    and the user's grad_fn metadata exactly as they were."""
+    model = twins(Noisy)[0]
+    model.train()
+    model.bn.eval()  # a mixed-mode model, as in fine-tuning
+    modes = [m.training for m in model.modules()]
+    x, y = mlp_batch()
+    loss = nn.functional.mse_loss(model(x), y)
+    value, fn = loss.detach().clone(), loss.grad_fn
+    loss.grad_fn.metadata["user"] = "mine"
+    rng = torch.get_rng_state()
+    g = graphscope.capture(loss, model=model, warn=False)
+    assert torch.equal(torch.get_rng_state(), rng)
+    loss.backward()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(loss.detach(), value) and loss.grad_fn is fn
+    assert loss.grad_fn.metadata["user"] == "mine"
+    assert g.passes == 1
+    assert graphscope.graph_of(loss) is g
+
+
+def test_graph_of_does_not_keep_the_graph_alive():
+    """The link from a live tensor to its capture is weak: dropping the Graph frees it."""
+    model = seeded(TinyMLP)
+    x, y = mlp_batch()
+    loss = nn.functional.mse_loss(model(x), y)
+    g = graphscope.capture(loss, model=model, warn=False)
+    loss.backward(retain_graph=True)
+    g.close()
+    assert graphscope.graph_of(loss) is g
+    graph_ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert graph_ref() is None
+    assert graphscope.graph_of(loss) is None
+
+
+# -- random models (issue 5.13) -------------------------------------------------------------------
+
+LAYERS = 4
+_src = st.integers(0, 63)  # an index into the pool of tensors made so far (taken modulo its size)
+OPS = st.one_of(
+    st.tuples(st.just("linear"), st.integers(0, LAYERS - 1), _src),
+    st.tuples(st.just("act"), st.sampled_from(["relu", "tanh", "sigmoid"]), _src),
+    st.tuples(st.just("add"), _src, _src),
+    st.tuples(st.just("mul"), _src, _src),  # mul(i, i) is x * x: two parallel edges
+    st.tuples(st.just("unbind"), _src, st.permutations(range(4))),
+    st.tuples(st.just("cat"), _src, _src, st.integers(0, 1)),
+    st.tuples(st.just("detach"), _src),
+)
+PROGRAMS = st.lists(OPS, min_size=1, max_size=8)
+
+
+class Program(nn.Module):
+    """Runs a list of ops over a growing pool of (3, 4) tensors; some layers may be frozen."""
+
+    def __init__(self, frozen: list[bool]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(LAYERS))
+        for layer, f in zip(self.layers, frozen):
+            layer.requires_grad_(not f)
+
+    def forward(self, x: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
+        pool = [x, self.layers[0](x)]
+
+        def at(i: int) -> torch.Tensor:
+            return pool[i % len(pool)]
+
+        for op in ops:
+            kind = op[0]
+            if kind == "linear":
+                out = self.layers[op[1]](at(op[2]))
+            elif kind == "act":
+                out = getattr(torch, op[1])(at(op[2]))
+            elif kind == "add":
+                out = at(op[1]) + at(op[2])
+            elif kind == "mul":
+                out = at(op[1]) * at(op[2])
+            elif kind == "unbind":  # a multi-output node, one output used twice, one dropped
+                parts = at(op[1]).unbind(1)
+                p = op[2]
+                out = torch.stack([parts[p[0]], parts[p[1]], parts[p[2]], parts[p[0]]], 1)
+            elif kind == "cat":  # cat then split: a multi-output split node
+                out = torch.cat([at(op[1]), at(op[2])], 1).split(4, 1)[op[3]]
+            else:
+                out = at(op[1]).detach()
+            pool.append(out)
+        return pool[-1].pow(2).mean() + pool[-2].tanh().sum()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=PROGRAMS, frozen=st.lists(st.booleans(), min_size=LAYERS, max_size=LAYERS), seed=st.integers(0, 2**16))
+def test_random_models(ops, frozen, seed):
+    """On a random model: outputs and gradients bit-identical with and without a capture; node
+    and edge multisets equal the independent walk; each parameter exactly one of reached /
+    unreachable / frozen / opaque, consistent with torch; recorded norms equal p.grad.norm()."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Program(frozen)
+        x = torch.randn(3, 4)
+    twin = copy.deepcopy(model)
+    loss = model(x, ops)
+    assume(loss.grad_fn is not None)
+    plain = twin(x, ops)
+    assert torch.equal(loss, plain)
+
+    g = graphscope.capture(loss, model=model, warn=False)
+    oracle = assert_same_structure(g, [loss])
+    loss.backward()
+    plain.backward()
+    assert graphscope.active_hook_count() == 0
+    assert torch.equal(loss, plain)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad), name
+
+    names = [name for name, _ in model.named_parameters()]
+    assert sorted(i.name for i in g.params) == sorted(names)
+    for info in g.params:
+        p = model.get_parameter(info.name)
+        assert info.status in ("reached", "unreachable", "frozen", "opaque")
+        if id(p) in oracle.leaf_ids:
+            assert info.status == "reached", info
+            node = g.nodes[info.node]
+            assert info.name in node.names and node.kind == "param"
+            if p.grad is None:
+                assert node.grad is None, info
+            else:
+                assert node.grad is not None, info
+                assert_norm(node.grad.norm, p.grad)
+        elif not p.requires_grad:
+            assert info.status == "frozen", info
+        else:
+            assert info.status == "unreachable", info
+            assert p.grad is None
+    assert {f.param for f in g.findings if f.kind == "unreachable_param"} == {
+        i.name for i in g.params if i.status == "unreachable"
+    }
+
+
+def test_oracle_sees_what_torch_sees():
+    """Self-check of the oracle: x * x gives one leaf, one mul and two edges."""
+    x = torch.randn(2, requires_grad=True)
+    s = structure([(x * x).sum()])
+    assert s.ops == {"SumBackward0": 1, "MulBackward0": 1, "AccumulateGrad": 1}
+    assert len(s.edges) == 3

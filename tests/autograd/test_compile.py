@@ -19,17 +19,18 @@ from torch import nn
 
 import graphscope
 
-from .models import (
+from tests.models import (
     TinyMLP,
     assert_grads_identical,
+    assert_norm,
     assert_param_norms,
+    assert_same_structure,
     grads,
     mlp_batch,
     mse,
     seeded,
     twins,
 )
-from .oracle import assert_norm, assert_same_structure
 
 
 def _compiled_loss(compiled, x, y):

@@ -1,8 +1,8 @@
 """How fast the inspector opens and answers keys on a 50,000-node graph, next to a tiny one.
 
-Builds a ``model.Graph`` by hand (no torch): a deep chain of linear layers (addmm + relu, each
-with a transposed weight and a bias parameter) whose every 100th output also feeds a final
-fan-in sum, so long runs, shared nodes and parameters are all present. Saves it, then measures
+Builds a ``model.Graph`` by hand with the tests' ``Builder`` (``tests/graphs.py``, no torch): a
+deep chain of linear layers (addmm + relu, each with a transposed weight and a bias parameter)
+whose every 100th output also feeds a final fan-in sum, so long runs, shared nodes and parameters are all present. Saves it, then measures
 ``model.load``, the app's start-up (``run_test`` until the first frame) and the time per key,
 through Pilot, for cursor moves, expanding, jumping to a finding deep in the graph, search and
 regrouping. Pilot's own overhead per key shows in the tiny graph's column.
@@ -14,44 +14,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from graphscope.model import (
-    OP,
-    PARAM,
-    Edge,
-    Finding,
-    GradStats,
-    Graph,
-    Node,
-    Severity,
-    TensorMeta,
-    load,
-)
-from graphscope.tui.app import InspectorApp
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _stats(rms: float, numel: int = 1024) -> GradStats:
-    return GradStats(rms * math.sqrt(numel), 0.0, rms, -rms, rms, rms, 0.0, 0, 0, numel)
+from graphscope.model import OP, PARAM, Edge, Finding, Graph, Severity, load  # noqa: E402
+from graphscope.tui.app import InspectorApp  # noqa: E402
+from tests.graphs import Builder  # noqa: E402
 
 
 def build(n_nodes: int) -> Graph:
     """A graph of about ``n_nodes`` nodes: chain + fan-in + parameters, ids in walk order."""
-    nodes: list[Node] = []
-    edges: list[Edge] = []
+    b = Builder()
 
     def add(op: str, label: str, kind: str = OP, names: tuple[str, ...] = (), module: str = "",
             rms: float = 1e-3) -> int:
-        i = len(nodes)
-        g = _stats(rms)
-        nodes.append(Node(i, op, kind, label, names, (TensorMeta((32, 32), "float32", "cpu"),),
-                          module=module or None, grad=g, grads=(g,), executed=True,
-                          is_root=i == 0, exec_order=i))
-        return i
+        return b.add(op, label, kind=kind, names=names, shapes=((32, 32),),
+                     module=module or None, rms=rms, root=not b.nodes)
 
+    edges = b.edges
     layers = max(1, (n_nodes - 2) // 5)
     loss = add("SumBackward0", "sum")
     fan = add("StackBackward0", "stack")
@@ -79,7 +63,7 @@ def build(n_nodes: int) -> Graph:
         Finding("vanishing", Severity.WARNING, weights[len(weights) // 2], "a middle layer"),
         Finding("dead", Severity.INFO, weights[0], "last layer"),
     ]
-    return Graph(nodes=nodes, edges=edges, roots=[0], findings=findings, passes=1)
+    return b.graph(findings=findings)
 
 
 KEYS = [

@@ -19,7 +19,7 @@ from graphscope.model import PARAM, load
 from graphscope.tui.app import InspectorApp
 from graphscope.tui.widgets.local_graph import local_picture
 from tests.export.dotfile import parse
-from tests.export.graphs import grad
+from tests.graphs import stats
 
 
 def _scaled_relu_mlp(scale: float) -> graphscope.Graph:
@@ -122,19 +122,19 @@ def test_render_with_thresholds_marks_the_findings_they_give():
 def test_colour_scale_bands_and_shades_by_rms():
     """Bare statistics get the band their RMS falls in, and healthy ones a shade by log RMS."""
     h = Health(thresholds=Thresholds())  # limits 1e-8 and 1e6, no loss scale
-    assert h.band(grad(1e-9)) is Band.VANISHING and h.band(grad(1e-8)) is Band.VANISHING
-    assert h.band(grad(1e-2)) is Band.HEALTHY
-    assert h.band(grad(1e6)) is Band.EXPLODING and h.band(grad(1e7)) is Band.EXPLODING
-    assert magnitude_colour(grad(1e-9), h) == "#4f7fd9"
-    assert magnitude_colour(grad(1e7), h) == "#e53935"
-    low, high = magnitude_colour(grad(1e-2), h), magnitude_colour(grad(1e2), h)
+    assert h.band(stats(1e-9)) is Band.VANISHING and h.band(stats(1e-8)) is Band.VANISHING
+    assert h.band(stats(1e-2)) is Band.HEALTHY
+    assert h.band(stats(1e6)) is Band.EXPLODING and h.band(stats(1e7)) is Band.EXPLODING
+    assert magnitude_colour(stats(1e-9), h) == "#4f7fd9"
+    assert magnitude_colour(stats(1e7), h) == "#e53935"
+    low, high = magnitude_colour(stats(1e-2), h), magnitude_colour(stats(1e2), h)
     assert low != high and BAND_COLOURS[Band.HEALTHY] not in (low, high)
     # log10 RMS 0 is 8/14 of the way from -8 to 6: 5/7 of the way from the 2nd stop to the 3rd.
-    assert magnitude_colour(grad(1.0), h) == "#b5d65c"
+    assert magnitude_colour(stats(1.0), h) == "#b5d65c"
     # Limits 1e-3 and 1e3 put RMS 0.1 and 10 exactly on the 2nd and 3rd of the four stops.
     narrow = Health(thresholds=Thresholds(vanishing_rms=1e-3, exploding_rms=1e3))
-    assert magnitude_colour(grad(0.1), narrow) == "#66bb6a"
-    assert magnitude_colour(grad(10.0), narrow) == "#d4e157"
+    assert magnitude_colour(stats(0.1), narrow) == "#66bb6a"
+    assert magnitude_colour(stats(10.0), narrow) == "#d4e157"
 
 
 def test_bad_thresholds_are_a_clear_error():

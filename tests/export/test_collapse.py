@@ -9,7 +9,7 @@ from graphscope.export.dot import to_dot
 from graphscope.export.options import RenderOptions
 from graphscope.formatting import BAND_COLOURS
 from graphscope.model import Graph
-from tests.export import graphs
+from tests import graphs
 from tests.export.dotfile import parse
 
 
@@ -111,7 +111,7 @@ def test_depth_is_chosen_to_fit_the_budget() -> None:
 
 def test_no_module_info_collapses_chains() -> None:
     """Without module paths, linear chains of ops become one box that lists its ops."""
-    b = graphs.GraphBuilder()
+    b = graphs.Builder()
     b.add("SumBackward0", "sum", root=True)
     for i in range(1, 400):
         b.add("AddBackward0" if i % 2 else "MulBackward0", "add" if i % 2 else "mul")
@@ -133,10 +133,10 @@ def test_beyond_chains_the_part_nearest_the_output_is_kept() -> None:
 
 def test_group_is_filled_like_its_worst_member() -> None:
     """A group holding a NaN gradient is filled magenta."""
-    b = graphs.GraphBuilder()
+    b = graphs.Builder()
     b.add("SumBackward0", "sum", root=True)
     b.add("AddBackward0", "add", module="block", rms=0.1)
-    b.add("LogBackward0", "log", module="block", stats=graphs.grad(1.0, nan=2))
+    b.add("LogBackward0", "log", module="block", stats=graphs.stats(1.0, nan=2))
     b.edge(1, 0)
     b.edge(2, 1)
     dot = parse(to_dot(b.graph(), options=RenderOptions(depth=1)))

@@ -14,7 +14,7 @@ from graphscope.errors import CaptureTypeError, EngineError
 from graphscope.export import render as rendermod
 from graphscope.export.render import Engine, find_engine, run_engine
 from graphscope.model import load
-from tests.export import graphs
+from tests import graphs
 
 SVG = "{http://www.w3.org/2000/svg}"
 PURE = shutil.which("graphviz-pure", path=rendermod._search_path())
@@ -56,7 +56,7 @@ def test_png_from_graphviz_pure(tmp_path: Path, pure_only: None) -> None:
 
 def test_escaped_labels_reach_the_picture() -> None:
     """Quotes and backslashes in labels are escaped so the engine draws them verbatim."""
-    b = graphs.GraphBuilder()
+    b = graphs.Builder()
     b.add("WeirdBackward0", 'say "hi" \\o/', root=True)
     svg = render(b.graph(), engine="graphviz-pure", legend=False).svg
     texts = [t.text for t in ET.fromstring(svg).iter(f"{SVG}text")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 import pytest
-from textual.widgets import Input, TabbedContent
+from textual.widgets import Input, Static, TabbedContent
 
 from graphscope.errors import EngineError
 from graphscope.tui.screens.help import HelpScreen
@@ -13,7 +13,7 @@ from graphscope.tui.widgets.findings import FindingsList
 from graphscope.tui.widgets.flow import GradientFlow
 from graphscope.tui.widgets.graph_tree import CHUNK, GraphTree
 from graphscope.tui.widgets.local_graph import LocalGraph
-from tests.tui.graphs import chain, diamond, sigmoid_mlp
+from tests.graphs import chain, diamond, sigmoid_mlp
 
 
 def _lines(tree: GraphTree):
@@ -178,8 +178,10 @@ def test_gradient_flow_plots_layers_in_forward_order(drive):
         await pilot.press("3")
         await pilot.pause()
         flow = pilot.app.screen.query_one(GradientFlow)
-        assert [layer.name for layer in flow._layers] == [
-            f"fc{k}.{p}" for k in range(4) for p in ("weight", "bias")]
+        legend = _plain(flow.query_one("#flow-names", Static))
+        names = [f"fc{k}.{p}" for k in range(4) for p in ("weight", "bias")]
+        at = [legend.find(name) for name in names]
+        assert -1 not in at and at == sorted(at), legend
         plot = flow.query_one("#flow-plot")
         assert plot.region.area > 0
         assert any(len(d.x) == 8 for d in plot._datasets)

@@ -14,7 +14,7 @@ from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.flow import GradientFlow
 from graphscope.tui.widgets.graph_tree import GraphTree
 from graphscope.tui.widgets.local_graph import LocalGraph
-from tests.tui.graphs import EXTREMES, extreme_stats, extremes
+from tests.graphs import EXTREMES, extreme_stats, extremes
 
 LAYER = {name: i for i, name in enumerate(EXTREMES, 1)}
 """Layer number (1-based, forward order) of each kind of extreme gradient in ``extremes()``."""

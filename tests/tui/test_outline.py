@@ -18,7 +18,7 @@ from graphscope.tui.outline import (
     SeqItem,
     UnderNode,
 )
-from tests.tui.graphs import chain, diamond, sigmoid_mlp
+from tests.graphs import chain, diamond, sigmoid_mlp
 
 
 def _resolve(plan, node_id):

@@ -7,7 +7,7 @@ and look at the diff in the report before committing.
 from __future__ import annotations
 
 from graphscope.tui.app import InspectorApp
-from tests.tui.graphs import diamond, extremes, sigmoid_mlp
+from tests.graphs import diamond, extremes, sigmoid_mlp
 
 
 def test_opens_on_the_loss(snap_compare):

@@ -832,3 +832,15 @@ def test_oracle_sees_what_torch_sees():
     s = structure([(x * x).sum()])
     assert s.ops == {"SumBackward0": 1, "MulBackward0": 1, "AccumulateGrad": 1}
     assert len(s.edges) == 3
+
+
+def test_compiled_model_parameters_are_named_as_written():
+    """capture(loss, model=torch.compile(m)): names are m's own, without the wrapper's _orig_mod."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    compiled = torch.compile(m, backend="eager")
+    loss = compiled(torch.randn(2, 3)).sum()
+    with graphscope.capture(loss, model=compiled, warn=False) as g:
+        loss.backward()
+    assert [p.name for p in g.params] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert all(p.status == "reached" for p in g.params)

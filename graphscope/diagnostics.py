@@ -78,6 +78,43 @@ _NONFINITE_HINTS = {
     "reciprocal": "1/x has an infinite derivative at 0. Add an epsilon.",
 }
 
+# Why an op makes NaN/Inf in the forward pass from finite inputs, by op label.
+_FORWARD_HINTS = {
+    "log": "log(x) is -inf at 0 and NaN below 0. Clamp the input (x.clamp_min(1e-8).log()), or "
+    "stay in log space: log_softmax, logsumexp, F.binary_cross_entropy_with_logits instead of "
+    "the log of a probability.",
+    "div": "a / b is NaN for 0 / 0 and Inf for a / 0: the denominator is zero somewhere (a "
+    "constant row gives a standard deviation of 0). Add an epsilon to the denominator "
+    "(x / (std + 1e-5)), or use F.layer_norm / F.normalize, which do.",
+    "sqrt": "sqrt(x) is NaN for x < 0 (a variance computed as E[x^2] - E[x]^2 can round below "
+    "0). Clamp the input first: x.clamp_min(1e-12).sqrt(), which also keeps its gradient "
+    "finite.",
+    "rsqrt": "rsqrt(x) is Inf at 0 and NaN below 0: add an epsilon (torch.rsqrt(var + 1e-5)).",
+    "pow": "x ** p is NaN for x < 0 with a fractional p, Inf for 0 ** p with p < 0, and "
+    "overflows for large x: clamp x first.",
+    "exp": "exp(x) overflows to Inf above about 88 in float32 (11 in float16). Subtract the "
+    "maximum first (the log-sum-exp trick; torch.logsumexp and softmax do it) or clamp the "
+    "input.",
+    "reciprocal": "1 / x is Inf at 0: add an epsilon or mask the zeros.",
+    "acos": "acos is NaN outside [-1, 1], where rounding can push a cosine: clamp the input to "
+    "[-1, 1].",
+    "asin": "asin is NaN outside [-1, 1], where rounding can push a sine: clamp the input to "
+    "[-1, 1].",
+}
+# A parameter this large has diverged: a million times an initialised weight's scale.
+_DIVERGED_WEIGHT = 1e6
+_DIVERGED_HINT = (
+    "Training has diverged: an earlier optimizer step made the weights huge or non-finite (a "
+    "learning rate too high, or a step taken with exploding or NaN gradients). Lower the "
+    "learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), skip steps whose "
+    "gradients are not finite (GradScaler does under AMP), run with "
+    "graphscope.watch(model, on_nonfinite='raise') to stop at the first bad step, and restart "
+    "from the last good checkpoint."
+)
+# Watched steps in a row whose .grad carried earlier gradients across optimizer updates that
+# make a missing zero_grad().
+_ACCUMULATING_STEPS = 3
+
 
 def warning_class(finding: Finding) -> type[GradientWarning] | None:
     """The warning category issued for ``finding``; ``None`` for information-only findings."""
@@ -116,7 +153,9 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     t = thresholds or Thresholds.of(graph)
     findings: list[Finding] = []
     findings += _nonfinite_loss(graph)
+    findings += _forward_origins(graph)
     findings += _nonfinite_origins(graph)
+    findings += _accumulated(graph)
     findings += _magnitudes(graph, Health.of(graph, t))
     findings += _dead(graph, t, _idle(graph))
     findings += _params(graph)
@@ -154,23 +193,36 @@ def _nonfinite_loss(graph: Graph) -> list[Finding]:
             if grads_ok and graph.passes
             else ""
         )
+        hint = (
+            "A non-finite loss comes from the forward pass: look for log(0), 0/0, "
+            "sqrt of a negative, exp overflow, or NaN in the input batch "
+            "(torch.isfinite(x).all()). Fix the forward before looking at gradients."
+        )
+        births = _births(graph)
+        if births:
+            tail = f"It was born in the forward pass, {_birth_place(graph, births[0])}. {tail}"
+            hint = "The finding at the origin says what to change; fix the forward pass " \
+                "before looking at gradients."
         out.append(
             Finding(
                 kind=FindingKind.NONFINITE_LOSS,
                 severity=Severity.ERROR,
                 node=root,
                 message=f"The loss itself is {value} (computed by {where(node)}). {tail}".strip(),
-                hint="A non-finite loss comes from the forward pass: look for log(0), 0/0, "
-                "sqrt of a negative, exp overflow, or NaN in the input batch "
-                "(torch.isfinite(x).all()). Fix the forward before looking at gradients.",
+                hint=hint,
             )
         )
     return out
 
 
 def _nonfinite_origins(graph: Graph) -> list[Finding]:
-    """Nodes that received a finite gradient and sent back NaN/Inf: where the NaN was born."""
+    """Nodes that received a finite gradient and sent back NaN/Inf: where the NaN was born.
+
+    Not a node at or after a NaN born in the forward pass: its NaN gradient is that value's
+    consequence, reported by ``_forward_origins``.
+    """
     out = []
+    after = _forward_consequences(graph)
     for node in graph.backward_order():
         incoming = node.grad
         if incoming is None:
@@ -191,7 +243,7 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
             continue
         sent = [(e, e.grad) for e in graph.in_edges(node.id) if e.grad is not None]
         bad = [(e, s) for e, s in sent if not s.finite]
-        if not bad:
+        if not bad or node.id in after:
             continue
         got = "a finite gradient" if incoming.numel else "an empty gradient (nothing flowed in)"
         targets = ", ".join(dict.fromkeys(graph.nodes[e.src].title for e, _ in bad))
@@ -202,17 +254,188 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
             "it saved for backward, clamp them or add an epsilon. Clipping gradients does "
             "not help once a NaN exists.",
         )
+        diverged = _diverged_above(graph, node.id)
+        if diverged:
+            hint = _DIVERGED_HINT
         out.append(
             Finding(
                 kind=FindingKind.NONFINITE_ORIGIN,
                 severity=Severity.ERROR,
                 node=node.id,
-                message=f"NaN/Inf gradient born at {where(node)}: it received {got} "
-                f"and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
-                "gradient below it comes from here.",
+                message=f"NaN/Inf gradient born in the backward pass at {where(node)}: it "
+                f"received {got} and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
+                "gradient below it comes from here." + diverged,
                 hint=hint,
             )
         )
+    return out
+
+
+def _births(graph: Graph) -> list[dict]:
+    """The births of non-finite forward values the capture traced (``meta["forward_nonfinite"]``),
+    in forward order; those naming a missing node are left out."""
+    trace = graph.meta.get("forward_nonfinite") or {}
+    return [b for b in trace.get("births", ()) if 0 <= int(b["node"]) < len(graph.nodes)]
+
+
+def _birth_place(graph: Graph, birth: dict) -> str:
+    node = graph.nodes[birth["node"]]
+    if birth["at"] == "data":
+        return f"in the data fed to {node.title}"
+    if birth["at"] == "leaf":
+        return f"in {'parameter' if node.kind == PARAM else 'leaf tensor'} {where(node)}"
+    return f"at {where(node)}"
+
+
+def _held(birth: dict) -> str:
+    parts = [f"{n} {label}" for n, label in ((birth["nan"], "NaN"), (birth["inf"], "Inf")) if n]
+    return " and ".join(parts) + f" of {birth['numel']} values"
+
+
+def _forward_consequences(graph: Graph) -> set[int]:
+    """The nodes at or after a forward birth: their values, and so their gradients, may carry
+    its NaN."""
+    found = {int(b["node"]) for b in _births(graph)}
+    frontier = list(found)
+    while frontier:
+        nid = frontier.pop()
+        for c in graph.consumers(nid):
+            if c not in found:
+                found.add(c)
+                frontier.append(c)
+    return found
+
+
+def _forward_origins(graph: Graph) -> list[Finding]:
+    """Where a non-finite forward value was born: at an op whose inputs are finite, in the data
+    (a saved input no op made), or in the leaves (parameters already non-finite)."""
+    out = []
+    births = _births(graph)
+    leaves = [b for b in births if b["at"] == "leaf"]
+    for b in births:
+        node = graph.nodes[b["node"]]
+        param = node.name or None
+        if b["at"] == "leaf":
+            if b is not leaves[0]:
+                continue  # weights already non-finite are one divergence: one finding
+            message, hint = _nonfinite_leaves(graph, leaves)
+        elif b["at"] == "data":
+            message = f"NaN/Inf came in with the data: the input '{b['tensor']}' of " \
+                f"{where(node)} holds {_held(b)}, and no op of the graph made it (a batch, a " \
+                "target, a mask or a constant)."
+            hint = "Check the batch before the forward pass: torch.isfinite(x).all(). Look for " \
+                "missing values in the data set, a division by a zero standard deviation while " \
+                "normalising it, or a corrupt sample; no change to the model can fix it."
+        else:
+            top = b.get("input_abs_max")
+            size = "" if top is None else " (all zeros)" if float(top) == 0 else \
+                f" (largest magnitude {fmt_num(float(top))})"
+            unseen = [graph.nodes[i].title for i in b.get("unseen", ())
+                      if 0 <= i < len(graph.nodes)]
+            if unseen:
+                more = f" and {b['unseen_more']} more" if b.get("unseen_more") else ""
+                message = f"NaN/Inf born in the forward pass at {where(node)}, or just before it " \
+                    f"in {', '.join(unseen)}{more}, whose output nothing saved for backward: the " \
+                    f"values before them are finite and the output of {node.title} holds " \
+                    f"{_held(b)}."
+            else:
+                message = f"NaN/Inf born in the forward pass at {where(node)}: its inputs are " \
+                    f"finite{size}, its output holds {_held(b)}."
+            diverged = _diverged_above(graph, node.id)
+            if diverged:
+                message += diverged
+                hint = _DIVERGED_HINT
+            else:
+                hint = _FORWARD_HINTS.get(
+                    node.label,
+                    "An op made NaN or Inf from finite inputs: 0 / 0 or x / 0, log or sqrt of a "
+                    "negative number, inf - inf, or a result past the dtype's range (float16 "
+                    "ends at 65504, float32 at 3.4e38). If its inputs are huge, the cause is "
+                    "further up (a diverging run, a missing normalisation); otherwise guard the "
+                    "op where it is undefined. An input the op does not save for backward (a "
+                    "constant or a batch added to it) is invisible here: check it with "
+                    "torch.isfinite(t).all().",
+                )
+            message += " Every non-finite value computed from it, in forward and backward, " \
+                "comes from there."
+        out.append(Finding(kind=FindingKind.NONFINITE_ORIGIN, severity=Severity.ERROR,
+                           node=node.id, message=message, hint=hint, param=param))
+    return out
+
+
+def _nonfinite_leaves(graph: Graph, leaves: list[dict]) -> tuple[str, str]:
+    """The message and hint for the leaves (parameters) already non-finite before the forward."""
+    first = graph.nodes[leaves[0]["node"]]
+    what = "Parameter" if first.kind == PARAM else "The leaf tensor"
+    message = f"{what} {where(first)} already holds {_held(leaves[0])} before this forward pass"
+    if len(leaves) > 1:
+        others = [f"'{graph.nodes[b['node']].title}'" for b in leaves[1:]]
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        message += f", and so do {shown}"
+    message += ": every value computed from them, the loss and the gradients are non-finite too."
+    hint = _DIVERGED_HINT
+    if any(graph.nodes[b["node"]].kind != PARAM for b in leaves):
+        message += " (A leaf is a parameter not named with model=, or an input that requires " \
+            "grad.)"
+        hint += " If it is your input batch, check it with torch.isfinite(x).all()."
+    return message, hint
+
+
+def _diverged_above(graph: Graph, nid: int) -> str:
+    """A sentence naming the largest of the huge leaves ``nid`` was computed from (weights
+    past ``_DIVERGED_WEIGHT``, from the forward trace), or ``""``."""
+    trace = graph.meta.get("forward_nonfinite") or {}
+    huge = {int(n): float(v) for n, v in trace.get("leaf_abs_max", ())
+            if float(v) >= _DIVERGED_WEIGHT}
+    if not huge:
+        return ""
+    seen = {nid}
+    frontier = [nid]
+    found = []
+    while frontier:
+        for p in graph.producers(frontier.pop()):
+            if p not in seen:
+                seen.add(p)
+                frontier.append(p)
+                if p in huge:
+                    found.append(p)
+    if not found:
+        return ""
+    top = max(found, key=huge.__getitem__)
+    return f" {graph.nodes[top].title!r} before it holds values up to {fmt_num(huge[top])}: " \
+        "the weights have diverged."
+
+
+def _accumulated(graph: Graph) -> list[Finding]:
+    """Parameters whose ``.grad`` after this backward is not the gradient this backward sent: an
+    earlier backward's gradient was added to it (``meta["accumulated_grad"]``, from the
+    capture). Information on one capture; a warning once ``watch`` saw it in
+    ``_ACCUMULATING_STEPS`` watched steps in a row with the optimizer updating the parameter in
+    between (``steps_in_a_row``)."""
+    out = []
+    for a in graph.meta.get("accumulated_grad", ()):
+        nid = int(a["node"])
+        node = graph.nodes[nid] if 0 <= nid < len(graph.nodes) else None
+        if node is None or node.grad is None:
+            continue
+        what = "Parameter" if node.kind == PARAM else "The leaf tensor"
+        message = f"{what} {where(node)}: its .grad holds a gradient of norm " \
+            f"{fmt_num(float(a['norm']))} but this backward sent it {fmt_num(node.grad.norm)}: " \
+            "gradients from an earlier backward were added to it."
+        steps = int(a.get("steps_in_a_row", 0))
+        if steps >= _ACCUMULATING_STEPS:
+            message += f" It has held earlier gradients in {steps} watched steps in a row, " \
+                "and the optimizer updated the parameter in between: each step applies the sum " \
+                "of every gradient so far."
+            severity = Severity.WARNING
+            hint = "optimizer.zero_grad() is missing from the training loop: call it (or " \
+                "model.zero_grad()) before each backward."
+        else:
+            severity = Severity.INFO
+            hint = "Call optimizer.zero_grad() (or model.zero_grad()) before each backward, " \
+                "unless you accumulate gradients over micro-batches on purpose."
+        out.append(Finding(kind=FindingKind.ACCUMULATED, severity=severity, node=nid,
+                           message=message, hint=hint, param=node.name or None))
     return out
 
 

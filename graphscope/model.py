@@ -235,6 +235,7 @@ class FindingKind(str, enum.Enum):
     UNREACHABLE = "unreachable_param"
     FROZEN = "frozen_param"
     OPAQUE = "opaque"
+    ACCUMULATED = "accumulated_grad"  # .grad also holds an earlier backward's gradient
 
     def __str__(self) -> str:
         return self.value

@@ -351,16 +351,18 @@ def test_where_sqrt_trap_origin_is_sqrt():
 
 
 def test_nan_loss_with_finite_gradients_is_a_forward_problem():
-    """A NaN loss whose gradients are all finite is reported as a forward problem, with no
-    NaN origin in the gradients."""
+    """A NaN loss whose gradients are all finite is reported as a forward problem, born at the
+    add of the NaN constant, with no NaN origin in the gradients."""
     model = seeded(TinyMLP)
     x, y = mlp_batch()
     loss = mse(model, x, y) + torch.tensor(float("nan"))
     g, _ = _run(model, loss)
     assert all(n.grad is None or n.grad.finite for n in g.nodes)
-    (finding,) = [f for f in g.findings if f.kind.startswith("nonfinite")]
-    assert finding.kind == "nonfinite_loss" and finding.node == g.roots[0]
+    (finding,) = [f for f in g.findings if f.kind == "nonfinite_loss"]
+    assert finding.node == g.roots[0]
     assert "forward" in finding.message and "nan" in finding.message.lower()
+    (origin,) = [f for f in g.findings if f.kind == "nonfinite_origin"]
+    assert origin.node == g.roots[0] and "born in the forward pass" in origin.message
 
 
 def test_dead_relu_found_at_the_relu():

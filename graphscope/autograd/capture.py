@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from graphscope.autograd.hooks import Recorder, gc_paused
+from graphscope.autograd.origin import trace_nonfinite
 from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import walk
 from graphscope.diagnostics import diagnose
@@ -247,6 +248,17 @@ def _build(
         "graph_freed": w.graph_freed,
         "thresholds": thresholds.to_dict(),
     }
+    if not w.graph_freed and _any_nonfinite(tensors, graph.meta["root_values"]):
+        root_ids = {w.fns[r]: r for r in w.roots}
+        inputs: list[list[tuple[int, int]]] = [[] for _ in graph.nodes]
+        for e in graph.edges:
+            inputs[e.dst].append((e.src, e.output_nr))
+        graph.meta["forward_nonfinite"] = trace_nonfinite(
+            w.fns,
+            [(root_ids[t.grad_fn], t) for _, t in tensors],
+            inputs,
+            _forward_order(*_neighbours(graph)),
+        )
     scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
     if scale is not None:
         graph.meta["loss_scale"] = scale
@@ -277,6 +289,20 @@ def _loss_scale(fn: Any) -> float | None:
         return None
     s = float(t.detach().reshape(()).item())
     return s if s >= 2 and math.isfinite(s) and math.log2(s).is_integer() else None
+
+
+def _any_nonfinite(tensors: list[tuple[str, torch.Tensor]], values: list[Any]) -> bool:
+    """Whether a captured output holds NaN or Inf: a scalar's value is already known; a larger
+    output costs one reduction."""
+    for (_, t), v in zip(tensors, values):
+        if v is not None:
+            if isinstance(v, str):  # 'nan', 'inf', '-inf'
+                return True
+        elif t.layout == torch.strided and not t.is_nested and t.numel() and not bool(
+            t.detach().isfinite().all()
+        ):
+            return True
+    return False
 
 
 def _root_values(tensors: list[tuple[str, torch.Tensor]]) -> list[float | None]:
@@ -325,14 +351,8 @@ def _attribute_ops(graph: Graph) -> None:
     attributed nodes on one side only (the loss after the head) stay unattributed.
     ``graphscope.watch`` records the exact module instead.
     """
-    # Distinct neighbours, computed once for the whole inference (x * x is one producer).
-    prod: list[dict[int, None]] = [{} for _ in graph.nodes]
-    cons: list[dict[int, None]] = [{} for _ in graph.nodes]
-    for e in graph.edges:
-        prod[e.dst][e.src] = None
-        cons[e.src][e.dst] = None
-    producers = [list(d) for d in prod]
-    consumers = [list(d) for d in cons]
+    # Computed once for the whole inference.
+    producers, consumers = _neighbours(graph)
     for p in graph.param_nodes:
         if p.module is None:
             continue
@@ -355,6 +375,16 @@ def _attribute_ops(graph: Graph) -> None:
             if b is not None and a is not None:
                 node.module = _common_module((b, a)) or None
     graph.meta["module_attribution"] = "inferred from parameters"
+
+
+def _neighbours(graph: Graph) -> tuple[list[list[int]], list[list[int]]]:
+    """Each node's distinct producers and distinct consumers (``x * x`` is one producer)."""
+    prod: list[dict[int, None]] = [{} for _ in graph.nodes]
+    cons: list[dict[int, None]] = [{} for _ in graph.nodes]
+    for e in graph.edges:
+        prod[e.dst][e.src] = None
+        cons[e.src][e.dst] = None
+    return [list(d) for d in prod], [list(d) for d in cons]
 
 
 def _forward_order(producers: list[list[int]], consumers: list[list[int]]) -> list[int]:

@@ -18,14 +18,22 @@ runs inside one of the capture's opaque nodes (told by a pre-hook on those nodes
 A failure inside a hook never reaches the user's backward: the node's statistics are left out
 and one ``RecordingWarning`` per pass names the node and the error.
 
-The hooks hold only this recorder, which holds plain data (the model ``Graph``) and hook
-handles, never tensors or autograd nodes, so nothing here keeps the user's graph alive.
+At the end of a pass the recorder also reads each leaf's ``.grad`` (AccumulateGrad has written it
+by the time the engine runs its final callbacks, with or without ``retain_graph``). When it is not
+the gradient this pass sent to that leaf, an earlier backward's gradient was added to it (a
+forgotten ``zero_grad()``, or accumulation on purpose): its norm is kept in
+``graph.meta["accumulated_grad"]``. ``.grad`` is only read, never written.
+
+The hooks hold only this recorder, which holds plain data (the model ``Graph``), hook handles
+and weak references to the leaves, never tensors or autograd nodes, so nothing here keeps the
+user's graph or parameters alive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import threading
 import warnings
 import weakref
@@ -37,8 +45,8 @@ from graphscope.autograd.recording import user_stacklevel
 from graphscope.autograd.stats import StatsBatch, combine
 from graphscope.diagnostics import diagnose, warning_class, where
 from graphscope.health import Thresholds
-from graphscope.errors import RecordingWarning
-from graphscope.model import Graph, GradStats
+from graphscope.errors import GradientWarning, RecordingWarning
+from graphscope.model import OP, Finding, Graph, GradStats, Severity
 
 _engine = torch.autograd.Variable._execution_engine
 
@@ -101,6 +109,9 @@ class Recorder:
         self._node_rows: dict[int, list[int | None]] = {}
         self._edge_rows: dict[int, int] = {}
         self._order: list[int] = []
+        # AccumulateGrad node id -> its leaf (a parameter), to read .grad after the pass.
+        self._leaves: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._had_grad: list[int] = []
         # The first failure inside a hook in the current pass: (node id, exception).
         self.error: tuple[int, BaseException] | None = None
 
@@ -118,6 +129,11 @@ class Recorder:
                 self._handles.append(fn.register_hook(hook))
             for nid in self._opaque:
                 self._handles.append(fns[nid].register_prehook(self._enter_opaque))
+            for nid, fn in enumerate(fns):
+                if self.graph.nodes[nid].kind != OP:
+                    variable = getattr(fn, "variable", None)
+                    if isinstance(variable, torch.Tensor):
+                        self._leaves[nid] = weakref.ref(variable)
         with _live_lock:
             _live.add(self)
 
@@ -144,6 +160,10 @@ class Recorder:
         self._keep = bool(torch._C._autograd._get_current_graph_task_keep_graph())
         self._batch = StatsBatch()
         self._node_rows, self._edge_rows, self._order = {}, {}, []
+        # Leaves whose .grad is already set as the pass starts: only those can end it holding
+        # more than the pass sent (an unset .grad becomes exactly the gradient sent). Checked
+        # here, before any AccumulateGrad of this capture runs (the roots run first).
+        self._had_grad = [nid for nid, ref in self._leaves.items() if _grad_of(ref) is not None]
         self._inside_opaque = 0
         self.error = None
         _engine.queue_callback(self._finish)
@@ -190,7 +210,8 @@ class Recorder:
 
     def _finish(self) -> None:
         try:
-            self._write(self._batch.collect())
+            held = self._held_grads()
+            self._write(self._batch.collect(), held)
         except Exception as exc:
             warnings.warn(
                 f"graphscope could not record this backward pass: {type(exc).__name__}: {exc}. "
@@ -203,7 +224,18 @@ class Recorder:
             if not self._keep:
                 self.remove()
 
-    def _write(self, stats: list[GradStats]) -> None:
+    def _held_grads(self) -> dict[int, tuple[int, int]]:
+        """Queue the statistics of ``.grad`` of each leaf that had one before this pass and whose
+        AccumulateGrad ran in it: leaf node id -> (row, the leaf's version counter)."""
+        held: dict[int, tuple[int, int]] = {}
+        for nid in self._had_grad:
+            rows = self._node_rows.get(nid)
+            leaf = self._leaves[nid]()
+            if rows and rows[0] is not None and leaf is not None and leaf.grad is not None:
+                held[nid] = (self._batch.add(leaf.grad), leaf._version)
+        return held
+
+    def _write(self, stats: list[GradStats], held: dict[int, tuple[int, int]]) -> None:
         g = self.graph
         for n in g.nodes:
             n.grad, n.grads, n.executed, n.exec_order = None, (), False, None
@@ -221,6 +253,15 @@ class Recorder:
             node.exec_order = order
         for ei, r in self._edge_rows.items():
             g.edges[ei].grad = stats[r]
+        accumulated = [
+            {"node": nid, "norm": stats[row].norm, "param_version": version}
+            for nid, (row, version) in held.items()
+            if _added_to(stats[row], g.nodes[nid].grad)
+        ]
+        if accumulated:
+            g.meta["accumulated_grad"] = accumulated
+        else:
+            g.meta.pop("accumulated_grad", None)
         g.passes += 1
         g.findings = diagnose(g, thresholds=self.thresholds)
         g.invalidate()
@@ -228,19 +269,40 @@ class Recorder:
             emit_findings(g)
 
 
+def _grad_of(ref: weakref.ref[torch.Tensor]) -> torch.Tensor | None:
+    leaf = ref()
+    return None if leaf is None else leaf.grad
+
+
+def _added_to(held: GradStats, sent: GradStats | None) -> bool:
+    """Whether a ``.grad`` holding ``held`` is more than the gradient ``sent`` in this pass.
+
+    A ``.grad`` that was ``None`` or zeros becomes exactly the gradient sent, so the extremes
+    match exactly and the norms to float rounding (the same values reduced in another memory
+    layout). Non-finite values are the NaN findings' business.
+    """
+    if sent is None or not (held.finite and sent.finite):
+        return False
+    return (held.min, held.max) != (sent.min, sent.max) or not math.isclose(
+        held.norm, sent.norm, rel_tol=1e-5
+    )
+
+
 def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None:
     """Issue one Python warning per kind of finding (a 20-layer stack is one warning).
 
     Args:
         graph: A capture whose ``findings`` are current.
-        kinds: Only these finding kinds (``None``: all that have a warning class).
+        kinds: Only these finding kinds (``None``: every kind).
+
+    Information-only findings are not issued. A warning-level kind without a category of its
+    own is issued as the base ``GradientWarning``.
     """
     by_kind: dict[str, list[Any]] = {}
     for f in graph.findings:
         if kinds is not None and f.kind not in kinds:
             continue
-        cls = warning_class(f)
-        if cls is not None:
+        if _category(f) is not None:
             by_kind.setdefault(f.kind, []).append(f)
     for kind, fs in by_kind.items():
         first = fs[0]
@@ -248,4 +310,11 @@ def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None
         text = f"{first.message}{more}"
         if first.hint:
             text += f"\n  hint: {first.hint}"
-        warnings.warn(text, warning_class(first), stacklevel=user_stacklevel())
+        warnings.warn(text, _category(first), stacklevel=user_stacklevel())
+
+
+def _category(finding: Finding) -> type[GradientWarning] | None:
+    cls = warning_class(finding)
+    if cls is None and finding.severity >= Severity.WARNING:
+        return GradientWarning
+    return cls

@@ -110,7 +110,8 @@ def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
     return tuple(out)
 
 
-def _saved_attr_names(fn: Any) -> tuple[str, ...]:
+def saved_attr_names(fn: Any) -> tuple[str, ...]:
+    """The names ``fn`` saved values under for backward (its ``_saved_*`` attributes, unprefixed)."""
     cls = type(fn)
     names = _saved_names.get(cls)
     if names is None:
@@ -135,7 +136,7 @@ class _SavedReader:
                 for i, raw in enumerate(raws):
                     out.append(self._describe(f"saved_tensors[{i}]", raw, fn, "saved_tensors"))
                 return tuple(out)
-            for name in _saved_attr_names(fn):
+            for name in saved_attr_names(fn):
                 raw = getattr(fn, "_raw_saved_" + name, None)
                 attr = "_saved_" + name
                 if raw is None:

@@ -5,7 +5,9 @@ function), ``torch.autograd.backward`` (which ``Tensor.backward`` calls) and
 ``torch.autograd.grad`` are replaced by wrappers that ``capture`` the graph behind their outputs
 right before running them, on every ``every``-th call, while a ``Recording`` attributes each node
 made in forward to its module and source line. After the backward, the finished ``Graph`` is kept
-(the last ``keep``), saved (``save_dir``), and checked for non-finite gradients.
+(the last ``keep``), saved (``save_dir``), and checked for non-finite gradients; a ``.grad`` that
+keeps earlier gradients over watched steps while the optimizer updates the parameter (a forgotten
+``zero_grad()``) turns its information finding into a warning.
 
 What counts as a step: a ``backward``/``autograd.grad`` call the training loop itself makes, on the
 watching thread. Calls torch makes on its own are left to torch, uncounted and uncaptured:
@@ -42,6 +44,7 @@ import torch
 from graphscope.autograd import hooks
 from graphscope.autograd.capture import capture
 from graphscope.autograd.recording import Recording
+from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
 from graphscope.model import FindingKind
 from graphscope.errors import NonFiniteGradientError
@@ -244,6 +247,8 @@ class Watch(contextlib.ContextDecorator):
         self._recording = Recording(model)
         self._thread: int | None = None
         self._open: list[Graph] = []
+        # Parameter name -> its meta["accumulated_grad"] entry in the latest captured step.
+        self._accumulating: dict[str, dict[str, Any]] = {}
 
     @property
     def last(self) -> Graph | None:
@@ -340,16 +345,22 @@ class Watch(contextlib.ContextDecorator):
         return result
 
     def _finish(self, graph: Graph, step: int) -> None:
+        self._follow_accumulation(graph)
         if self.keep:
             self.graphs.append(graph)
         if self.save_dir is not None:
             self.saved.append(graph.save(self.save_dir / f"step_{step:06d}.json"))
         nonfinite = [f for f in graph.findings if f.kind in _NONFINITE_KINDS]
         if self.on_nonfinite == "raise" and nonfinite:
+            # The origin leads (diagnose lists a forward birth before any backward one); the
+            # loss finding follows it, saying the loss itself is non-finite.
             first = next((f for f in nonfinite if f.kind is FindingKind.NONFINITE_ORIGIN), nonfinite[0])
             text = f"step {step}: {first.message}"
             if first.hint:
                 text += f"\n  hint: {first.hint}"
+            for f in nonfinite:
+                if f.kind is FindingKind.NONFINITE_LOSS and f is not first:
+                    text += f"\n  {f.message}"
             raise NonFiniteGradientError(text, graph=graph, finding=first, step=step)
         kinds = set()
         if self.warn:
@@ -358,6 +369,28 @@ class Watch(contextlib.ContextDecorator):
             kinds.update(_NONFINITE_KINDS)
         if kinds:
             hooks.emit_findings(graph, kinds=kinds)
+
+    def _follow_accumulation(self, graph: Graph) -> None:
+        """Count, per parameter, the captured steps in a row whose ``.grad`` held an earlier
+        backward's gradient, with the optimizer updating the parameter in between (its version
+        counter moved): ``steps_in_a_row`` in ``meta["accumulated_grad"]``, from which the
+        diagnosis turns information into a warning. Accumulating over micro-batches on purpose
+        does not update the parameter between them, and zero_grad() ends the run."""
+        previous, self._accumulating = self._accumulating, {}
+        carried = False
+        for a in graph.meta.get("accumulated_grad", ()):
+            name = graph.nodes[a["node"]].name
+            if not name:
+                continue
+            before = previous.get(name)
+            steps = 1
+            if before is not None and a["param_version"] != before["param_version"]:
+                steps = before["steps_in_a_row"] + 1
+                carried = True
+            a["steps_in_a_row"] = steps
+            self._accumulating[name] = a
+        if carried:
+            graph.findings = diagnose(graph, thresholds=self.thresholds)
 
 
 def watch(

@@ -22,6 +22,7 @@ from graphscope.errors import (
     NonFiniteGradientError,
     NonFiniteGradientWarning,
     RecordingWarning,
+    UnderflowWarning,
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "RenderOptions",
     "Severity",
     "Thresholds",
+    "UnderflowWarning",
     "UnusedParameterWarning",
     "VanishingGradientWarning",
     "active_hook_count",

@@ -12,6 +12,13 @@ An empty gradient (zero elements: a head whose batch selected no rows, ``x[mask]
 all-False mask) means nothing flowed. It is never dead, vanishing or a magnitude, and neither are
 the zeros it turns into further down (an empty batch gives its layer's weight an all-zero
 gradient): ``_idle`` finds both, and every rule skips them.
+
+One finding per cause: a depth trend is one finding that lists the parameters it fades (or
+grows), gradients past an absolute limit are one finding per kind, a dead op carries the
+parameters it starves; ``Finding.nodes`` names them all so every view marks each one. Zeros
+that mathematics or number formats explain are said once, by the rule that explains them, and
+not again as dead or vanishing: float16 gradients that underflow without a loss scale, a softmax
+whose outputs are only summed, a bias before a batch norm, a product with a zero initial state.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from graphscope.errors import (
     ExplodingGradientWarning,
     GradientWarning,
     NonFiniteGradientWarning,
+    UnderflowWarning,
     UnusedParameterWarning,
     VanishingGradientWarning,
 )
 from graphscope.formatting import fmt_num, fmt_shape
-from graphscope.health import Band, Health, Reason, Thresholds
+from graphscope.health import Band, Health, Reason, Thresholds, Verdict, forward_params
 from graphscope.model import (
     OP,
     PARAM,
@@ -50,11 +58,69 @@ _WARNINGS: dict[str, type[GradientWarning]] = {
     FindingKind.VANISHING: VanishingGradientWarning,
     FindingKind.EXPLODING: ExplodingGradientWarning,
     FindingKind.DEAD: DeadUnitWarning,
+    FindingKind.UNDERFLOW: UnderflowWarning,
     FindingKind.UNREACHABLE: UnusedParameterWarning,
 }
 
 # Ops whose gradient is zero wherever the unit is "off": a high zero share means dead units.
 _GATING_OPS = {"relu", "threshold", "hardtanh", "relu6", "clamp", "clamp_min", "clamp_max"}
+# Gating ops whose output is zero where they block: the layer after a fully dead one gets a
+# zero input, so its weight an all-zero gradient, from the same cause.
+_ZERO_OUTPUT = {"relu", "threshold"}
+# What an op's zero derivative means, by op label (through its family).
+_DEAD_FAMILY = {
+    "threshold": "relu", "clamp_min": "relu", "relu6": "hardtanh", "clamp": "hardtanh",
+    "clamp_max": "hardtanh", "mm": "matmul", "addmm": "matmul", "bmm": "matmul",
+    "baddbmm": "matmul", "linear": "matmul", "convolution": "matmul",
+}
+_DEAD_HINTS = {
+    "relu": "ReLU passes no gradient where its input is negative, and here (almost) every input "
+    "is: a large negative bias, inputs shifted below zero, or a learning rate so high that an "
+    "update pushed the layer there. Try LeakyReLU/GELU, a smaller learning rate, or "
+    "re-initialise the layer feeding it (Kaiming init, zero bias).",
+    "hardtanh": "A clamp (hardtanh, relu6) passes no gradient where its input lies outside its "
+    "limits, and here (almost) every input does: the inputs are saturated. Rescale them "
+    "(normalisation, smaller weights) or widen the limits; a smooth function (tanh, softplus) "
+    "always passes some gradient.",
+    "mul": "The derivative of a * b with respect to a is b: the other factor is all zeros here "
+    "(a zero mask, a zero-initialised gate or scale), so nothing learns through this product.",
+    "matmul": "The gradient of a matrix product with respect to one operand is the other "
+    "operand times the output's gradient: the other operand is all zeros here (a "
+    "zero-initialised weight, or the output of a dead layer).",
+}
+# Activations named in a depth trend's message and hint.
+_ACTIVATIONS = {
+    "sigmoid", "tanh", "relu", "gelu", "silu", "elu", "leaky_relu", "softplus", "hardtanh",
+    "relu6", "mish", "selu", "celu", "hardswish", "hardsigmoid", "log_sigmoid",
+}
+_FADE_HINTS = {
+    "sigmoid": "sigmoid's derivative s(x)(1 - s(x)) is at most 0.25, so each sigmoid shrinks "
+    "the gradient at least 4x on its way back ({count} of them: by at most 0.25^{count} = "
+    "{bound}). Use ReLU/GELU with Kaiming initialisation, or add residual connections or "
+    "normalisation (LayerNorm/BatchNorm).",
+    "tanh": "tanh's derivative 1 - tanh(x)^2 is at most 1 and near 0 where tanh saturates, and "
+    "PyTorch's default initialisation (kaiming_uniform_ with a=sqrt(5): weight std "
+    "1/sqrt(3 fan_in)) shrinks the signal in every layer: here the gradient loses about "
+    "{factor}x per layer. Initialise with nn.init.xavier_uniform_(w, "
+    "gain=nn.init.calculate_gain('tanh')), or add normalisation (LayerNorm) or residual "
+    "connections.",
+    "": "Each layer multiplies the gradient by roughly its weights' scale times its "
+    "activation's slope, and here it loses about {factor}x per layer: weights initialised too "
+    "small make it fade exponentially with depth. Use Kaiming initialisation "
+    "(nn.init.kaiming_normal_(w, nonlinearity='relu')), normalisation layers or residual "
+    "connections.",
+}
+# Ops that only move or reshape values: a bias seen through them is still the same bias.
+_SHAPE_OPS = {
+    "view", "reshape", "unsafe_view", "t", "transpose", "permute", "expand", "unsqueeze",
+    "squeeze", "clone", "to_copy", "alias",
+}
+_BIAS_USERS = {"convolution", "addmm", "add"}  # ops that add a 1-D parameter as a bias
+# The input an op adds rather than multiplies (a bias): it is not the factor that zeroes the rest.
+_ADDED_INPUT = {"addmm": 0, "addmv": 0, "addbmm": 0, "baddbmm": 0, "convolution": 2}
+_MEAN_SUBTRACTING = ("batch_norm", "instance_norm")  # labels: native_batch_norm, cudnn_...
+_SOFTMAX = {"softmax"}
+_FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5; float16's smallest subnormal is 2**-24 (6e-8)
 
 # Why a local derivative becomes infinite, by op label: the first thing to try.
 _NONFINITE_HINTS = {
@@ -156,8 +222,14 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     findings += _forward_origins(graph)
     findings += _nonfinite_origins(graph)
     findings += _accumulated(graph)
-    findings += _magnitudes(graph, Health.of(graph, t))
-    findings += _dead(graph, t, _idle(graph))
+    idle = _idle(graph)
+    # Zeros and tiny gradients another rule explains (float16 underflow, a softmax whose
+    # gradient cancels) are reported once, there, not as vanishing or dead as well.
+    explained = _underflow(graph, t, idle) + _cancelling_softmax(graph, idle)
+    covered = {n for f in explained for n in f.nodes}
+    findings += _magnitudes(graph, Health.of(graph, t), covered)
+    findings += explained
+    findings += _dead(graph, t, idle, covered)
     findings += _params(graph)
     findings += _opaque(graph)
     findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
@@ -448,65 +520,233 @@ def _bad(s: GradStats) -> str:
     return " and ".join(parts) + f" of {s.numel} values"
 
 
-def _magnitudes(graph: Graph, h: Health) -> list[Finding]:
-    scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
-    top = graph.nodes[h.top] if h.top is not None else None
+def _magnitudes(graph: Graph, h: Health, explained: set[int]) -> list[Finding]:
+    """One finding per cause: a depth trend, gradients past an absolute limit, and isolated tiny
+    gradients (a bias before BatchNorm apart), each listing the parameters it is about.
+    Parameters another rule explains (float16 underflow, a softmax that cancels) are left out."""
+    verdicts = [v for v in h.verdicts.values() if v.node not in explained]
+    trend = [v for v in verdicts if v.reason is Reason.TREND]
+    exploding = [v for v in verdicts if v.band is Band.EXPLODING and v.reason is not Reason.TREND]
+    small = [v for v in verdicts if v.band is Band.VANISHING and v.reason is not Reason.TREND]
+    # Tiny next to healthy neighbours is structural (INFO); tiny like the rest of the model
+    # (the median layer is past the limit too), or past the limit without being far below the
+    # largest, is the loss or the whole model's scale (WARNING).
+    everywhere = h.typical_rms <= h.vanishing_rms
+    isolated = [v for v in small if not everywhere and v.rel <= h.thresholds.vanishing_ratio]
+    absolute = [v for v in small if v not in isolated]
+    before_norm = [v for v in isolated if _cancelled_by_batch_norm(graph, v.node)]
+    isolated = [v for v in isolated if v not in before_norm]
     out: list[Finding] = []
-    for v in h.verdicts.values():
-        n = graph.nodes[v.node]
-        if v.band is Band.EXPLODING:
-            why = (
-                f"{fmt_num(h.growth)}x larger near the input than near the output"
-                if v.reason is Reason.TREND
-                else f"above the {fmt_num(h.exploding_rms)} threshold{scaled}"
-            )
-            out.append(
-                Finding(
-                    kind=FindingKind.EXPLODING,
-                    severity=Severity.WARNING,
-                    node=n.id,
-                    param=n.name,
-                    message=f"Exploding gradient at parameter {where(n)}: RMS {fmt_num(v.rms)}, "
-                    f"{why}.",
-                    hint="Each layer multiplies the gradient by roughly its weight scale; "
-                    "weights initialised too large make it grow exponentially with depth. Use "
-                    "Kaiming/Xavier initialisation, normalisation layers, gradient clipping "
-                    "(torch.nn.utils.clip_grad_norm_) or a lower learning rate.",
-                )
-            )
-        else:
-            assert top is not None
-            out.append(_vanishing(n, v.rms, v.rel, top, h.top_rms, h.trend is Band.VANISHING))
-    # Worst first: the smallest vanishing and the largest exploding gradients lead.
-    out.sort(key=lambda f: h.verdicts[f.node].rms if f.kind == FindingKind.VANISHING else -h.verdicts[f.node].rms)  # type: ignore[index]
+    if trend:
+        out.append(_trend_finding(graph, h, trend))
+    if exploding:
+        out.append(_limit_finding(graph, h, exploding, Band.EXPLODING))
+    if absolute:
+        out.append(_limit_finding(graph, h, absolute, Band.VANISHING))
+    if before_norm:
+        out.append(_before_norm_finding(graph, before_norm))
+    if isolated:
+        out.append(_isolated_finding(graph, h, isolated))
     return out
 
 
-def _vanishing(n: Node, r: float, rel: float, top: Node, top_rms: float, trend: bool) -> Finding:
-    where_ = f"parameter {where(n)}: RMS {fmt_num(r)}, {fmt_num(rel)} of the largest parameter " \
-        f"gradient ('{top.name}', RMS {fmt_num(top_rms)})"
-    if trend:
-        return Finding(
-            kind=FindingKind.VANISHING,
-            severity=Severity.WARNING,
-            node=n.id,
-            param=n.name,
-            message=f"Vanishing gradient at {where_}. Gradients fade layer by layer toward "
-            "the input, so the early layers barely learn.",
-            hint="Gradients shrink multiplicatively on the way back: each sigmoid multiplies "
-            "them by at most 0.25, tanh by at most 1, small weights by less. Try ReLU/GELU "
-            "with Kaiming initialisation, residual connections, LayerNorm/BatchNorm, or fewer "
-            "layers.",
+def _listed(graph: Graph, ids: list[int], *, limit: int = 6) -> str:
+    """Parameter names for a message: the first ``limit``, then how many more."""
+    names = [f"'{graph.nodes[i].title}'" for i in ids]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _params_phrase(count: int) -> str:
+    return f"{count} parameter" + ("s" if count != 1 else "")
+
+
+def _forward_ordered(graph: Graph, ids) -> list[int]:
+    """Parameter ids in forward order (input side first), as the depth rule reads them."""
+    order = {n.id: i for i, n in enumerate(forward_params(graph))}
+    return sorted(set(ids), key=lambda i: (order.get(i, len(order)), i))
+
+
+def _path_activation(graph: Graph, start: tuple[int, ...]) -> tuple[str | None, int]:
+    """The activation that is most common on the way from ``start`` to the loss, and how many
+    times the gradient passes one."""
+    seen, todo = set(start), list(start)
+    while todo:
+        for dst in graph.consumers(todo.pop()):
+            if dst not in seen:
+                seen.add(dst)
+                todo.append(dst)
+    counts: dict[str, int] = {}
+    for nid in seen:
+        label = graph.nodes[nid].label
+        if graph.nodes[nid].kind == OP and label in _ACTIVATIONS:
+            counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return None, 0
+    label = max(counts, key=lambda k: (counts[k], k))
+    return label, counts[label]
+
+
+def _trend_finding(graph: Graph, h: Health, trend: list[Verdict]) -> Finding:
+    vanishing = h.trend is Band.VANISHING
+    ids = _forward_ordered(graph, (v.node for v in trend))
+    pick = min if vanishing else max
+    worst = pick(trend, key=lambda v: v.rms)
+    ref = graph.nodes[h.reference] if h.reference is not None else graph.nodes[h.layers[-1]]
+    ref_rms = ref.grad.rms if ref.grad is not None else 0.0
+    first = pick(h.groups[0], key=lambda i: graph.nodes[i].grad.rms)  # type: ignore[union-attr]
+    first_rms = graph.nodes[first].grad.rms  # type: ignore[union-attr]
+    activation, count = _path_activation(graph, h.groups[0])
+    through = f"{count} {activation} layers" if count >= 2 else f"{len(h.groups)} layers"
+    steps = max(1, len(h.groups) - 1)
+    per_layer = h.growth ** (-1.0 / steps)  # what one layer divides the gradient by, fitted
+    ratio = h.thresholds.vanishing_ratio if vanishing else h.thresholds.exploding_ratio
+    if vanishing:
+        message = (
+            f"Vanishing gradient through {through}: {_params_phrase(len(ids))} below "
+            f"{fmt_num(ratio)} of the last layer's gradient; the first layer "
+            f"('{graph.nodes[first].title}') has RMS {fmt_num(first_rms)} = "
+            f"{fmt_num(first_rms / ref_rms)} of the last ('{ref.title}', RMS {fmt_num(ref_rms)}). "
+            "The gradient fades layer by layer toward the input, so the early layers barely learn."
         )
+        hint = _FADE_HINTS.get(activation or "", _FADE_HINTS[""]).format(
+            count=count, bound=fmt_num(0.25 ** count), factor=f"{per_layer:.2g}")
+    else:
+        message = (
+            f"Exploding gradient through {through}: {_params_phrase(len(ids))} above "
+            f"{fmt_num(ratio)}x the last layer's gradient; the first layer "
+            f"('{graph.nodes[first].title}') has RMS {fmt_num(first_rms)} = "
+            f"{fmt_num(first_rms / ref_rms)}x the last ('{ref.title}', RMS {fmt_num(ref_rms)}). "
+            "The gradient grows layer by layer toward the input."
+        )
+        hint = (
+            f"Each layer multiplies the gradient by roughly its weights' scale, here about "
+            f"{1 / per_layer:.2g}x per layer: weights initialised too large make it grow "
+            "exponentially with depth. Use Kaiming/Xavier initialisation, normalisation layers, "
+            "gradient clipping (torch.nn.utils.clip_grad_norm_) or a lower learning rate."
+        )
+    node = graph.nodes[worst.node]
+    return Finding(kind=FindingKind.VANISHING if vanishing else FindingKind.EXPLODING,
+                   severity=Severity.WARNING, node=node.id, param=node.name, nodes=tuple(ids),
+                   message=message, hint=hint)
+
+
+_LIMIT_HINTS = {
+    Band.EXPLODING: "Gradients this large come from large activations (weights initialised too "
+    "large, no normalisation: each layer multiplies the signal by its weights' scale) or a huge "
+    "loss (a sum where a mean was meant, unscaled targets). Use Kaiming/Xavier initialisation, "
+    "normalisation layers, gradient clipping (torch.nn.utils.clip_grad_norm_) or a lower "
+    "learning rate.",
+    Band.VANISHING: "When the whole model's gradients are this small, the loss is: multiplied "
+    "by a tiny factor, averaged over very many elements, or already at its minimum. Check "
+    "loss.item() and the scale of the targets; in float16, scale the loss with "
+    "torch.amp.GradScaler.",
+}
+
+
+def _limit_finding(graph: Graph, h: Health, verdicts: list[Verdict], band: Band) -> Finding:
+    """Parameters past an absolute (loss-scaled) limit, as one finding about the worst."""
+    exploding = band is Band.EXPLODING
+    scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
+    ids = _forward_ordered(graph, (v.node for v in verdicts))
+    worst = graph.nodes[(max if exploding else min)(verdicts, key=lambda v: v.rms).node]
+    word, side = ("Exploding", "above") if exploding else ("Vanishing", "below")
+    past = f"{side} the {fmt_num(h.exploding_rms if exploding else h.vanishing_rms)} " \
+        f"threshold{scaled}"
+    rms = fmt_num(worst.grad.rms)  # type: ignore[union-attr]
+    if len(ids) == 1:
+        message = f"{word} gradient at parameter {where(worst)}: RMS {rms}, {past}"
+    else:
+        message = f"{word} gradients at {len(ids)} parameters, {past}: the " \
+            f"{'largest' if exploding else 'smallest'} is {where(worst)} with RMS {rms}"
+    if exploding and len(ids) > 1:
+        message += f"; also {_listed(graph, [i for i in ids if i != worst.id])}"
+    elif not exploding:
+        top = graph.nodes[h.top] if h.top is not None else worst
+        message += f"; even the largest ('{top.title}') has RMS {fmt_num(h.top_rms)}, the " \
+            f"median layer {fmt_num(h.typical_rms)}"
     return Finding(
-        kind=FindingKind.VANISHING,
-        severity=Severity.INFO,
-        node=n.id,
-        param=n.name,
-        message=f"Near-zero gradient at {where_}, while its neighbours' are healthy.",
-        hint="An isolated tiny gradient is usually structural, not depth: the parameter is "
-        "cancelled out downstream (a key bias before softmax adds the same score to every "
-        "key), or its input is almost zero. Consider removing it; no training fix needed.",
+        kind=FindingKind.EXPLODING if exploding else FindingKind.VANISHING,
+        severity=Severity.WARNING, node=worst.id, param=worst.name, nodes=tuple(ids),
+        message=message + ".", hint=_LIMIT_HINTS[band],
+    )
+
+
+def _isolated_finding(graph: Graph, h: Health, verdicts: list[Verdict]) -> Finding:
+    ids = _forward_ordered(graph, (v.node for v in verdicts))
+    worst_v = min(verdicts, key=lambda v: v.rms)
+    worst = graph.nodes[worst_v.node]
+    top = graph.nodes[h.top] if h.top is not None else worst
+    largest = f"the largest parameter gradient ('{top.title}', RMS {fmt_num(h.top_rms)})"
+    # "Near-zero" only where it is: next to a huge gradient, 0.05 is small but not near zero.
+    what = "Near-zero gradient" if worst_v.rms <= h.vanishing_rms * 100 else "Gradient far below the rest"
+    if len(ids) == 1:
+        message = f"{what} at parameter {where(worst)}: RMS {fmt_num(worst_v.rms)}, " \
+            f"{fmt_num(worst_v.rel)} of {largest}, while the model's typical layer has " \
+            f"RMS {fmt_num(h.typical_rms)}."
+    else:
+        rel = max(v.rel for v in verdicts)
+        message = f"{what} at {len(ids)} parameters, at most {fmt_num(rel)} of " \
+            f"{largest}: {_listed(graph, ids)}; the smallest is '{worst.title}' with RMS " \
+            f"{fmt_num(worst_v.rms)}."
+    return Finding(
+        kind=FindingKind.VANISHING, severity=Severity.INFO, node=worst.id, param=worst.name,
+        nodes=tuple(ids), message=message,
+        hint="Tiny next to healthy gradients is structural, not depth. Small by design? A "
+        "branch scaled by a factor initialised tiny (a layer-scale gamma of 1e-6 as in "
+        "ConvNeXt/CaiT, a zero-initialised gate or residual branch) gets a tiny gradient "
+        "until that factor grows: nothing to fix. Or the parameter is cancelled downstream "
+        "(a key bias before softmax adds the same score to every key). Otherwise check "
+        "that its input is not almost zero.",
+    )
+
+
+def _through_shape_ops(graph: Graph, node_id: int, step) -> list[int]:
+    """The nodes ``step`` (consumers or producers) reaches from ``node_id``, looking through
+    ops that only move or reshape values (view, t, expand, ...)."""
+    out, todo, seen = [], [node_id], {node_id}
+    while todo:
+        for nxt in step(todo.pop()):
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            if graph.nodes[nxt].kind == OP and graph.nodes[nxt].label in _SHAPE_OPS:
+                todo.append(nxt)
+            else:
+                out.append(nxt)
+    return out
+
+
+def _cancelled_by_batch_norm(graph: Graph, param: int) -> bool:
+    """A 1-D parameter added before a batch norm (a conv or linear bias): the norm subtracts
+    each channel's batch mean, so the bias cancels and its gradient is ~0 by construction."""
+    node = graph.nodes[param]
+    if node.shape is None or len(node.shape) != 1:
+        return False
+    users = _through_shape_ops(graph, param, graph.consumers)
+    if not users or any(graph.nodes[u].label not in _BIAS_USERS for u in users):
+        return False
+    return all(
+        (norms := _through_shape_ops(graph, u, graph.consumers))
+        and all(any(k in graph.nodes[m].label for k in _MEAN_SUBTRACTING) for m in norms)
+        for u in users
+    )
+
+
+def _before_norm_finding(graph: Graph, verdicts: list[Verdict]) -> Finding:
+    ids = _forward_ordered(graph, (v.node for v in verdicts))
+    worst = max(verdicts, key=lambda v: v.rms)
+    node = graph.nodes[worst.node]
+    what = f"bias {where(node)}" if len(ids) == 1 else f"{len(ids)} biases ({_listed(graph, ids)})"
+    return Finding(
+        kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=node.id, param=node.name,
+        nodes=tuple(ids),
+        message=f"Near-zero gradient at {what}, added right before a batch norm: the norm "
+        "subtracts each channel's batch mean, so a per-channel bias cancels out and its "
+        f"gradient is zero up to rounding (RMS at most {fmt_num(worst.rms)}).",
+        hint="Nothing to fix: the batch norm's own bias does this job. Layers followed by "
+        "BatchNorm are usually built with bias=False (nn.Conv2d(..., bias=False)), which also "
+        "saves the parameters.",
     )
 
 
@@ -553,48 +793,288 @@ def _idle(graph: Graph) -> set[int]:
     return idle
 
 
-def _dead(graph: Graph, t: Thresholds, idle: set[int]) -> list[Finding]:
+def _all_zero(g: GradStats | None) -> bool:
+    return g is not None and g.numel > 0 and g.finite and g.zero_frac >= 1.0
+
+
+def _zero_region(graph: Graph, start: int) -> set[int]:
+    """The nodes below ``start`` that got nothing but its zeros: producers reached along
+    all-zero edges whose whole gradient is zeros (no other consumer gave them anything)."""
+    region: set[int] = set()
+    todo = [start]
+    while todo:
+        for e in graph.in_edges(todo.pop()):
+            if e.src not in region and _all_zero(e.grad) and _all_zero(graph.nodes[e.src].grad):
+                region.add(e.src)
+                todo.append(e.src)
+    return region
+
+
+def _own_zeros(graph: Graph, node: Node, edge: Edge, sent: GradStats) -> float:
+    """The share of ``node``'s units that received a gradient and sent back zero.
+
+    An elementwise op (its input has the shape of its output) turns every zero it receives into
+    a zero it sends: those are not its own (a ReLU after a max-pool receives 99% zeros).
+    """
+    got = node.grad
+    assert got is not None
+    if got.zero_frac <= 0.0 or graph.edge_shape(edge) != node.shape:
+        return sent.zero_frac
+    return min(1.0, max(0.0, (sent.zero_frac - got.zero_frac) / (1.0 - got.zero_frac)))
+
+
+def _fed_by(graph: Graph, node: Node) -> list[int]:
+    """Parameters with all-zero gradients that share an op with ``node``'s output: the weight
+    of the layer after a ReLU whose every unit is off gets a zero input, so a zero gradient."""
+    out = []
+    for user in _through_shape_ops(graph, node.id, graph.consumers):
+        for src in _through_shape_ops(graph, user, graph.producers):
+            p = graph.nodes[src]
+            if p.kind == PARAM and _all_zero(p.grad):
+                out.append(src)
+    return out
+
+
+def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int]) -> list[Finding]:
+    """Ops that add zeros of their own, and the parameters those zeros starve; then parameters
+    with an all-zero gradient that no dead op explains, as one finding."""
+    out = []
+    starved_by_op: set[int] = set()
+    for node in graph.nodes:
+        if node.id in idle or node.id in explained:
+            continue  # nothing flowed, or another rule says why it is zero
+        got = node.grad
+        if node.kind != OP or got is None or not got.finite or not got.numel:
+            continue
+        if got.zero_frac >= 1.0:
+            continue  # nothing came in: the dead unit is further up
+        sent = [(e, e.grad) for e in graph.in_edges(node.id) if e.grad is not None]
+        sent = [(e, s) for e, s in sent if s.numel]  # an empty input holds no units
+        if not sent or not all(s.finite for _, s in sent):
+            continue
+        gating = node.label in _GATING_OPS
+        own = 1.0
+        if gating:
+            own = min(_own_zeros(graph, node, e, s) for e, s in sent)
+            if own < t.dead_frac:
+                continue
+        elif not any(s.zero_frac >= 1.0 for _, s in sent):
+            continue
+        region = _zero_region(graph, node.id)
+        if not gating and not any(graph.nodes[i].kind != OP for i in region):
+            # A product with a zero factor (a zero initial state h0 or c0): the zeros are
+            # absorbed, everything below still gets a gradient along its other paths.
+            continue
+        starved = [i for i in region if graph.nodes[i].kind == PARAM]
+        if not gating and any(s.zero_frac < 1.0 for _, s in sent):
+            # Zeros toward one operand only: the other one is zero. When that is a parameter
+            # that learns (a zero-initialised head), the zeros last one step.
+            weight = _learning_operand(graph, sent)
+            if weight is not None:
+                starved = _forward_ordered(graph, set(starved) - explained)
+                starved_by_op.update(starved)
+                out.append(_zero_weight_finding(graph, node, graph.nodes[weight], starved))
+            continue
+        if node.label in _ZERO_OUTPUT and own >= 1.0 and got.zero_frac <= 0.0:
+            starved += _fed_by(graph, node)
+        starved = _forward_ordered(graph, set(starved) - explained)
+        starved_by_op.update(starved)
+        out.append(_dead_finding(graph, node, got, sent, own, starved))
+    zero = [
+        n.id for n in graph.nodes
+        if n.kind == PARAM and _all_zero(n.grad)
+        and n.id not in idle and n.id not in explained and n.id not in starved_by_op
+    ]
+    if zero:
+        zero = _forward_ordered(graph, zero)
+        first = graph.nodes[zero[0]]
+        what = f"Parameter {where(first)} received" if len(zero) == 1 else \
+            f"{len(zero)} parameters ({_listed(graph, zero)}) received"
+        out.append(Finding(
+            kind=FindingKind.DEAD, severity=Severity.WARNING, node=first.id, param=first.name,
+            nodes=tuple(zero),
+            message=f"{what} an all-zero gradient: {'it' if len(zero) == 1 else 'they'} will "
+            "not change this step.",
+            hint="Look at the op that consumes it for a dead unit (a ReLU that never fires, a "
+            "mask of zeros), or at its input: a weight's gradient is its input times the "
+            "output's gradient, so an all-zero input gives it none.",
+        ))
+    return out
+
+
+def _learning_operand(graph: Graph, sent: list[tuple[Edge, GradStats]]) -> int | None:
+    """A parameter operand (seen through shape ops such as ``t``) that gets a gradient."""
+    for e, s in sent:
+        if s.zero_frac >= 1.0 or _ADDED_INPUT.get(graph.nodes[e.dst].label) == e.input_nr:
+            continue
+        for src in (e.src, *_through_shape_ops(graph, e.src, graph.producers)):
+            p = graph.nodes[src]
+            if p.kind == PARAM and p.grad is not None and not _all_zero(p.grad):
+                return src
+    return None
+
+
+def _zero_weight_finding(graph: Graph, node: Node, weight: Node, starved: list[int]) -> Finding:
+    rms = fmt_num(weight.grad.rms) if weight.grad is not None else "?"
+    below = f": {_params_phrase(len(starved))} below it get no gradient this step " \
+        f"({_listed(graph, starved)})" if starved else ""
+    return Finding(
+        kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=node.id, param=weight.name,
+        nodes=(node.id, weight.id, *starved),
+        message=f"{where(node)} sends back an all-zero gradient toward its input because the "
+        f"parameter it multiplies, '{weight.title}', is all zeros (zero-initialised?){below}. "
+        f"'{weight.title}' itself gets a gradient (RMS {rms}), so after the next update the "
+        "gradient flows again.",
+        hint="Nothing to fix when the zero init is deliberate (a zero-initialised head or "
+        "residual branch, as in Fixup, ReZero or a diffusion model's last layer). If it is not, "
+        "initialise it (nn.init.kaiming_uniform_, nn.init.xavier_uniform_) or look for code "
+        "that zeroes it.",
+    )
+
+
+def _dead_finding(graph: Graph, node: Node, got: GradStats, sent: list[tuple[Edge, GradStats]],
+                  own: float, starved: list[int]) -> Finding:
+    zeros = max(s.zero_frac for _, s in sent)
+    if got.zero_frac <= 0.0:
+        received = f"a non-zero gradient and sent back {_share(zeros)} exact zeros"
+    else:  # the zeros it passed on are not its own: count the units that got something
+        received = f"a gradient that is non-zero at {_share(1 - got.zero_frac)} of its units, " \
+            f"and {_share(own)} of those sent back zero"
+    message = f"Dead units at {where(node)}: it received {received}, so nothing below it " \
+        "learns from this path."
+    if starved:
+        message += f" {_params_phrase(len(starved)).capitalize()} get no gradient because of " \
+            f"it: {_listed(graph, starved)}."
+    hint = _DEAD_HINTS.get(node.label) or _DEAD_HINTS.get(_DEAD_FAMILY.get(node.label, "")) or (
+        f"{node.label}'s local derivative is zero everywhere for the inputs it saw, so it passes "
+        "no gradient back: look at the values it saved for backward (in the details), and at "
+        "what produced them."
+    )
+    return Finding(kind=FindingKind.DEAD, severity=Severity.WARNING, node=node.id,
+                   nodes=(node.id, *starved), message=message, hint=hint)
+
+
+def _share(x: float) -> str:
+    """A share as a percentage: whole numbers at the ends, one decimal between."""
+    return f"{x:.0%}" if x in (0.0, 1.0) else f"{min(max(x, 0.001), 0.999):.1%}"
+
+
+def _dominated(graph: Graph, start: int) -> set[int]:
+    """The nodes whose every way to the loss passes through ``start`` (``start`` excluded)."""
+    s = graph.nodes[start]
+    if s.exec_order is None:
+        return set()
+    inside = {start}
+    for n in graph.backward_order():  # consumers run before their producers
+        if n.exec_order is None or n.exec_order <= s.exec_order:
+            continue
+        users = graph.consumers(n.id)
+        if users and all(u in inside for u in users):
+            inside.add(n.id)
+    inside.discard(start)
+    return inside
+
+
+def _cancelling_softmax(graph: Graph, idle: set[int]) -> list[Finding]:
+    """A softmax that receives the same gradient at every element (``softmax(z).sum()``): its
+    outputs always sum to 1, so its input gradient is exactly zero by mathematics, and what
+    reaches the parameters below it is rounding."""
     out = []
     for node in graph.nodes:
-        if node.id in idle:
-            continue  # nothing flowed: no unit here had a chance to fire
-        if node.kind == OP and node.grad is not None and node.grad.finite:
-            if node.grad.zero_frac >= 1.0:
-                continue  # nothing came in: the dead unit is further up
-            sent = [e.grad for e in graph.in_edges(node.id) if e.grad is not None]
-            sent = [s for s in sent if s.numel]  # an empty input holds no units
-            if not sent or not all(s.finite for s in sent):
-                continue
-            zero = min(s.zero_frac for s in sent)
-            limit = t.dead_frac if node.label in _GATING_OPS else 1.0
-            if zero >= limit:
-                out.append(
-                    Finding(
-                        kind=FindingKind.DEAD,
-                        severity=Severity.WARNING,
-                        node=node.id,
-                        message=f"Dead units at {where(node)}: it received a non-zero "
-                        f"gradient but sent back {zero:.0%} exact zeros, so nothing below it "
-                        "learns from this path.",
-                        hint="A ReLU whose inputs are all negative (e.g. a large negative bias, "
-                        "a too-high learning rate) passes no gradient. Try LeakyReLU/GELU, "
-                        "a smaller learning rate, or re-initialise the layer feeding it.",
-                    )
-                )
-        elif node.kind == PARAM and node.grad is not None and node.grad.zero_frac >= 1.0:
-            out.append(
-                Finding(
-                    kind=FindingKind.DEAD,
-                    severity=Severity.WARNING,
-                    node=node.id,
-                    param=node.name,
-                    message=f"Parameter {where(node)} received an all-zero gradient: it "
-                    "will not change this step.",
-                    hint="Look at the op that consumes it for a dead unit (a ReLU that never "
-                    "fires, a mask of zeros).",
-                )
-            )
+        g = node.grad
+        if node.kind != OP or node.label not in _SOFTMAX or node.id in idle:
+            continue
+        if g is None or not g.finite or g.numel < 2 or g.min != g.max or g.max == 0.0:
+            continue
+        below = _dominated(graph, node.id)
+        params = _forward_ordered(graph, (i for i in below if graph.nodes[i].kind == PARAM))
+        sent = [e.grad for e in graph.in_edges(node.id) if e.grad is not None]
+        noise = max((s.rms for s in sent if s.finite), default=0.0)
+        learn = f" {_params_phrase(len(params)).capitalize()} learn nothing through it: " \
+            f"{_listed(graph, params)}." if params else ""
+        out.append(Finding(
+            kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=node.id,
+            nodes=(node.id, *params),
+            message=f"{where(node)} receives the same gradient ({fmt_num(g.max)}) at every "
+            "element: its outputs are only summed, and softmax outputs always sum to 1, so the "
+            "gradient it sends back is zero by mathematics (what it sent, RMS "
+            f"{fmt_num(noise)}, is rounding).{learn}",
+            hint="Nothing is wrong in backward: a loss that adds up softmax probabilities does "
+            "not depend on the logits. If this term should train them, weight the "
+            "probabilities by something that varies (a target, a cost), or use cross_entropy "
+            "on the logits.",
+        ))
     return out
+
+
+def _half_edge(graph: Graph, e: Edge) -> bool:
+    """Whether the gradient on ``e`` is float16: the dtype of the producer's output it is for."""
+    outs = graph.nodes[e.src].outputs
+    return e.output_nr < len(outs) and outs[e.output_nr].dtype == "float16"
+
+
+def _underflow(graph: Graph, t: Thresholds, idle: set[int]) -> list[Finding]:
+    """float16 gradients too small for float16, with no loss scale: they lose precision below
+    its smallest normal (6.1e-5) and flush to zero below 6e-8, which looks like dead units.
+
+    Zeros are born where a node received a non-zero gradient too small for float16 and sent
+    more zeros than it received along a float16 edge: a float16 op, or the cast of a float16
+    output to float32 (``out.float()`` under autocast) whose gradient is cast back.
+    """
+    if graph.meta.get("loss_scale"):
+        return []  # a GradScaler keeps them in range; its own inf/NaN check skips bad steps
+    tiny = [
+        n for n in graph.nodes
+        if n.dtype == "float16" and n.id not in idle and n.grad is not None and n.grad.finite
+        and 0.0 < n.grad.rms < _FP16_MIN_NORMAL
+    ]
+    births: dict[int, float] = {}  # node -> the zero share it added
+    for e in graph.edges:
+        got, sent = graph.nodes[e.dst].grad, e.grad
+        if got is None or sent is None or not (got.finite and sent.finite and sent.numel):
+            continue
+        if e.dst in idle or not 0.0 < got.rms < _FP16_MIN_NORMAL or not _half_edge(graph, e):
+            continue
+        if sent.zero_frac > got.zero_frac:
+            births[e.dst] = max(births.get(e.dst, 0.0), sent.zero_frac - got.zero_frac)
+    if not tiny and not births:
+        return []
+    region: set[int] = set()
+    for nid in births:
+        region |= _zero_region(graph, nid)
+    zeroed = {i for i in region if graph.nodes[i].kind == PARAM}
+    zeroed |= {n.id for n in graph.nodes
+               if n.kind == PARAM and n.dtype == "float16" and _all_zero(n.grad)}
+    small = {n.id for n in tiny if n.kind == PARAM} - zeroed
+    params = _forward_ordered(graph, zeroed | small)
+    if births:
+        # The birth that zeroed the most, nearest the loss among equals.
+        at = graph.nodes[max(births, key=lambda i: (births[i], -(graph.nodes[i].exec_order or 0)))]
+        got = at.grad
+        assert got is not None
+        sent_zero = max(e.grad.zero_frac for e in graph.in_edges(at.id)  # type: ignore[union-attr]
+                        if e.grad is not None and e.grad.numel and _half_edge(graph, e))
+        where_ = f"at {where(at)} the gradient has RMS {fmt_num(got.rms)}, below float16's " \
+            f"smallest normal {fmt_num(_FP16_MIN_NORMAL)}, and it sends back " \
+            f"{_share(sent_zero)} zeros"
+    else:
+        at = min(tiny, key=lambda n: n.grad.rms)  # type: ignore[union-attr]
+        where_ = f"{len(tiny)} float16 gradients are below float16's smallest normal " \
+            f"{fmt_num(_FP16_MIN_NORMAL)}, the smallest at {where(at)} (RMS " \
+            f"{fmt_num(at.grad.rms)})"  # type: ignore[union-attr]
+    parts = [f"{_params_phrase(len(zeroed))} get an all-zero gradient"] if zeroed else []
+    if small:
+        parts.append(f"{len(small)} {'more ' if zeroed else ''}a subnormal one")
+    tail = f"; {' and '.join(parts)}: {_listed(graph, params)}" if parts else ""
+    return [Finding(
+        kind=FindingKind.UNDERFLOW, severity=Severity.WARNING, node=at.id,
+        param=at.name or None, nodes=(at.id, *sorted(births), *params),
+        message=f"float16 gradients underflow to zero without loss scaling: {where_}{tail}.",
+        hint="float16 holds no magnitude below 6e-8 and loses precision below 6.1e-5, so small "
+        "gradients flush to zero (they look like dead units). Use torch.amp.GradScaler "
+        "(scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()), or train "
+        "in bfloat16, which has float32's range.",
+    )]
 
 
 def _params(graph: Graph) -> list[Finding]:

@@ -58,6 +58,11 @@ class VanishingGradientWarning(GradientWarning):
     """Gradients shrink to almost nothing on their way back to the parameters."""
 
 
+class UnderflowWarning(VanishingGradientWarning):
+    """float16 gradients flush to zero because no loss scale (``GradScaler``) keeps them in
+    range; a ``VanishingGradientWarning``, so filters for those catch it too."""
+
+
 class ExplodingGradientWarning(GradientWarning):
     """Gradients grow very large on their way back to the parameters."""
 

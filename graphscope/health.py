@@ -6,8 +6,11 @@ gradient falls in (``Band``), and the judgement of a graph's parameter gradients
 - absolute limits on the RMS, multiplied by the capture's ``GradScaler`` loss scale (a scaled
   loss scales every gradient; that is not an explosion);
 - relative vanishing: a parameter gradient far below the largest one in the same graph;
-- the depth trend: gradients growing (or fading) by orders of magnitude from the output layers
-  to the input layers.
+- the depth trend, relative to the model's own scale: gradients fading (or growing) by orders
+  of magnitude from the output layers to the input layers, layer after layer. It is fitted
+  through the layers (a module's parameters are one layer), so a 20-layer tanh MLP whose first
+  layer gets 1e-5 of the last is a trend, while a few structurally tiny biases among healthy
+  layers (before a BatchNorm, behind a layer-scale factor) are not.
 
 The findings (``graphscope.diagnostics``), the picture (``graphscope.export``) and the inspector
 (``graphscope.tui``) all read their bands from one ``Health``, so a node's colour and the
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
+import re
+import statistics
 from dataclasses import dataclass, field
 from graphscope.model import PARAM, GradStats, Graph, Node
 
@@ -59,16 +65,21 @@ class Thresholds:
     Attributes:
         vanishing_rms: A gradient at or below this RMS is vanishing.
         exploding_rms: A gradient at or above this RMS is exploding.
-        vanishing_ratio: A parameter whose RMS is below this fraction of the largest parameter
-            RMS in the same graph is vanishing relative to the rest (the sigmoid-stack fade).
-        exploding_ratio: The input-side parameters' RMS above this multiple of the output-side
-            ones is an explosion through depth. Uniform scaling (e.g. ``GradScaler``) changes
-            no ratio, so it is never called exploding by this rule.
-        dead_frac: A gating op (ReLU, clamp, hardtanh) that receives a non-zero gradient but
-            sends back at least this fraction of exact zeros has dead units. Any other op is
-            reported only when everything it sends back is zero. Empty gradients count neither
-            as received nor as sent.
-        min_layers: The depth rules (ratios) need at least this many parameter gradients.
+        vanishing_ratio: A depth trend that fades the gradient to this fraction from the last
+            layer to the first is vanishing, and so are the parameters below this fraction of
+            the last layer's gradient in it; without a trend, a parameter below this fraction of
+            the largest parameter RMS in the graph is vanishing relative to the rest.
+        exploding_ratio: A depth trend that grows the gradient by this factor from the last
+            layer to the first is an explosion through depth, with the parameters above this
+            multiple of the last layer's gradient in it. Uniform scaling (e.g. ``GradScaler``)
+            changes no ratio, so it is never called exploding by this rule.
+        dead_frac: A gating op (ReLU, clamp, hardtanh) has dead units when at least this
+            fraction of the units that received a non-zero gradient send back zero (the zeros
+            it only passed on, e.g. from a max-pool above it, are not its own). Any other op is
+            reported only when everything it sends back is zero and that starves a parameter
+            or input. Empty gradients count neither as received nor as sent.
+        min_layers: The depth rules need at least this many parameter gradients (the relative
+            rule) and layers (the trend).
 
     Example:
         >>> graphscope.capture(loss, thresholds=Thresholds(exploding_rms=1e3))  # doctest: +SKIP
@@ -126,39 +137,79 @@ def forward_params(graph: Graph) -> list[Node]:
     )
 
 
+# A trend is a slope that most layers follow: at least this share of the layer-to-layer steps go
+# its way, and no single step carries more than half of it (that is a cliff, not a fade).
+_FOLLOW = 0.6
+_CLIFF = 0.5
+# The depth fit compares every pair of layers; past this many layers it uses an even sample.
+_FIT_LAYERS = 400
+# nn.LSTM / nn.GRU / nn.RNN name their stacked layers' parameters weight_ih_l0, bias_hh_l1_reverse.
+_RNN_LAYER = re.compile(r"^(?:weight|bias)_\w+?_(l\d+(?:_reverse)?)$")
+
+
+def layer_key(node: Node) -> str:
+    """The layer a parameter belongs to for the depth rule: its module (``blocks.0.conv1`` for
+    ``blocks.0.conv1.weight``), one per stacked RNN layer (``lstm.l1``); its own name when it
+    has no module."""
+    name = node.name or node.label or str(node.id)
+    module, _, last = name.rpartition(".")
+    rnn = _RNN_LAYER.match(last)
+    if rnn:
+        return f"{module}.{rnn.group(1)}" if module else rnn.group(1)
+    return module or name
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The judgement of one parameter gradient that is not healthy."""
+    """The judgement of one parameter gradient that is not healthy.
+
+    ``rel`` is its RMS over the RMS it was judged against: the trend's output-side reference
+    for ``Reason.TREND``, otherwise the largest parameter RMS in the graph.
+    """
 
     node: int
     band: Band
     reason: Reason
     rms: float
-    rel: float  # its RMS over the largest parameter RMS
+    rel: float
 
 
 @dataclass(frozen=True)
 class Health:
     """The judgement of one graph's gradients under one set of thresholds.
 
+    The depth rule works on layers, not single parameters: a module's parameters form one layer
+    whose RMS is its largest (a bias that is ~0 by construction does not make its layer look
+    faded), in forward order. A trend is the slope of log RMS through the layers (the median of
+    the slopes between every pair, so a few odd layers do not move it), accepted only when most
+    layer-to-layer steps follow it and no single step carries half of it.
+
     Attributes:
         thresholds: The limits it was judged with.
         scale: The capture's loss scale (1 without a ``GradScaler``).
         layers: Parameter node ids with a finite, non-zero gradient, in forward order.
+        groups: Those ids grouped into the depth rule's layers, in forward order.
         top: The parameter with the largest gradient RMS (``None`` without layers).
         top_rms: Its RMS.
-        growth: Input-side over output-side mean log RMS, as a factor (1 when too shallow).
+        typical_rms: The median of the layers' RMS: below the vanishing limit, the whole model's
+            gradients are tiny (not a few parameters).
+        growth: The fitted first-layer over last-layer RMS, as a factor (1 when too shallow).
         trend: ``Band.VANISHING`` or ``Band.EXPLODING`` when the depth trend passes a ratio.
+        reference: The output-side parameter a trend is measured against (the largest
+            gradient of the last layer); ``None`` without a trend.
         verdicts: The parameters that are vanishing or exploding, by node id.
     """
 
     thresholds: Thresholds
     scale: float = 1.0
     layers: tuple[int, ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()
     top: int | None = None
     top_rms: float = 0.0
+    typical_rms: float = 0.0
     growth: float = 1.0
     trend: Band | None = None
+    reference: int | None = None
     verdicts: dict[int, Verdict] = field(default_factory=dict)
 
     @classmethod
@@ -168,51 +219,55 @@ class Health:
         scale = float(graph.meta.get("loss_scale") or 1.0)
         # An empty or all-zero gradient has no magnitude: on the log scale of the depth trend it
         # would stand for 1e-300 and make every other layer look exploding (or vanishing). An
-        # empty one is "nothing flowed"; an all-zero one is dead, or idle.
+        # empty one is "nothing flowed"; an all-zero one is dead, or idle. An infinite RMS of
+        # finite values (an overflowed norm) has no place on it either: its band is its own.
         layers = [
             n for n in forward_params(graph)
-            if n.grad is not None and n.grad.finite and n.grad.rms > 0
+            if n.grad is not None and n.grad.finite and 0 < n.grad.rms < math.inf
         ]
         if not layers:
             return cls(thresholds=t, scale=scale)
         rms = {n.id: n.grad.rms for n in layers if n.grad is not None}
         top = max(layers, key=lambda n: rms[n.id])
+        grouped: dict[str, list[int]] = {}
+        for n in layers:
+            grouped.setdefault(layer_key(n), []).append(n.id)
+        groups = [tuple(ids) for ids in grouped.values()]
+        group_rms = [max(rms[i] for i in ids) for ids in groups]
+        typical = statistics.median(group_rms)
         top_rms = rms[top.id]
+        growth, trend = 1.0, None
+        if len(groups) >= t.min_layers:
+            growth, trend = _trend(group_rms, t)
         deep = len(layers) >= t.min_layers
-        growth = 1.0
-        if deep:
-            k = max(1, len(layers) // 3)
-            first = sum(math.log(rms[n.id]) for n in layers[:k]) / k
-            last = sum(math.log(rms[n.id]) for n in layers[-k:]) / k
-            growth = math.exp(first - last)
-        trend = None
-        if deep and growth <= t.vanishing_ratio:
-            trend = Band.VANISHING
-        elif deep and growth >= t.exploding_ratio:
-            trend = Band.EXPLODING
+        ref = max(groups[-1], key=lambda i: rms[i])
+        ref_rms = rms[ref]
         verdicts: dict[int, Verdict] = {}
-        for i, n in enumerate(layers):
+        for n in layers:
             r = rms[n.id]
-            rel = r / top_rms
-            if trend is Band.EXPLODING and i < max(1, len(layers) // 3):
-                verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.TREND, r, rel)
+            if trend is Band.VANISHING and r <= ref_rms * t.vanishing_ratio:
+                verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.TREND, r, r / ref_rms)
+            elif trend is Band.EXPLODING and r >= ref_rms * t.exploding_ratio:
+                verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.TREND, r, r / ref_rms)
             elif r >= t.exploding_rms * scale:
-                verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.LIMIT, r, rel)
+                verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.LIMIT, r, r / top_rms)
             elif trend is Band.EXPLODING:
                 continue  # an explosion through depth is the finding; small ones are its tail
             elif r <= t.vanishing_rms * scale:
-                verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LIMIT, r, rel)
-            elif deep and rel <= t.vanishing_ratio:
-                reason = Reason.TREND if trend is Band.VANISHING else Reason.RELATIVE
-                verdicts[n.id] = Verdict(n.id, Band.VANISHING, reason, r, rel)
+                verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LIMIT, r, r / top_rms)
+            elif deep and r <= top_rms * t.vanishing_ratio:
+                verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.RELATIVE, r, r / top_rms)
         return cls(
             thresholds=t,
             scale=scale,
             layers=tuple(n.id for n in layers),
+            groups=tuple(groups),
             top=top.id,
             top_rms=top_rms,
+            typical_rms=typical,
             growth=growth,
             trend=trend,
+            reference=ref if trend is not None else None,
             verdicts=verdicts,
         )
 
@@ -254,3 +309,23 @@ class Health:
         if math.isinf(rms):
             return 1.0
         return min(max((math.log10(rms) - lo) / (hi - lo), 0.0), 1.0)
+
+
+def _trend(group_rms: list[float], t: Thresholds) -> tuple[float, Band | None]:
+    """The fitted first-over-last factor through the layers, and the trend it makes (if any)."""
+    y = [math.log10(r) for r in group_rms]
+    at = list(range(len(y)))
+    if len(y) > _FIT_LAYERS:
+        at = sorted({round(i * (len(y) - 1) / (_FIT_LAYERS - 1)) for i in range(_FIT_LAYERS)})
+    slope = statistics.median(
+        (y[j] - y[i]) / (j - i) for k, i in enumerate(at) for j in at[k + 1:]
+    )
+    change = slope * (len(y) - 1)  # log10 of the last layer's RMS over the first's, fitted
+    growth = 10.0 ** min(max(-change, -300.0), 300.0)  # 1e-300 .. 1e300: no float overflow
+    if t.vanishing_ratio < growth < t.exploding_ratio:
+        return growth, None
+    along = [(b - a) * (1 if change > 0 else -1) for a, b in itertools.pairwise(y)]
+    follows = sum(s > 0 for s in along) >= _FOLLOW * len(along)
+    if not follows or max(along) > _CLIFF * abs(change):
+        return growth, None
+    return growth, Band.VANISHING if change > 0 else Band.EXPLODING

@@ -236,6 +236,8 @@ class FindingKind(str, enum.Enum):
     FROZEN = "frozen_param"
     OPAQUE = "opaque"
     ACCUMULATED = "accumulated_grad"  # .grad also holds an earlier backward's gradient
+    UNDERFLOW = "underflow"  # float16 gradients flushed to zero without a loss scale
+    STRUCTURAL = "structural_zero"  # ~0 by mathematics (a bias before BatchNorm): no fix needed
 
     def __str__(self) -> str:
         return self.value
@@ -275,6 +277,9 @@ class Finding:
         message: What happened and where.
         hint: Why it happens and what to try.
         param: The parameter name it is about, if any.
+        nodes: Every node the finding is about, ``node`` included: one finding per cause (a
+            20-layer fade is one finding listing its 40 parameters), and each view marks them
+            all. A finding about one node has ``nodes == (node,)``; ``()`` without a node.
     """
 
     kind: FindingKind
@@ -283,10 +288,15 @@ class Finding:
     message: str
     hint: str = ""
     param: str | None = None
+    nodes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", FindingKind(self.kind))  # "vanishing" is accepted
         object.__setattr__(self, "severity", Severity(self.severity))
+        nodes = tuple(dict.fromkeys(int(n) for n in self.nodes))
+        if self.node is not None and self.node not in nodes:
+            nodes = (self.node, *nodes)
+        object.__setattr__(self, "nodes", nodes)
 
     def __str__(self) -> str:
         text = f"[{self.severity}] {self.message}"
@@ -396,7 +406,8 @@ class Graph:
         return sorted(ran, key=lambda n: n.exec_order or 0)
 
     def findings_for(self, node_id: int) -> list[Finding]:
-        return [f for f in self.findings if f.node == node_id]
+        """The findings that name ``node_id`` (as their node or among their ``nodes``)."""
+        return [f for f in self.findings if node_id in f.nodes]
 
     def subgraph(self, ids: list[int]) -> Graph:
         """The nodes ``ids`` and the edges among them, renumbered 0..k-1 in id order (to export a
@@ -406,7 +417,12 @@ class Graph:
         nodes = [dataclasses.replace(self.nodes[old], id=new[old]) for old in keep]
         edges = [dataclasses.replace(e, src=new[e.src], dst=new[e.dst])
                  for old in keep for e in self.out_edges(old) if e.dst in new]
-        findings = [dataclasses.replace(f, node=new[f.node]) for f in self.findings if f.node in new]
+        findings = [
+            dataclasses.replace(f, node=new[f.node] if f.node in new else kept[0],
+                                nodes=tuple(kept))
+            for f in self.findings
+            if (kept := [new[n] for n in f.nodes if n in new])
+        ]
         roots = [new[r] for r in self.roots if r in new] or [0]
         return Graph(nodes=nodes, edges=edges, roots=roots, findings=findings,
                      passes=self.passes, meta=dict(self.meta))
@@ -456,7 +472,7 @@ class Graph:
             "nodes": [_without_plain_grads(n, enc(n)) for n in self.nodes],
             "edges": [enc(e) for e in self.edges],
             "params": [enc(p) for p in self.params],
-            "findings": [enc(f) for f in self.findings],
+            "findings": [_without_plain_nodes(f, enc(f)) for f in self.findings],
         })
 
     @classmethod
@@ -562,6 +578,13 @@ def _without_plain_grads(node: Node, d: dict[str, Any]) -> dict[str, Any]:
     nodes)."""
     if node.grads == ((node.grad,) if node.grad is not None else ()):
         d.pop("grads", None)
+    return d
+
+
+def _without_plain_nodes(finding: Finding, d: dict[str, Any]) -> dict[str, Any]:
+    """A finding about one node stores no ``nodes``: loading rebuilds ``(node,)``."""
+    if finding.nodes == ((finding.node,) if finding.node is not None else ()):
+        d.pop("nodes", None)
     return d
 
 

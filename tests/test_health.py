@@ -71,7 +71,7 @@ def test_relative_vanishing_is_blue_exactly_where_the_findings_say():
     """Sigmoid stack: the parameters the findings call vanishing are the ones painted blue."""
     g = DEMOS["sigmoid_mlp"].build()
     bands = _agree(g)
-    vanishing = {f.node for f in g.findings if f.kind == "vanishing"}
+    vanishing = {n for f in g.findings if f.kind == "vanishing" for n in f.nodes}
     blue_params = {i for i, b in bands.items() if b is Band.VANISHING and g.nodes[i].kind == PARAM}
     assert vanishing and blue_params == vanishing
     # Among them, some are vanishing only relative to the largest (above the absolute limit).
@@ -103,7 +103,7 @@ def test_inspector_given_thresholds_rediagnoses_without_touching_the_graph():
     assert Thresholds.of(app.graph) == strict
     health = Health.of(app.graph)
     blue = {n.id for n in forward_params(app.graph) if health.band(n) is Band.VANISHING}
-    assert blue == {f.node for f in app.graph.findings if f.kind == "vanishing"}
+    assert blue == {n for f in app.graph.findings if f.kind == "vanishing" for n in f.nodes}
 
 
 def test_render_with_thresholds_marks_the_findings_they_give():
@@ -112,8 +112,8 @@ def test_render_with_thresholds_marks_the_findings_they_give():
     strict = Thresholds(vanishing_ratio=0.5)
     text = to_dot(g, options=graphscope.RenderOptions(max_nodes=None, thresholds=strict))
     fills = parse(text).nodes
-    newly = {f.node for f in diagnose(g, thresholds=strict) if f.kind == "vanishing"}
-    newly -= {f.node for f in g.findings if f.kind == "vanishing"}
+    newly = {n for f in diagnose(g, thresholds=strict) if f.kind == "vanishing" for n in f.nodes}
+    newly -= {n for f in g.findings if f.kind == "vanishing" for n in f.nodes}
     assert newly
     for nid in newly:
         assert fills[f"n{nid}"]["fillcolor"] == BAND_COLOURS[Band.VANISHING]

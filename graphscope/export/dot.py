@@ -170,8 +170,8 @@ class _Context:
     def of(cls, graph: Graph, view: View, options: RenderOptions) -> _Context:
         findings: dict[int, list[Finding]] = {}
         for f in graph.findings:
-            if f.node is not None:
-                findings.setdefault(f.node, []).append(f)
+            for nid in f.nodes:  # a finding about a cause marks every node it names
+                findings.setdefault(nid, []).append(f)
         return cls(
             boxes={b.name: b for b in view.boxes},
             findings=findings,
@@ -301,7 +301,7 @@ def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
             f"stands for {box.repeat.count} copies ({box.repeat.span}); colour shows the worst"
             + (f"; grad norm {fmt_num(min(norms))} .. {fmt_num(max(norms))}" if norms else "")
         )
-    lines.extend(str(f) for m in box.members for f in ctx.findings.get(m, ()))
+    lines.extend(dict.fromkeys(str(f) for m in box.members for f in ctx.findings.get(m, ())))
     return "\n".join(lines)
 
 
@@ -337,7 +337,7 @@ def _group_tooltip(box: Box, nodes: list[Node], stats: GradStats | None, ctx: _C
         lines.append("parameters: " + ", ".join(params[:6]) + (", ..." if len(params) > 6 else ""))
     ops = Counter(n.label or op_label(n.op) for n in nodes if n.kind == OP)
     lines.append("ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.most_common(8)))
-    lines.extend(str(f) for n in nodes for f in ctx.findings.get(n.id, ()))
+    lines.extend(dict.fromkeys(str(f) for n in nodes for f in ctx.findings.get(n.id, ())))
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ KEYS = [
     ("→ ←  l h", "expand / collapse (← again: go to the parent)"),
     ("enter", "expand, follow a ↪ reference, or load more lines"),
     ("/", "search ops and parameter names; enter again jumps to the next match"),
-    ("n  N", "next / previous finding"),
+    ("n  N", "next / previous finding, through every node it names"),
     ("g", "group the tree backward from the loss, or by module"),
     ("1 2 3", "tabs: node details, neighbours, gradient flow"),
     ("e", "export the graph (or, on the neighbours tab, the neighbourhood) to SVG"),

@@ -57,7 +57,9 @@ class MainScreen(Screen[None]):
         self.health = Health.of(graph)
         self.stem = stem
         self._search = SearchIndex(graph)
-        self._finding = -1
+        # n/N step through every node each finding names (its own node first), finding by
+        # finding in the list's order: a 20-layer fade is one finding with 33 stops.
+        self._stop = -1
         self._selected: int | None = None
 
     def compose(self):
@@ -101,8 +103,8 @@ class MainScreen(Screen[None]):
 
     @on(FindingsList.Chosen)
     def _finding_chosen(self, event: FindingsList.Chosen) -> None:
-        findings = self.query_one(FindingsList)
-        self._finding = findings.findings.index(event.finding)
+        index = self.query_one(FindingsList).findings.index(event.finding)
+        self._stop = self._stops().index((index, event.finding.node))
         self._jump_to(event.finding)
 
     @on(LocalGraph.Clicked)
@@ -117,12 +119,21 @@ class MainScreen(Screen[None]):
         else:
             self.query_one(GraphTree).reveal(found)
 
-    def _jump_to(self, finding: Finding) -> None:
-        if finding.node is None:
+    def _stops(self) -> list[tuple[int, int | None]]:
+        """(finding index, node) for each node of each listed finding, its own node first."""
+        return [
+            (i, nid)
+            for i, f in enumerate(self.query_one(FindingsList).findings)
+            for nid in dict.fromkeys((f.node, *f.nodes))
+        ]
+
+    def _jump_to(self, finding: Finding, node: int | None = None) -> None:
+        node = finding.node if node is None else node
+        if node is None:
             what = f"parameter {finding.param}" if finding.param else "this finding"
             self.notify(f"{what} has no node in the graph: {finding.message}", severity="warning")
             return
-        self.query_one(GraphTree).reveal(finding.node)
+        self.query_one(GraphTree).reveal(node)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -142,11 +153,12 @@ class MainScreen(Screen[None]):
         if not findings.findings:
             self.notify("no findings in this capture")
             return
-        count = len(findings.findings)
-        start = self._finding if self._finding >= 0 else (-1 if step > 0 else 0)
-        self._finding = (start + step) % count
-        findings.highlighted = self._finding
-        self._jump_to(findings.findings[self._finding])
+        stops = self._stops()
+        start = self._stop if self._stop >= 0 else (-1 if step > 0 else 0)
+        self._stop = (start + step) % len(stops)
+        index, node = stops[self._stop]
+        findings.highlighted = index
+        self._jump_to(findings.findings[index], node)
 
     def action_grouping(self) -> None:
         tree = self.query_one(GraphTree)

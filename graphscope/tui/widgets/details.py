@@ -72,6 +72,9 @@ def describe(graph: Graph, node_id: int, health: Health | None = None) -> Group:
     for f in graph.findings_for(node_id):
         text = Text(f"\n{str(f.severity).upper()} ", style=SEVERITY_STYLE[f.severity])
         text.append(f.message)
+        if len(f.nodes) > 1:
+            text.append(f"\n  one of the {len(f.nodes)} nodes this finding names (n/N steps "
+                        "through them)", style="dim")
         if f.hint:
             text.append(f"\n  hint: {f.hint}", style="italic")
         parts.append(text)

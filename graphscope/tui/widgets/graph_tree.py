@@ -100,8 +100,8 @@ class GraphTree(Tree[Line]):
         self._health = health or Health.of(graph)
         self._worst = {}
         for f in graph.findings:
-            if f.node is not None:
-                self._worst[f.node] = max(f.severity, self._worst.get(f.node, f.severity))
+            for nid in f.nodes:  # a finding about a cause marks every node it names
+                self._worst[nid] = max(f.severity, self._worst.get(nid, f.severity))
         self._plans: dict[Grouping, BackwardPlan | ModulePlan] = {}
         self._rebuild()
 

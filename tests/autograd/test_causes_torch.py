@@ -1,0 +1,231 @@
+"""One finding per cause on real torch models: torch's own gradients (``p.grad``) are the oracle
+for which parameters a finding names."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import graphscope
+from graphscope.demos import DEMOS, mlp
+from graphscope.model import Graph, Severity
+
+
+def _captured(model: nn.Module, loss: torch.Tensor) -> Graph:
+    g = graphscope.capture(loss, model=model, warn=False)
+    loss.backward()
+    return g
+
+
+def _of(g: Graph, kind: str) -> list:
+    return [f for f in g.findings if f.kind == kind]
+
+
+def _rms(p: torch.Tensor) -> float:
+    assert p.grad is not None
+    return p.grad.double().pow(2).mean().sqrt().item()
+
+
+def _deep(activation: type[nn.Module], seed: int = 0) -> tuple[nn.Sequential, Graph]:
+    """A 20-layer MLP with PyTorch's default init, regressing random targets."""
+    torch.manual_seed(seed)
+    model = mlp(20, 32, activation)
+    loss = F.mse_loss(model(torch.randn(32, 8)), torch.randn(32, 1))
+    return model, _captured(model, loss)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.Sigmoid])
+def test_deep_default_init_stack_is_one_vanishing_warning(activation):
+    """20 tanh (or sigmoid) layers with default init: exactly one vanishing warning, naming
+    exactly the parameters whose p.grad RMS is below 1e-4 of the last layer's largest."""
+    model, g = _deep(activation)
+    (f,) = _of(g, "vanishing")
+    assert f.severity == Severity.WARNING
+    assert [x for x in g.findings if x.severity >= Severity.WARNING] == [f]
+    last = max(_rms(p) for p in model[-1].parameters())
+    fading = {name for name, p in model.named_parameters() if _rms(p) <= 1e-4 * last}
+    assert {g.nodes[i].name for i in f.nodes} == fading
+    assert {"0.weight", "0.bias"} <= fading
+    label = activation.__name__.lower()
+    assert f"through 20 {label} layers" in f.message
+    assert ("0.25" if label == "sigmoid" else "saturates") in f.hint
+
+
+def test_tanh_fade_is_found_for_other_seeds_too():
+    """The tanh stack's fade is a warning whatever the seed (the rule fits all 21 layers)."""
+    for seed in (1, 2):
+        _, g = _deep(nn.Tanh, seed)
+        assert [f.severity for f in _of(g, "vanishing")] == [Severity.WARNING]
+
+
+def test_relu_before_a_global_max_pool_is_not_dead():
+    """The max-pool passes back one position in 144; the ReLU passes those on: no dead units."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10))
+    loss = F.cross_entropy(model(torch.randn(4, 3, 12, 12)), torch.randint(0, 10, (4,)))
+    g = _captured(model, loss)
+    relu = next(n for n in g.nodes if n.label == "relu")
+    assert relu.grad.zero_frac > 0.99  # what it received: the oracle of why it sends zeros
+    assert _of(g, "dead") == [] and g.findings == []
+
+
+def test_softmax_summed_is_no_warning():
+    """softmax(z).sum() is always 1: no dead or vanishing finding, one structural INFO that
+    names the layer behind it, whose p.grad is rounding next to the loss's gradient of 1."""
+    torch.manual_seed(0)
+    fc = nn.Linear(4, 6)
+    g = _captured(fc, torch.softmax(fc(torch.randn(5, 4)), -1).sum())
+    assert max(_rms(p) for p in fc.parameters()) < 1e-6
+    assert [f.severity for f in g.findings] == [Severity.INFO]
+    (f,) = _of(g, "structural_zero")
+    assert {g.nodes[i].name for i in f.nodes[1:]} == {"weight", "bias"}
+
+
+class _CellLoop(nn.Module):
+    """An LSTMCell unrolled from a zero state: the first step multiplies by c0 = 0 and h0 = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h = c = torch.zeros(u.shape[1], 8)
+        for step in u:
+            h, c = self.cell(step, (h, c))
+        return self.head(h)
+
+
+class _ZeroStateRecurrence(nn.Module):
+    """h = zeros; h = tanh(A(h) + B(u[t])): A's first use multiplies the zero state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.A = nn.Linear(8, 8, bias=False)
+        self.B = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(u.shape[1], 8)
+        for step in u:
+            h = torch.tanh(self.A(h) + self.B(step))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("model_cls", [_CellLoop, _ZeroStateRecurrence])
+def test_recurrence_from_a_zero_state_is_not_dead(model_cls):
+    """The first step's products with the zero state send exact zeros, but every weight learns
+    from the later steps (p.grad non-zero): no finding at all."""
+    torch.manual_seed(0)
+    model = model_cls()
+    g = _captured(model, F.mse_loss(model(torch.randn(6, 5, 4)), torch.randn(5, 1)))
+    assert all(p.grad.count_nonzero() > 0 for p in model.parameters())
+    assert any(e.grad is not None and e.grad.numel and e.grad.zero_frac == 1.0 for e in g.edges)
+    assert g.findings == []
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class _ResNetLike(nn.Module):
+    """A stem, two residual blocks whose convs keep their biases before BatchNorm, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.Sequential(_Block(), _Block())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(torch.relu(self.stem(x))).mean((2, 3)))
+
+
+def test_conv_bias_before_batch_norm_is_explained_not_vanishing():
+    """The biases before BatchNorm get ~0 (p.grad tiny next to their conv weight's): one
+    structural INFO naming exactly them, no vanishing finding and no warning."""
+    torch.manual_seed(0)
+    model = _ResNetLike()
+    loss = F.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 10, (8,)))
+    g = _captured(model, loss)
+    biases = {f"blocks.{b}.conv{c}.bias" for b in (0, 1) for c in (1, 2)}
+    params = dict(model.named_parameters())
+    assert all(_rms(params[b]) < 1e-4 * _rms(params[b[:-4] + "weight"]) for b in biases)
+    (f,) = _of(g, "structural_zero")
+    assert {g.nodes[i].name for i in f.nodes} == biases
+    assert _of(g, "vanishing") == [] and [x.severity for x in g.findings] == [Severity.INFO]
+
+
+def _half_mlp(dtype: torch.dtype, factor: float) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = mlp(4, 32, nn.ReLU).to(dtype)
+    x, y = torch.randn(32, 8, dtype=dtype), torch.randn(32, 1, dtype=dtype)
+    return model, F.mse_loss(model(x), y) * factor
+
+
+def test_float16_tiny_loss_underflows_instead_of_dead_units():
+    """A float16 MLP with a 1e-6 loss: the hidden layers' p.grad is exactly zero; one underflow
+    warning names them all, and nothing says dead units."""
+    model, loss = _half_mlp(torch.float16, 1e-6)
+    g = graphscope.capture(loss, model=model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss.backward()
+    zeroed = {n for n, p in model.named_parameters() if p.grad.count_nonzero() == 0}
+    assert len(zeroed) == 8
+    (f,) = _of(g, "underflow")
+    assert f.severity == Severity.WARNING and zeroed <= {g.nodes[i].name for i in f.nodes}
+    assert _of(g, "dead") == [] and "GradScaler" in f.hint
+    kinds = [w.category for w in caught if issubclass(w.category, graphscope.GradientWarning)]
+    assert kinds == [graphscope.UnderflowWarning]
+
+
+def test_bfloat16_and_scaled_float16_do_not_underflow():
+    """bfloat16 has float32's range (a 1e-6 loss still gives non-zero p.grad), and a
+    GradScaler keeps float16 gradients in range: neither is underflow, and healthy ones warn
+    about nothing."""
+    model, loss = _half_mlp(torch.bfloat16, 1e-6)
+    g = _captured(model, loss)
+    assert all(p.grad.count_nonzero() > 0 for p in model.parameters())
+    assert _of(g, "underflow") == []
+    model, loss = _half_mlp(torch.bfloat16, 1.0)
+    assert [f for f in _captured(model, loss).findings if f.severity >= Severity.WARNING] == []
+    model, loss = _half_mlp(torch.float16, 1e-4)
+    assert _of(_captured(model, loss), "underflow")  # unscaled, this loss does underflow
+    model, loss = _half_mlp(torch.float16, 1e-4)
+    # 2**16 would overflow float16 (max 65504) in the loss's own cast back to half
+    scaled = torch.amp.GradScaler("cpu", init_scale=2.0**10).scale(loss.float())
+    g = _captured(model, scaled)
+    assert all(p.grad.count_nonzero() > 0 for p in model.parameters())
+    assert g.meta["loss_scale"] == 2.0**10 and g.findings == []
+
+
+def test_dead_relu_demo_is_one_finding_with_the_weights_it_starves():
+    """The dead_relu demo: one dead finding at the relu, carrying every parameter whose p.grad
+    is all zeros (the layer below it and the one after it)."""
+    torch.manual_seed(0)
+    model, forward = DEMOS["dead_relu"].make()
+    g = _captured(model, forward())
+    (f,) = _of(g, "dead")
+    zeroed = {n for n, p in model.named_parameters() if p.grad.count_nonzero() == 0}
+    assert g.nodes[f.node].label == "relu" and {g.nodes[i].name for i in f.nodes[1:]} == zeroed
+
+
+@pytest.mark.parametrize("name", ["sigmoid_mlp", "exploding"])
+def test_demo_stacks_give_one_magnitude_finding(name):
+    """The sigmoid stack (33 warnings before) and the exploding stack (42) give one each."""
+    g = DEMOS[name].build()
+    assert len(g.findings) == 1 and len(g.findings[0].nodes) > 30
+    assert not math.isnan(g.nodes[g.findings[0].node].grad.rms)

@@ -42,7 +42,7 @@ from typing import Any, Collection, Iterator
 import torch
 
 from graphscope.autograd.recording import user_stacklevel
-from graphscope.autograd.stats import StatsBatch, combine
+from graphscope.autograd.stats import StatsBatch
 from graphscope.diagnostics import diagnose, warning_class, where
 from graphscope.health import Thresholds
 from graphscope.errors import GradientWarning, RecordingWarning
@@ -248,7 +248,7 @@ class Recorder:
             grads = tuple(None if r is None else stats[r] for r in rows)
             present = [s for s in grads if s is not None]
             node.grads = grads
-            node.grad = combine(present) if present else None
+            node.grad = GradStats.combine(present) if present else None
             node.executed = True
             node.exec_order = order
         for ei, r in self._edge_rows.items():

@@ -342,33 +342,6 @@ def row_to_stats(row: Row) -> GradStats:
     )
 
 
-def combine(stats: list[GradStats]) -> GradStats:
-    """Statistics of several tensors taken together (a multi-output node's outputs)."""
-    if len(stats) == 1:
-        return stats[0]
-    n = sum(s.numel for s in stats)
-    if n == 0:
-        return stats[0]
-    mean = sum(s.mean * (s.numel / n) for s in stats)
-    # In units of the largest magnitude: squares of float64 values past 1e154 stay finite.
-    c = max((s.abs_max for s in stats if math.isfinite(s.abs_max)), default=0.0) or 1.0
-    var = sum((s.numel / n) * ((s.std / c) ** 2 + (s.mean / c - mean / c) ** 2) for s in stats)
-    norms = [s.norm for s in stats]
-    return GradStats(
-        # hypot neither overflows nor underflows; NaN wins over Inf, as in torch's norm
-        norm=math.nan if any(math.isnan(v) for v in norms) else math.hypot(*norms),
-        mean=mean,
-        std=c * math.sqrt(var) if var >= 0 else math.nan,
-        min=min(s.min for s in stats),
-        max=max(s.max for s in stats),
-        abs_max=max(s.abs_max for s in stats),
-        zero_frac=sum(s.zero_frac * s.numel for s in stats) / n,
-        nan_count=sum(s.nan_count for s in stats),
-        inf_count=sum(s.inf_count for s in stats),
-        numel=n,
-    )
-
-
 class StatsBatch:
     """Collects the statistics of one backward pass; ``collect`` syncs once per device.
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import graphscope
-from graphscope.autograd.stats import SMALL, StatsBatch, combine
+from graphscope.autograd.stats import SMALL, StatsBatch
 from graphscope.model import GradStats
 from tests.models import (
     assert_grads_identical,
@@ -344,7 +344,7 @@ def test_combine_matches_concatenation() -> None:
     a, b = torch.randn(30), torch.randn(50) + 2
     a[:12] = 0  # zeros in one part only: the shares must be weighted by size
     together = _stats(torch.cat([a, b]))
-    merged = combine([_stats(a), _stats(b)])
+    merged = GradStats.combine([_stats(a), _stats(b)])
     for name in ("norm", "mean", "std", "min", "max", "zero_frac"):
         assert getattr(merged, name) == pytest.approx(getattr(together, name), rel=1e-5), name
 
@@ -356,7 +356,7 @@ def test_combine_keeps_huge_and_tiny_float64_finite() -> None:
     for magnitude in (1e200, 1e-200):
         a = torch.randn(30, generator=g, dtype=torch.float64) * magnitude
         b = (torch.randn(50, generator=g, dtype=torch.float64) + 2) * magnitude
-        merged = combine([_stats(a), _stats(b)])
+        merged = GradStats.combine([_stats(a), _stats(b)])
         _assert_finite(merged)
         _assert_exact(merged, torch.cat([a, b]), rtol=1e-12)
 

@@ -484,21 +484,31 @@ def _accumulated(graph: Graph) -> list[Finding]:
     capture). Information on one capture; a warning once ``watch`` saw it in
     ``_ACCUMULATING_STEPS`` watched steps in a row with the optimizer updating the parameter in
     between (``steps_in_a_row``)."""
-    out = []
+    groups: dict[bool, list[tuple[Node, float, int]]] = {}
     for a in graph.meta.get("accumulated_grad", ()):
         nid = int(a["node"])
         node = graph.nodes[nid] if 0 <= nid < len(graph.nodes) else None
         if node is None or node.grad is None:
             continue
-        what = "Parameter" if node.kind == PARAM else "The leaf tensor"
-        message = f"{what} {where(node)}: its .grad holds a gradient of norm " \
-            f"{fmt_num(float(a['norm']))} but this backward sent it {fmt_num(node.grad.norm)}: " \
-            "gradients from an earlier backward were added to it."
         steps = int(a.get("steps_in_a_row", 0))
-        if steps >= _ACCUMULATING_STEPS:
-            message += f" It has held earlier gradients in {steps} watched steps in a row, " \
-                "and the optimizer updated the parameter in between: each step applies the sum " \
-                "of every gradient so far."
+        groups.setdefault(steps >= _ACCUMULATING_STEPS, []).append((node, float(a["norm"]), steps))
+    out = []
+    # One finding per cause: the parameters that keep accumulating over watched steps (a
+    # forgotten zero_grad), and those that held an earlier gradient once.
+    for persistent, items in sorted(groups.items(), reverse=True):
+        items.sort(key=lambda it: -abs(it[1]) / max(it[0].grad.norm, 1e-300))  # type: ignore[union-attr]
+        each = "; ".join(
+            f"{where(node)}: .grad has norm {fmt_num(held)} but this backward sent it "
+            f"{fmt_num(node.grad.norm)}"  # type: ignore[union-attr]
+            for node, held, _ in items
+        )
+        count = f"{len(items)} parameter(s)" if len(items) > 1 else "A parameter"
+        message = f"{count} hold gradients from an earlier backward in .grad ({each})."
+        if persistent:
+            steps = min(it[2] for it in items)
+            message += f" They have held earlier gradients in {steps} watched steps in a row, " \
+                "and the optimizer updated them in between: each step applies the sum of every " \
+                "gradient so far."
             severity = Severity.WARNING
             hint = "optimizer.zero_grad() is missing from the training loop: call it (or " \
                 "model.zero_grad()) before each backward."
@@ -506,8 +516,10 @@ def _accumulated(graph: Graph) -> list[Finding]:
             severity = Severity.INFO
             hint = "Call optimizer.zero_grad() (or model.zero_grad()) before each backward, " \
                 "unless you accumulate gradients over micro-batches on purpose."
-        out.append(Finding(kind=FindingKind.ACCUMULATED, severity=severity, node=nid,
-                           message=message, hint=hint, param=node.name or None))
+        first = items[0][0]
+        out.append(Finding(kind=FindingKind.ACCUMULATED, severity=severity, node=first.id,
+                           nodes=tuple(node.id for node, _, _ in items), message=message,
+                           hint=hint, param=first.name or None))
     return out
 
 

@@ -329,18 +329,37 @@ def _nonfinite_origins(graph: Graph) -> list[Finding]:
         diverged = _diverged_above(graph, node.id)
         if diverged:
             hint = _DIVERGED_HINT
+        severity = Severity.ERROR
+        message = f"NaN/Inf gradient born in the backward pass at {where(node)}: it " \
+            f"received {got} and sent back {_bad(bad[0][1])} toward {targets}. Every NaN " \
+            "gradient below it comes from here." + diverged
+        if _scaler_overflow(graph, [s for _, s in bad]):
+            severity = Severity.INFO
+            message += f" The loss is finite and scaled by a GradScaler (x{graph.meta['loss_scale']:g}):" \
+                " this is the scaled gradient overflowing its dtype."
+            hint = "Expected now and then with mixed precision: scaler.step(optimizer) skips this " \
+                "step and scaler.update() lowers the scale. Only if it happens on most steps " \
+                "(the scale keeps falling) look for a real overflow in the model."
         out.append(
             Finding(
                 kind=FindingKind.NONFINITE_ORIGIN,
-                severity=Severity.ERROR,
+                severity=severity,
                 node=node.id,
-                message=f"NaN/Inf gradient born in the backward pass at {where(node)}: it "
-                f"received {got} and sent back {_bad(bad[0][1])} toward {targets}. Every NaN "
-                "gradient below it comes from here." + diverged,
+                message=message,
                 hint=hint,
             )
         )
     return out
+
+
+def _scaler_overflow(graph: Graph, sent: list[GradStats]) -> bool:
+    """Inf born in backward under a GradScaler loss scale with a finite loss: the scaled
+    gradient overflowed, which GradScaler detects and skips by design."""
+    if not graph.meta.get("loss_scale"):
+        return False
+    roots = graph.meta.get("root_values") or []
+    finite_loss = all(v is None or math.isfinite(float(v)) for v in roots)
+    return finite_loss and all(s.inf_count and not s.nan_count for s in sent)
 
 
 def _births(graph: Graph) -> list[dict]:

@@ -46,9 +46,8 @@ from graphscope.autograd.capture import capture
 from graphscope.autograd.recording import Recording
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
-from graphscope.model import FindingKind
+from graphscope.model import FindingKind, Graph, Severity
 from graphscope.errors import NonFiniteGradientError
-from graphscope.model import Graph
 
 ON_NONFINITE = ("warn", "raise", "ignore")
 _NONFINITE_KINDS = (FindingKind.NONFINITE_ORIGIN, FindingKind.NONFINITE_LOSS)
@@ -350,7 +349,9 @@ class Watch(contextlib.ContextDecorator):
             self.graphs.append(graph)
         if self.save_dir is not None:
             self.saved.append(graph.save(self.save_dir / f"step_{step:06d}.json"))
-        nonfinite = [f for f in graph.findings if f.kind in _NONFINITE_KINDS]
+        # Errors only: a GradScaler overflow (skipped by the scaler) is information.
+        nonfinite = [f for f in graph.findings
+                     if f.kind in _NONFINITE_KINDS and f.severity is Severity.ERROR]
         if self.on_nonfinite == "raise" and nonfinite:
             # The origin leads (diagnose lists a forward birth before any backward one); the
             # loss finding follows it, saying the loss itself is non-finite.

@@ -432,3 +432,34 @@ def test_watch_judges_every_step_with_its_thresholds(tmp_path):
     assert w.last.findings == diagnose(w.last, thresholds=strict)
     assert w.last.findings != diagnose(w.last, thresholds=Thresholds())
     assert Thresholds.of(load(w.saved[0])) == strict
+
+
+def test_grad_scaler_overflow_is_information_not_a_stop():
+    """A GradScaler step whose scaled gradients overflow (the scaler skips it) is an info
+    finding, and on_nonfinite="raise" does not stop the loop for it; a real NaN still does."""
+
+    class Product(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Parameter(torch.full((4,), 1e-20))
+            self.b = nn.Parameter(torch.full((4,), 1e20))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x * self.a * self.b).mean()  # ~1; d/da ~ 1e20, times 2^100 overflows
+
+    model = Product()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    x = torch.rand(8, 4) + 0.5
+    with watch(model, on_nonfinite="raise", warn=False) as w:
+        loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert scaler.get_scale() < 2.0**100  # the scaler saw the overflow and skipped the step
+    found = [f for f in w.last.findings if f.kind == "nonfinite_origin"]
+    assert found and all(f.severity == graphscope.Severity.INFO for f in found)
+    assert "GradScaler" in found[0].message and "skips this step" in found[0].hint
+    with pytest.raises(NonFiniteGradientError):
+        with watch(model, on_nonfinite="raise", warn=False):
+            (model(x) * float("nan")).backward()

@@ -23,6 +23,7 @@ whose outputs are only summed, a bias before a batch norm, a product with a zero
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from graphscope.errors import (
@@ -573,12 +574,38 @@ def _magnitudes(graph: Graph, h: Health, explained: set[int]) -> list[Finding]:
     if exploding:
         out.append(_limit_finding(graph, h, exploding, Band.EXPLODING))
     if absolute:
-        out.append(_limit_finding(graph, h, absolute, Band.VANISHING))
+        finding = _limit_finding(graph, h, absolute, Band.VANISHING)
+        loss = _small_loss(graph, h)
+        if loss is not None:
+            # Every gradient is tiny because the loss is: a nearly converged fit (or a loss
+            # weighted down), not a network that loses its gradient on the way back.
+            finding = dataclasses.replace(
+                finding, severity=Severity.INFO,
+                message=finding.message + f" The loss itself is {fmt_num(loss)}: gradients are "
+                "small in proportion to it, as a nearly converged fit (or a down-weighted loss) "
+                "gives.",
+                hint="Nothing to fix if training has converged. If it has not, the loss is "
+                "scaled down too far (a tiny weight on it, a mean over a huge dimension): "
+                "scale it up, or with float16 use a GradScaler so such gradients do not "
+                "underflow.")
+        out.append(finding)
     if before_norm:
         out.append(_before_norm_finding(graph, before_norm))
     if isolated:
         out.append(_isolated_finding(graph, h, isolated))
     return out
+
+
+def _small_loss(graph: Graph, h: Health) -> float | None:
+    """The loss, when the capture has one scalar loss and every gradient's smallness is in
+    proportion to it (the typical layer RMS at least ``vanishing_ratio`` of the loss)."""
+    values = graph.meta.get("root_values") or []
+    if len(values) != 1 or values[0] is None:
+        return None
+    loss = abs(float(values[0]))
+    if not (math.isfinite(loss) and loss > 0):
+        return None
+    return float(values[0]) if h.typical_rms >= loss * h.thresholds.vanishing_ratio else None
 
 
 def _listed(graph: Graph, ids: list[int], *, limit: int = 6) -> str:

@@ -443,3 +443,15 @@ def test_grad_scaler_scaled_gradients_not_exploding(scale):
     assert not [f for f in g.findings if f.kind == "exploding"], [str(f) for f in g.findings]
     assert not [w for w in caught if issubclass(w.category, graphscope.ExplodingGradientWarning)]
     assert sorted(f.kind for f in g.findings) == sorted(f.kind for f in ref.findings)
+
+
+def test_tiny_gradients_in_proportion_to_a_tiny_loss_are_information():
+    """Every gradient ~1e-9 under a loss of 1e-7 (a converged fit) is an info that names the
+    loss; the same gradients under a loss of 1 are a vanishing warning."""
+    g = _chain([1e-9] * 10)
+    g.meta["root_values"] = [1e-7]
+    (f,) = [f for f in diagnose(g) if f.kind == "vanishing"]
+    assert f.severity == Severity.INFO and "The loss itself is 1.00e-07" in f.message
+    g.meta["root_values"] = [1.0]
+    (f,) = [f for f in diagnose(g) if f.kind == "vanishing"]
+    assert f.severity == Severity.WARNING

@@ -851,6 +851,29 @@ def _idle(graph: Graph) -> set[int]:
     return idle
 
 
+# Ops that add a bias: its gradient is their incoming gradient summed over the batch.
+_BIAS_OPS = {"addmm", "add", "sub", "convolution", "linear"}
+
+
+def _sums_to_zero(graph: Graph, param: Node) -> bool:
+    """A bias (1-D, added by ``_BIAS_OPS``) whose all-zero gradient is a sum of non-zero ones:
+    every op that adds it (through shape ops) received a gradient that is not all zeros."""
+    if param.shape is None or len(param.shape) != 1:
+        return False
+    users, todo = [], list(graph.consumers(param.id))
+    while todo:
+        node = graph.nodes[todo.pop()]
+        if node.label in _SHAPE_OPS:
+            todo += graph.consumers(node.id)
+        else:
+            users.append(node)
+    return bool(users) and all(
+        u.label in _BIAS_OPS and u.grad is not None and u.grad.numel and u.grad.finite
+        and u.grad.zero_frac < 1.0
+        for u in users
+    )
+
+
 def _all_zero(g: GradStats | None) -> bool:
     return g is not None and g.numel > 0 and g.finite and g.zero_frac >= 1.0
 
@@ -943,6 +966,23 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int]) -> l
         if n.kind == PARAM and _all_zero(n.grad)
         and n.id not in idle and n.id not in explained and n.id not in starved_by_op
     ]
+    cancelled = [i for i in zero if _sums_to_zero(graph, graph.nodes[i])]
+    zero = [i for i in zero if i not in cancelled]
+    if cancelled:
+        cancelled = _forward_ordered(graph, cancelled)
+        first = graph.nodes[cancelled[0]]
+        what = f"Parameter {where(first)}" if len(cancelled) == 1 else \
+            f"{len(cancelled)} parameters ({_listed(graph, cancelled)})"
+        out.append(Finding(
+            kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=first.id,
+            param=first.name, nodes=tuple(cancelled),
+            message=f"{what} got an exactly-zero gradient although the op using it received a "
+            "non-zero one: its gradient sums to zero over the batch, so the loss does not "
+            "depend on it.",
+            hint="A bias that cancels, as in a difference f(x1) - f(x2) or before a "
+            "normalisation, has no effect on the loss. Nothing is broken; remove it if it is "
+            "not meant to be there.",
+        ))
     if zero:
         zero = _forward_ordered(graph, zero)
         first = graph.nodes[zero[0]]

@@ -229,3 +229,16 @@ def test_demo_stacks_give_one_magnitude_finding(name):
     g = DEMOS[name].build()
     assert len(g.findings) == 1 and len(g.findings[0].nodes) > 30
     assert not math.isnan(g.nodes[g.findings[0].node].grad.rms)
+
+
+def test_bias_that_cancels_in_a_difference_is_structural_not_dead():
+    """norm(f(x1) - f(x2)): the last bias cancels, its gradient is exactly zero by mathematics:
+    one info that says so, no dead-unit warning (issue 17.1)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+    loss = torch.norm(m(torch.randn(4, 8)) - m(torch.randn(4, 8)), dim=-1).sum()
+    g = graphscope.capture(loss, model=m, warn=False)
+    loss.backward()
+    assert torch.count_nonzero(m[2].bias.grad) == 0  # torch agrees: exactly zero
+    assert [(f.kind, f.severity) for f in g.findings] == [("structural_zero", Severity.INFO)]
+    assert g.findings[0].param == "2.bias" and "sums to zero" in g.findings[0].message

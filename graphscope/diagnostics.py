@@ -184,10 +184,11 @@ _ACCUMULATING_STEPS = 3
 
 
 def warning_class(finding: Finding) -> type[GradientWarning] | None:
-    """The warning category issued for ``finding``; ``None`` for information-only findings."""
+    """The warning category issued for ``finding``; ``None`` for information-only findings. A
+    warning-level kind without a category of its own is the base ``GradientWarning``."""
     if finding.severity < Severity.WARNING:
         return None
-    return _WARNINGS.get(finding.kind)
+    return _WARNINGS.get(finding.kind, GradientWarning)
 
 
 def where(node: Node) -> str:

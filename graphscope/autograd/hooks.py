@@ -45,8 +45,8 @@ from graphscope.autograd.recording import user_stacklevel
 from graphscope.autograd.stats import StatsBatch
 from graphscope.diagnostics import diagnose, warning_class, where
 from graphscope.health import Thresholds
-from graphscope.errors import GradientWarning, RecordingWarning
-from graphscope.model import OP, Finding, Graph, GradStats, Severity
+from graphscope.errors import RecordingWarning
+from graphscope.model import OP, Graph, GradStats
 
 _engine = torch.autograd.Variable._execution_engine
 
@@ -302,7 +302,7 @@ def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None
     for f in graph.findings:
         if kinds is not None and f.kind not in kinds:
             continue
-        if _category(f) is not None:
+        if warning_class(f) is not None:
             by_kind.setdefault(f.kind, []).append(f)
     for kind, fs in by_kind.items():
         first = fs[0]
@@ -310,11 +310,4 @@ def emit_findings(graph: Graph, *, kinds: Collection[str] | None = None) -> None
         text = f"{first.message}{more}"
         if first.hint:
             text += f"\n  hint: {first.hint}"
-        warnings.warn(text, _category(first), stacklevel=user_stacklevel())
-
-
-def _category(finding: Finding) -> type[GradientWarning] | None:
-    cls = warning_class(finding)
-    if cls is None and finding.severity >= Severity.WARNING:
-        return GradientWarning
-    return cls
+        warnings.warn(text, warning_class(first), stacklevel=user_stacklevel())

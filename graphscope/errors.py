@@ -25,6 +25,11 @@ class LoadError(GraphscopeError, ValueError):
     """A capture file is missing, corrupt, truncated, from another tool or a newer version."""
 
 
+class RunError(GraphscopeError, ValueError):
+    """A run store (``watch(..., run=PATH)``) is missing, corrupt, from another tool, or has a
+    schema version this graphscope cannot read."""
+
+
 class EngineError(GraphscopeError, RuntimeError):
     """No Graphviz engine can produce the requested output format."""
 

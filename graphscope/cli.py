@@ -2,7 +2,10 @@
 
 Imports only argparse and the light layers at start-up; the inspector (textual), the demos
 (torch) and the drawing code are imported by the command that needs them, so ``--help`` and
-``render`` stay quick. Expected failures are one line on stderr and an exit code, never a
+``render`` stay quick, and ``demo --list`` reads the demo catalogue without torch. Bare
+``graphscope`` prints the help. ``render`` takes one option per ``RenderOptions`` field and says
+one line when done; its steps show only once it has run a second (a live line on a terminal).
+Expected failures are one line on stderr and an exit code, never a
 traceback: 2 for a missing, corrupt or foreign capture file, an unknown demo, an output ``render``
 cannot write, or an inspector asked for without a terminal; 3 when no Graphviz engine can produce
 the requested output. Anything else is a bug: exit 1 and one line naming the error, with the
@@ -15,6 +18,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -152,13 +156,60 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """Step lines on stderr, each with the seconds since the start."""
+    """The step a render is on, shown only once the render has run ``delay`` seconds, so quick
+    jobs stay quiet. On a terminal, one line rewritten in place with the seconds so far, ticking
+    while a slow step (the layout) runs; elsewhere (a log, CI), one line per step from then on.
+    ``close()`` clears the line it drew."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream=None, *, delay: float = 1.0, tick: float = 0.2) -> None:
         self.t0 = time.perf_counter()
+        self.stream = stream if stream is not None else sys.stderr
+        self.delay, self.tick = delay, tick
+        try:
+            self.live = self.stream.isatty()
+        except (AttributeError, OSError, ValueError):
+            self.live = False
+        self._step = ""
+        self._printed = ""  # the step last written as a line (not live)
+        self._drawn = False  # a live line is on the screen
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="graphscope-progress", daemon=True)
+        self._ticker.start()
 
     def __call__(self, message: str) -> None:
-        print(f"[{time.perf_counter() - self.t0:6.2f}s] {message}", file=sys.stderr, flush=True)
+        with self._lock:
+            self._step = message
+            self._show()
+
+    def close(self) -> None:
+        self._done.set()
+        self._ticker.join()
+        with self._lock:
+            if self._drawn:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self._drawn = False
+
+    def _tick(self) -> None:
+        while not self._done.wait(self.tick):
+            with self._lock:
+                self._show()
+
+    def _show(self) -> None:
+        """Draw the current step if the render has been running long enough (lock held)."""
+        elapsed = time.perf_counter() - self.t0
+        if elapsed < self.delay or not self._step or self._done.is_set():
+            return
+        if self.live:
+            self.stream.write(f"\r\033[K{self._step} … {elapsed:.1f} s")
+            self._drawn = True
+        elif self._step != self._printed:
+            self.stream.write(f"[{elapsed:6.1f}s] {self._step}\n")
+            self._printed = self._step
+        else:
+            return
+        self.stream.flush()
 
 
 def _check_output(out: Path, capture: str) -> None:
@@ -196,26 +247,67 @@ def _check_output(out: Path, capture: str) -> None:
             raise _Failure(str(exc), EXIT_ENGINE) from None
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
-    thresholds = _thresholds(args)
-    _check_output(out, args.capture)
-    progress = _Progress()
-    progress(f"loading {args.capture}")
-    graph = _load(args.capture)
-    progress(f"loaded {graph.summary()}")
-    from graphscope import export
+def _render_options(args: argparse.Namespace):
+    """The picture options given on the command line, as a ``RenderOptions``."""
+    from graphscope.export import RenderOptions
 
     try:
-        export.render_graph(graph, out, progress=progress,
-                            options=export.RenderOptions(thresholds=thresholds))
-    except EngineError as exc:
-        raise _Failure(str(exc), EXIT_ENGINE) from None
-    except OSError as exc:  # checked above, but the disk can fill or the folder go away
-        raise _Failure(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
-    size = out.stat().st_size if out.exists() else 0
-    progress(f"done: {out} ({size:,} bytes)")
+        return RenderOptions(
+            max_nodes=args.max_nodes, depth=args.depth, fold_repeats=args.fold,
+            show_shapes=args.shapes, legend=args.legend, rankdir=args.direction,
+            engine=args.engine, timeout=args.timeout, thresholds=_thresholds(args),
+        )
+    except ValueError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
+    options = _render_options(args)
+    _check_output(out, args.capture)
+    progress = _Progress()
+    try:
+        progress(f"loading {args.capture}")
+        graph = _load(args.capture)
+        from graphscope import export
+
+        try:
+            drawn = export.render_graph(graph, out, progress=progress, options=options)
+        except EngineError as exc:
+            raise _Failure(str(exc), EXIT_ENGINE) from None
+        except OSError as exc:  # checked above, but the disk can fill or the folder go away
+            raise _Failure(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
+    finally:
+        progress.close()
+    if not args.quiet:
+        size = out.stat().st_size if out.exists() else 0
+        note = getattr(drawn, "note", "")
+        print(f"wrote {out} ({size:,} bytes" + (f"; {note}" if note else "") + ")",
+              file=sys.stderr)
     return 0
+
+
+def _bounded(convert, ok, hint: str):
+    """An argparse ``type``: ``convert(text)``, refused with ``hint`` unless ``ok(value)``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {hint}")
+        return value
+    return parse
+
+
+def _all_or(parse):
+    """``parse``, with ``all`` (or ``none``) meaning no limit."""
+    return lambda text: None if text.strip().lower() in ("all", "none") else parse(text)
+
+
+_max_nodes = _all_or(_bounded(int, lambda n: n >= 2, "a whole number of at least 2, or 'all'"))
+_depth = _bounded(int, lambda n: n >= 0, "a whole number, 0 or more")
+_seconds = _bounded(float, lambda t: t > 0, "a number of seconds above 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="See and debug PyTorch's autograd graph.",
         epilog="Keys in the inspector: press ? for help, q to quit.",
     )
+    from graphscope import __version__
+
+    parser.add_argument("--version", action="version", version=f"graphscope {__version__}")
     parser.add_argument("--debug", action="store_true", help=debug_help)
     # Also accepted after the command; SUPPRESS keeps an absent one from undoing the global one.
     common = argparse.ArgumentParser(add_help=False)
@@ -233,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="judge the gradients with this limit instead of the capture's own "
                         "(repeatable): vanishing_rms, exploding_rms, vanishing_ratio, "
                         "exploding_ratio, dead_frac, min_layers; e.g. --threshold exploding_rms=1e3")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="open the inspector on a built-in example model",
                           description="Open the inspector on a built-in example model.",
@@ -254,8 +349,39 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("capture", help="a .json file written by graph.save(path)")
     render.add_argument("-o", "--output", help="output file: .svg, .png, .pdf (system Graphviz), "
                         ".dot or .json (default: CAPTURE with .svg)")
+    render.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing on success (progress still shows on slow renders)")
+    _add_picture_options(render.add_argument_group("picture options (as graphscope.RenderOptions)"))
     render.set_defaults(run=cmd_render)
     return parser
+
+
+def _add_picture_options(group) -> None:
+    """One option per ``RenderOptions`` field, its default the field's default."""
+    from graphscope.export.options import ENGINES, RANKDIRS, RenderOptions
+
+    d = RenderOptions()
+    group.add_argument("--max-nodes", type=_max_nodes, default=d.max_nodes, metavar="N",
+                       help=f"the most boxes to draw; a bigger graph is collapsed (repeats folded, "
+                       f"ops grouped by module, chains merged); 'all' draws every node "
+                       f"(default: {d.max_nodes})")
+    group.add_argument("--depth", type=_depth, default=d.depth, metavar="N",
+                       help="group ops by module path cut to N parts (2: encoder.layers.3.attn "
+                       "-> encoder.layers); default: as fine as --max-nodes allows")
+    group.add_argument("--direction", "--rankdir", choices=RANKDIRS, default=d.rankdir,
+                       help="TB: inputs at the top, loss at the bottom; LR: left to right "
+                       f"(default: {d.rankdir})")
+    group.add_argument("--no-fold", dest="fold", action="store_false", default=d.fold_repeats,
+                       help="draw repeated blocks (layers.0 .. layers.11) each, not once marked x12")
+    group.add_argument("--no-shapes", dest="shapes", action="store_false", default=d.show_shapes,
+                       help="leave tensor shapes off the edges")
+    group.add_argument("--no-legend", dest="legend", action="store_false", default=d.legend,
+                       help="leave out the legend of shapes and colours")
+    group.add_argument("--engine", choices=ENGINES, default=d.engine,
+                       help="layout engine (default: the system dot if installed, else "
+                       "graphviz-pure)")
+    group.add_argument("--timeout", type=_seconds, default=d.timeout, metavar="SECONDS",
+                       help=f"stop the layout after this long (default: {d.timeout:g})")
 
 
 def _summary(error: BaseException) -> str:
@@ -301,7 +427,11 @@ def _report_bug(exc: Exception, argv: Sequence[str], *, debug: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `graphscope`: what it can do, not a usage error
+        parser.print_help()
+        return 0
     try:
         return args.run(args)
     except _Failure as exc:

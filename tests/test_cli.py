@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import re
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from textual.app import App
 
 from graphscope import cli
 from graphscope.errors import EngineError
+from graphscope.export import RenderOptions
 from tests.graphs import sigmoid_mlp
 
 
@@ -153,8 +157,8 @@ def test_view_opens_the_saved_capture(capture_file, opened):
     assert opened == [(22, "step.json")]
 
 
-def test_render_writes_the_file_with_progress(capture_file, tmp_path, monkeypatch, capsys):
-    """render hands the loaded graph to export.render_graph and reports each step on stderr."""
+def test_quick_render_says_one_line(capture_file, tmp_path, monkeypatch, capsys):
+    """A quick render hands the graph to export.render_graph and prints only what it wrote."""
     def render(graph, path, *, progress=None, options=None):
         progress("laying out")
         path.write_text("<svg/>")
@@ -163,8 +167,122 @@ def test_render_writes_the_file_with_progress(capture_file, tmp_path, monkeypatc
     out = tmp_path / "g.svg"
     assert cli.main(["render", str(capture_file), "-o", str(out)]) == 0
     assert out.read_text() == "<svg/>"
-    err = capsys.readouterr().err
-    assert "loading" in err and "laying out" in err and "done" in err
+    assert capsys.readouterr().err.splitlines() == [f"wrote {out} (6 bytes)"]
+    assert cli.main(["render", str(capture_file), "-o", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_slow_render_shows_its_steps(capture_file, tmp_path, monkeypatch, capsys):
+    """Once a render runs past the delay, each step is shown (one line each when not a tty)."""
+    def render(graph, path, *, progress=None, options=None):
+        progress("reducing")
+        progress("laying out")
+        path.write_text("<svg/>")
+
+    monkeypatch.setattr("graphscope.export.render_graph", render)
+    monkeypatch.setattr(cli._Progress.__init__, "__kwdefaults__", {"delay": 0.0, "tick": 0.01})
+    assert cli.main(["render", str(capture_file), "-o", str(tmp_path / "g.svg")]) == 0
+    steps = [re.sub(r"^\[ *[\d.]+s\] ", "", line) for line in capsys.readouterr().err.splitlines()]
+    assert steps[-3:] == ["reducing", "laying out", f"wrote {tmp_path / 'g.svg'} (6 bytes)"]
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_clears_it():
+    """On a tty the step is one line rewritten in place while it runs, and erased at the end."""
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    progress = cli._Progress(stream, delay=0.0, tick=0.01)
+    progress("laying out 6,000 boxes")
+    time.sleep(0.05)  # the ticker redraws it with the seconds so far
+    progress.close()
+    text = stream.getvalue()
+    assert "\n" not in text and text.count("\r\033[Klaying out 6,000 boxes … ") >= 2
+    assert text.endswith("\r\033[K")
+
+
+def test_quick_progress_stays_silent():
+    """Steps of a job that ends before the delay print nothing at all."""
+    stream = io.StringIO()
+    progress = cli._Progress(stream, delay=60.0, tick=0.01)
+    progress("loading")
+    progress("laying out")
+    progress.close()
+    assert stream.getvalue() == ""
+
+
+def test_render_options_reach_the_picture(capture_file, tmp_path, monkeypatch):
+    """Each picture option on the command line arrives in the RenderOptions handed to render."""
+    seen = []
+
+    def render(graph, path, *, progress=None, options=None):
+        seen.append(options)
+        path.write_text("<svg/>")
+
+    monkeypatch.setattr("graphscope.export.render_graph", render)
+    assert cli.main(["render", str(capture_file), "-o", str(tmp_path / "g.dot"), "--max-nodes",
+                     "all", "--depth", "2", "--direction", "LR", "--no-fold", "--no-shapes",
+                     "--no-legend", "--engine", "graphviz-pure", "--timeout", "5"]) == 0
+    assert seen == [RenderOptions(max_nodes=None, depth=2, rankdir="LR", fold_repeats=False,
+                                  show_shapes=False, legend=False, engine="graphviz-pure",
+                                  timeout=5.0)]
+    assert cli.main(["render", str(capture_file), "-o", str(tmp_path / "g.dot")]) == 0
+    assert seen[-1] == RenderOptions()  # no options: the Python API's defaults
+
+
+def test_every_render_option_has_a_flag():
+    """render exposes each RenderOptions field: a field added to the API must get a flag too."""
+    parser = cli.build_parser()
+    render = next(a for a in parser._subparsers._group_actions[0].choices.values()
+                  if a.prog.endswith("render"))
+    dests = {action.dest for action in render._actions}
+    flags = {"max_nodes": "max_nodes", "depth": "depth", "fold_repeats": "fold",
+             "show_shapes": "shapes", "legend": "legend", "rankdir": "direction",
+             "engine": "engine", "timeout": "timeout", "thresholds": "threshold"}
+    assert {f.name for f in dataclasses.fields(RenderOptions)} == set(flags)
+    assert set(flags.values()) <= dests
+
+
+@pytest.mark.parametrize("option", [["--max-nodes", "1"], ["--max-nodes", "many"],
+                                    ["--depth", "-1"], ["--timeout", "0"],
+                                    ["--direction", "up"]])
+def test_bad_render_option_is_a_usage_error(option, capture_file, renders, capsys):
+    """A picture option out of range: exit 2 with argparse's message naming the option."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["render", str(capture_file), *option])
+    assert exit_.value.code == 2
+    assert f"argument {option[0]}" in capsys.readouterr().err
+    assert renders == []
+
+
+def test_version_prints_the_package_version(capsys):
+    """graphscope --version prints the version and exits 0."""
+    from graphscope import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"graphscope {__version__}\n"
+
+
+@pytest.mark.parametrize("how", [["-m", "graphscope"], ["-c", "from graphscope.cli import main; "
+                                                               "raise SystemExit(main([]))"]])
+def test_bare_command_prints_the_help(how):
+    """graphscope with no command (and python -m graphscope) prints the full help, exit 0."""
+    proc = subprocess.run([sys.executable, *how], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: graphscope") and "render" in proc.stdout
+    assert "draw a saved capture" in proc.stdout and proc.stderr == ""
+
+
+def test_demo_list_does_not_import_torch():
+    """demo --list answers from the catalogue alone: torch is never imported."""
+    code = ("import sys; from graphscope.cli import main; code = main(['demo', '--list']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; raise SystemExit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "sigmoid_mlp" in proc.stdout
 
 
 def test_render_without_engine_exits_3(capture_file, tmp_path, monkeypatch, capsys):

@@ -1,14 +1,12 @@
-"""Built-in example models: small, random-init networks that each teach one idea.
+"""The built-in example models behind ``graphscope.demos``: small, random-init networks.
 
-Owns the models behind ``graphscope demo`` and the scripts in ``examples/``. Each ``Demo``
-builds its model and a forward pass in code (no downloads), seeded inside ``fork_rng`` so the
-caller's random state is left as it was. Imports torch and the capture layer; the TUI never
-imports this module (the CLI hands it a finished ``Graph``).
+Each ``make_*``-style function builds ``(model, forward)`` in code (no downloads); ``build``
+captures one. Imports torch and the capture layer, which is why ``graphscope.demos`` (the
+catalogue of names and lessons) imports this module only when a demo is made or built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -21,33 +19,21 @@ from graphscope.model import Graph
 Forward = Callable[[], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Demo:
-    """One built-in example.
+def build(name: str, description: str, make: Callable[[], tuple[nn.Module, Forward]], *,
+          seed: int = 0) -> Graph:
+    """Build the model, capture its loss, run backward; returns the finished ``Graph``.
 
-    Attributes:
-        name: The name ``graphscope demo NAME`` takes.
-        description: One sentence: what the example shows.
-        lesson: What to look for in the inspector or the picture.
-        make: Builds ``(model, forward)``; ``forward()`` runs the model and returns the loss.
+    Seeded inside ``fork_rng`` so the caller's random state is left as it was.
     """
-
-    name: str
-    description: str
-    lesson: str
-    make: Callable[[], tuple[nn.Module, Forward]]
-
-    def build(self, *, seed: int = 0) -> Graph:
-        """Build the model, capture its loss, run backward; returns the finished ``Graph``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, forward = self.make()
-            with record(model):  # every op learns its module path and source line
-                loss = forward()
-        graph = capture(loss, model=model, warn=False)
-        loss.backward()
-        graph.meta["title"] = f"{self.name}: {self.description}"
-        return graph
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, forward = make()
+        with record(model):  # every op learns its module path and source line
+            loss = forward()
+    graph = capture(loss, model=model, warn=False)
+    loss.backward()
+    graph.meta["title"] = f"{name}: {description}"
+    return graph
 
 
 def mlp(depth: int, width: int, activation: type[nn.Module] | None) -> nn.Sequential:
@@ -220,72 +206,3 @@ class DeadReLU(nn.Module):
 def _dead_relu() -> tuple[nn.Module, Forward]:
     model = DeadReLU()
     return model, _regression(model)
-
-
-DEMOS: dict[str, Demo] = {
-    d.name: d
-    for d in [
-        Demo(
-            "sigmoid_mlp",
-            "a 20-layer MLP with sigmoid activations",
-            "Open the gradient-flow view: the norm falls by orders of magnitude toward the "
-            "input, because every sigmoid multiplies the gradient by at most 0.25.",
-            _sigmoid_mlp,
-        ),
-        Demo(
-            "relu_mlp",
-            "the same 20-layer MLP with ReLU activations and Kaiming init",
-            "Compare with sigmoid_mlp: the gradient norm stays within a small band per layer.",
-            _relu_mlp,
-        ),
-        Demo(
-            "linear_regression",
-            "linear regression as a one-layer network with no activation",
-            "The whole graph is addmm -> mse_loss; weight and bias get their gradient from one op.",
-            _linear_regression,
-        ),
-        Demo(
-            "exploding",
-            "a 20-layer linear stack initialised with std 0.5",
-            "Each layer multiplies the gradient by about 0.5 * sqrt(32) = 2.8, so it explodes "
-            "toward the input.",
-            _exploding,
-        ),
-        Demo(
-            "lstm",
-            "a 2-layer LSTM unrolled over 12 steps",
-            "The LSTM op is a multi-output node: follow its outputs to the head.",
-            _lstm,
-        ),
-        Demo(
-            "attention",
-            "single-head self-attention with softmax, residual and LayerNorm",
-            "q, k and v all consume the same input: one node, three consumers.",
-            _attention,
-        ),
-        Demo(
-            "cnn",
-            "a small CNN: two conv-relu-pool blocks and a linear classifier",
-            "Shapes on the edges show how pooling halves the feature maps.",
-            _cnn,
-        ),
-        Demo(
-            "nan_hunt",
-            "torch.where guarding sqrt: the NaN gradient trap",
-            "The findings name sqrt as the origin: where() blocks NaN in forward, not backward.",
-            _nan_hunt,
-        ),
-        Demo(
-            "unused_layer",
-            "a model with an unused head, a detached branch and a frozen layer",
-            "aux_head and branch are reported as never getting a gradient; frozen is info.",
-            _unused_layer,
-        ),
-        Demo(
-            "dead_relu",
-            "a hidden layer whose bias of -100 keeps every ReLU off",
-            "The relu node receives gradient but sends back only zeros: dead units.",
-            _dead_relu,
-        ),
-    ]
-}

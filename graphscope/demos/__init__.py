@@ -1,0 +1,126 @@
+"""Built-in example models: small, random-init networks that each teach one idea.
+
+Owns the catalogue behind ``graphscope demo`` (names, descriptions, lessons) as plain data, so
+``graphscope demo --list`` and the inspector's lesson banner need no torch. The models live in
+``graphscope.demos.models`` (torch and the capture layer), imported on the first ``make()`` or
+``build()``, or when one of its names (``mlp``, ``LSTMRegressor``, ...) is asked of this module.
+The TUI never imports this package (the CLI hands it a finished ``Graph`` and the lesson).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphscope.model import Graph
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One built-in example.
+
+    Attributes:
+        name: The name ``graphscope demo NAME`` takes.
+        description: One sentence: what the example shows.
+        lesson: What to look for in the inspector or the picture.
+        maker: The function in ``graphscope.demos.models`` that builds ``(model, forward)``.
+    """
+
+    name: str
+    description: str
+    lesson: str
+    maker: str
+
+    def make(self) -> tuple[Any, Any]:
+        """Build ``(model, forward)``; ``forward()`` runs the model and returns the loss."""
+        return getattr(_models(), self.maker)()
+
+    def build(self, *, seed: int = 0) -> Graph:
+        """Build the model, capture its loss, run backward; returns the finished ``Graph``."""
+        return _models().build(self.name, self.description, self.make, seed=seed)
+
+
+def _models() -> Any:
+    return importlib.import_module("graphscope.demos.models")
+
+
+_MODEL_NAMES = frozenset({"mlp", "LSTMRegressor", "SelfAttention", "SafeSqrtNet", "PartlyUsed",
+                          "DeadReLU"})
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-side names (``mlp``, ``LSTMRegressor``, ...), imported on first use."""
+    if name in _MODEL_NAMES:
+        return getattr(_models(), name)
+    raise AttributeError(f"module 'graphscope.demos' has no attribute {name!r}")
+
+
+DEMOS: dict[str, Demo] = {
+    d.name: d
+    for d in [
+        Demo(
+            "sigmoid_mlp",
+            "a 20-layer MLP with sigmoid activations",
+            "Open the gradient-flow view: the norm falls by orders of magnitude toward the "
+            "input, because every sigmoid multiplies the gradient by at most 0.25.",
+            "_sigmoid_mlp",
+        ),
+        Demo(
+            "relu_mlp",
+            "the same 20-layer MLP with ReLU activations and Kaiming init",
+            "Compare with sigmoid_mlp: the gradient norm stays within a small band per layer.",
+            "_relu_mlp",
+        ),
+        Demo(
+            "linear_regression",
+            "linear regression as a one-layer network with no activation",
+            "The whole graph is addmm -> mse_loss; weight and bias get their gradient from one op.",
+            "_linear_regression",
+        ),
+        Demo(
+            "exploding",
+            "a 20-layer linear stack initialised with std 0.5",
+            "Each layer multiplies the gradient by about 0.5 * sqrt(32) = 2.8, so it explodes "
+            "toward the input.",
+            "_exploding",
+        ),
+        Demo(
+            "lstm",
+            "a 2-layer LSTM unrolled over 12 steps",
+            "The LSTM op is a multi-output node: follow its outputs to the head.",
+            "_lstm",
+        ),
+        Demo(
+            "attention",
+            "single-head self-attention with softmax, residual and LayerNorm",
+            "q, k and v all consume the same input: one node, three consumers.",
+            "_attention",
+        ),
+        Demo(
+            "cnn",
+            "a small CNN: two conv-relu-pool blocks and a linear classifier",
+            "Shapes on the edges show how pooling halves the feature maps.",
+            "_cnn",
+        ),
+        Demo(
+            "nan_hunt",
+            "torch.where guarding sqrt: the NaN gradient trap",
+            "The findings name sqrt as the origin: where() blocks NaN in forward, not backward.",
+            "_nan_hunt",
+        ),
+        Demo(
+            "unused_layer",
+            "a model with an unused head, a detached branch and a frozen layer",
+            "aux_head and branch are reported as never getting a gradient; frozen is info.",
+            "_unused_layer",
+        ),
+        Demo(
+            "dead_relu",
+            "a hidden layer whose bias of -100 keeps every ReLU off",
+            "The relu node receives gradient but sends back only zeros: dead units.",
+            "_dead_relu",
+        ),
+    ]
+}

@@ -259,7 +259,7 @@ def _build(
             inputs,
             _forward_order(*_neighbours(graph)),
         )
-    scale = _loss_scale(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
+    scale = loss_scale_of(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
     if scale is not None:
         graph.meta["loss_scale"] = scale
     if model is not None:
@@ -276,7 +276,7 @@ def _build(
     return graph, w.fns, w.graph_freed
 
 
-def _loss_scale(fn: Any) -> float | None:
+def loss_scale_of(fn: Any) -> float | None:
     """The factor of a ``GradScaler``-scaled loss: ``loss * s`` with ``s`` a one-element tensor,
     a power of two, that does not require grad. Its gradients are ``s`` times the true ones."""
     if type(fn).__name__ != "MulBackward0" or fn.next_functions[1][0] is not None:

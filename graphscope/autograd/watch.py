@@ -43,6 +43,7 @@ import torch
 
 from graphscope.autograd import hooks
 from graphscope.autograd.capture import capture
+from graphscope.autograd.flight import FlightRecorder
 from graphscope.autograd.recording import Recording
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
@@ -206,6 +207,7 @@ class Watch(contextlib.ContextDecorator):
         graphs: The last ``keep`` captured graphs, oldest first.
         steps: How many backward/grad calls ran inside the block so far.
         saved: Paths of the captures written to ``save_dir``, oldest first.
+        run: The run folder every step is recorded into (``None`` without ``run=``).
     """
 
     def __init__(
@@ -218,6 +220,8 @@ class Watch(contextlib.ContextDecorator):
         on_nonfinite: str = "warn",
         warn: bool = True,
         thresholds: Thresholds | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        run: str | Path | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(
@@ -233,7 +237,17 @@ class Watch(contextlib.ContextDecorator):
                 f"on_nonfinite= must be one of {', '.join(map(repr, ON_NONFINITE))}, "
                 f"got {on_nonfinite!r}"
             )
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer= must be your torch.optim.Optimizer (for its learning rates), got "
+                f"{type(optimizer).__name__}"
+            )
+        if run is not None and not isinstance(run, (str, Path)):
+            raise TypeError(f"run= must be a folder path (str or Path), got {type(run).__name__}")
         self.model = model
+        self.optimizer = optimizer
+        self.run = None if run is None else Path(run)
+        self._recorder: FlightRecorder | None = None
         self.every = every
         self.keep = keep
         self.save_dir = None if save_dir is None else Path(save_dir)
@@ -268,6 +282,11 @@ class Watch(contextlib.ContextDecorator):
             )
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
+        if self.run is not None:
+            self._recorder = FlightRecorder(
+                self.model, self.run, optimizer=self.optimizer, every=self.every,
+                thresholds=self.thresholds,
+            )
         self._thread = threading.get_ident()
         try:
             _install(self)
@@ -300,9 +319,17 @@ class Watch(contextlib.ContextDecorator):
                     g.close()
                 self._open.clear()
                 self._thread = None
+                if self._recorder is not None:
+                    # Everything recorded is committed before the block is left.
+                    self._recorder.close()
+                    self._recorder = None
 
     def _due(self, step: int) -> bool:
         return (step - 1) % self.every == 0
+
+    def _forced(self) -> bool:
+        """Whether the recorder asked for the next step's capture (after an anomaly)."""
+        return self._recorder is not None and self._recorder.wants_next
 
     def _sync_recording(self) -> None:
         """Tag forward ops only when the next backward will be captured.
@@ -310,7 +337,7 @@ class Watch(contextlib.ContextDecorator):
         The mode stays pushed for the whole block and is only paused: a mode may not be popped
         from inside a torch call (``loss.backward()`` itself dispatches through it).
         """
-        self._recording.paused = not self._due(self.steps + 1)
+        self._recording.paused = not (self._due(self.steps + 1) or self._forced())
 
     # -- one watched backward -------------------------------------------------------------------
 
@@ -318,16 +345,18 @@ class Watch(contextlib.ContextDecorator):
         self.steps += 1
         step = self.steps
         graph = None
+        tensors = _graph_tensors(outputs)
+        recorder = self._recorder
+        reason = recorder.before(step, tensors) if recorder is not None else None
         # The collector would make full passes over the graph model while capture and the
         # hooks allocate; it is restored (and runs) as soon as this step is done.
         with hooks.gc_paused():
-            if self._due(step):
-                tensors = _graph_tensors(outputs)
+            if self._due(step) or reason is not None:
                 if tensors:
                     graph = capture(
                         tensors, model=self.model, warn=False, thresholds=self.thresholds
                     )
-                    graph.meta["step"] = step
+                    graph.meta["step"] = recorder.run_step(step) if recorder is not None else step
                     self._open.append(graph)
             _local.depth = getattr(_local, "depth", 0) + 1
             try:
@@ -338,6 +367,8 @@ class Watch(contextlib.ContextDecorator):
                 if graph is not None:
                     graph.close()
                     self._open.remove(graph)
+                if recorder is not None:
+                    recorder.after(step, graph if graph is not None and graph.passes else None, reason)
                 self._sync_recording()
         if graph is not None and graph.passes:
             self._finish(graph, step)
@@ -403,6 +434,8 @@ def watch(
     on_nonfinite: str = "warn",
     warn: bool = True,
     thresholds: Thresholds | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    run: str | Path | None = None,
 ) -> Watch:
     """Capture the backward passes of a training loop, with module attribution and source lines.
 
@@ -433,6 +466,14 @@ def watch(
         warn: Issue warnings for the other findings (vanishing, exploding, dead, unused).
         thresholds: The limits every captured step is judged with (kept in each graph and
             its saved file); the defaults when ``None``.
+        optimizer: Your optimizer: the run records each param group's learning rate per step.
+        run: A folder (created if missing) to record every step into, as a run store that
+            ``graphscope view``/``report``/``runs`` read, also while training runs: per
+            parameter the gradient norm, abs max and share of zeros, the loss, the learning
+            rates, the update-to-weight ratio around captured steps, and full captures every
+            ``every`` steps and at anomalies (the first non-finite step, gradient-norm spikes).
+            An existing run of the same model is resumed (its steps continue). Recording
+            happens off the training thread; leaving the block commits it.
 
     Returns:
         A ``Watch``: a context manager and a decorator. ``w.last`` is the latest graph.
@@ -440,6 +481,7 @@ def watch(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: ``every``, ``keep`` or ``on_nonfinite`` is out of range.
+        RunError: ``run`` holds a store of another model or another tool (on entering).
 
     Example:
         >>> with graphscope.watch(model, on_nonfinite="raise") as w:  # doctest: +SKIP
@@ -457,4 +499,6 @@ def watch(
         on_nonfinite=on_nonfinite,
         warn=warn,
         thresholds=thresholds,
+        optimizer=optimizer,
+        run=run,
     )

@@ -21,7 +21,7 @@ import numpy as np
 from graphscope.errors import LoadError, RunError
 from graphscope.model import Graph
 from graphscope.runs import schema
-from graphscope.runs.records import CaptureInfo, Event, ParamSeries, RunParam, Steps
+from graphscope.runs.records import CaptureInfo, Event, LayerSeries, ParamSeries, RunParam, Steps
 
 _F8 = np.dtype("<f8")
 
@@ -154,15 +154,20 @@ class Run:
                 exact[i] = a.reshape(3, 3, p)
             else:
                 raise RunError(f"the run store {self.db} is corrupt (a stats row of {a.size} values for {p} parameters)")
-        exact[exact < 0] = np.nan  # NO_GRAD
+        present = ~(exact[:, 2, 0] < 0)  # NO_GRAD is -1; NaN compares False: present
+        exact[exact < 0] = np.nan
         return ParamSeries(
             lo=np.array([r[0] for r in rows], dtype=np.int64),
             hi=np.array([r[1] for r in rows], dtype=np.int64),
             n=np.array([r[2] for r in rows], dtype=np.int64),
             norm=exact[:, 2, 0], absmax=exact[:, 2, 1], zero_frac=exact[:, 2, 2],
             norm_min=exact[:, 0, 0], norm_max=exact[:, 1, 0], absmax_max=exact[:, 1, 1],
-            zero_frac_min=exact[:, 0, 2], zero_frac_max=exact[:, 1, 2],
+            zero_frac_min=exact[:, 0, 2], zero_frac_max=exact[:, 1, 2], present=present,
         )
+
+    def layer_series(self, rank: int = 0, *, since: int = 0) -> LayerSeries:
+        """Gradient RMS per layer (the parameters' owning module) over the recorded steps."""
+        return layer_series(self.params(rank), self.param_series(rank, since=since))
 
     def nonfinite(self, rank: int = 0) -> dict[int, dict[int, int]]:
         """Step -> {parameter index -> NaN/Inf element count}, for steps that had any."""
@@ -185,10 +190,11 @@ class Run:
 
     def captures(self, rank: int | None = 0) -> list[CaptureInfo]:
         """The full captures kept, oldest first (every rank's with ``rank=None``)."""
-        sql = "SELECT rank, step, reason, severity, findings FROM captures"
+        sql = "SELECT rank, step, reason, severity, findings, summary FROM captures"
         rows = self._rows(sql + " ORDER BY step, rank") if rank is None else self._rows(
             sql + " WHERE rank = ? ORDER BY step", (rank,))
-        return [CaptureInfo(int(s), reason, sev, int(n), int(r)) for r, s, reason, sev, n in rows]
+        return [CaptureInfo(int(s), reason, sev, int(n), int(r), tuple(json.loads(summary)))
+                for r, s, reason, sev, n, summary in rows]
 
     def capture(self, step: int, rank: int = 0) -> Graph:
         """The full capture of ``step``, as a ``Graph``.
@@ -209,6 +215,29 @@ class Run:
             return Graph.from_dict(json.loads(zlib.decompress(rows[0][0]).decode("utf-8")))
         except (zlib.error, UnicodeDecodeError, ValueError, LoadError) as e:
             raise RunError(f"the capture of step {step} in {self.db} is corrupt ({e})") from None
+
+
+def layer_series(params: list[RunParam], series: ParamSeries) -> LayerSeries:
+    """Per-layer RMS from per-parameter norms: sqrt(sum of squared norms / sum of sizes)."""
+    names = list(dict.fromkeys(p.module for p in params))
+    index = {n: i for i, n in enumerate(names)}
+    member = np.zeros((len(params), len(names)))
+    for p in params:
+        member[p.idx, index[p.module]] = 1.0
+    numel = np.array([max(p.numel, 1) for p in params], dtype=float)
+
+    got = series.present
+
+    def rms(norm: np.ndarray) -> np.ndarray:
+        sq = np.where(got, norm, 0.0) ** 2
+        size = got * numel
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.sqrt((sq @ member) / (size @ member))
+        # A NaN gradient (as opposed to none) makes its layer NaN, not the others' mean.
+        return np.where((size @ member) > 0, out, np.nan)
+
+    return LayerSeries(names, series.lo, series.hi, series.n,
+                       rms(series.norm), rms(series.norm_min), rms(series.norm_max))
 
 
 @dataclass(frozen=True)

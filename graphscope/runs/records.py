@@ -69,6 +69,7 @@ class CaptureInfo:
     severity: str  # ok | info | warning | error: the worst finding
     findings: int
     rank: int = 0
+    summary: tuple[dict, ...] = ()  # each finding: kind, severity, message, hint, names
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,9 @@ class ParamSeries:
     ``lo``/``hi`` are each row's first and last step and ``n`` how many steps it covers (1 for
     an exact step, more for an old, decimated stretch). ``norm``, ``absmax`` and ``zero_frac``
     are (rows, P) arrays: the value at that step, or for a decimated row the mean over its steps
-    (``*_min``/``*_max`` keep the extremes; equal to the value for exact rows). NaN marks a
-    parameter without a gradient at that step.
+    (``*_min``/``*_max`` keep the extremes; equal to the value for exact rows). ``present`` is
+    False where a parameter got no gradient (its numbers are NaN there); a NaN where
+    ``present`` holds is a non-finite gradient.
     """
 
     lo: np.ndarray
@@ -127,6 +129,7 @@ class ParamSeries:
     absmax_max: np.ndarray
     zero_frac_min: np.ndarray
     zero_frac_max: np.ndarray
+    present: np.ndarray
 
     def __len__(self) -> int:
         return len(self.lo)
@@ -135,3 +138,25 @@ class ParamSeries:
         """The row holding ``step``, or ``None`` when it was not recorded."""
         i = int(np.searchsorted(self.hi, step))
         return i if i < len(self.lo) and self.lo[i] <= step <= self.hi[i] else None
+
+
+@dataclass
+class LayerSeries:
+    """Gradient RMS per layer (module) over steps: what the timeline's heatmap shows.
+
+    ``names`` are module paths in the order the model registers them; ``rms`` is (rows, layers):
+    the RMS over all of a layer's parameter gradients at that row's step (the mean for a
+    decimated row, whose extremes are in ``rms_min``/``rms_max``); NaN where the layer got no
+    gradient. ``lo``/``hi``/``n`` are the rows' step ranges as in ``ParamSeries``.
+    """
+
+    names: list[str]
+    lo: np.ndarray
+    hi: np.ndarray
+    n: np.ndarray
+    rms: np.ndarray
+    rms_min: np.ndarray
+    rms_max: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lo)

@@ -42,12 +42,13 @@ Any SQLite client can read it; the tables, version 1:
     the optimizer step that followed backward ``step`` (float64, P values, NaN where not
     measured). Measured on the steps where a full capture is taken.
 
-``captures(rank, step, reason, severity, findings, data)``
+``captures(rank, step, reason, severity, findings, summary, data)``
     Full graph captures: ``reason`` is ``every``, ``nonfinite`` (the first non-finite step, or
     the step after a backward-born one), ``spike`` (a gradient-norm spike against the run's own
     history), or ``before_anomaly`` (the last healthy capture before an anomaly, kept with it);
     ``severity`` the worst finding (``ok``, ``info``, ``warning``, ``error``), ``findings`` how
-    many; ``data`` the capture file's JSON text (``graphscope.capture`` format), zlib-compressed.
+    many; ``summary`` a JSON list of its findings (``kind``, ``severity``, ``message``,
+    ``hint``, ``names``: the parameters or ops it names); ``data`` the capture file's JSON text (``graphscope.capture`` format), zlib-compressed.
 
 ``events(rank, step, kind, detail)``
     What the recorder noticed while training: ``nonfinite`` (first non-finite gradient or loss),
@@ -89,7 +90,8 @@ CREATE TABLE IF NOT EXISTS updates (
     rank INTEGER NOT NULL, step INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE (rank, step));
 CREATE TABLE IF NOT EXISTS captures (
     rank INTEGER NOT NULL, step INTEGER NOT NULL, reason TEXT NOT NULL, severity TEXT NOT NULL,
-    findings INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (rank, step));
+    findings INTEGER NOT NULL, summary TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (rank, step));
 CREATE TABLE IF NOT EXISTS events (
     rank INTEGER NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
     PRIMARY KEY (rank, step, kind)) WITHOUT ROWID;

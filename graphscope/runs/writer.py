@@ -71,6 +71,16 @@ def worst_severity(graph: Graph) -> str:
     return str(max(f.severity for f in graph.findings))
 
 
+def finding_summary(graph: Graph) -> list[dict[str, Any]]:
+    """A capture's findings as the run store keeps them beside the graph (read without it)."""
+    out = []
+    for f in graph.findings:
+        names = [graph.nodes[i].title for i in f.nodes if 0 <= i < len(graph.nodes)]
+        out.append({"kind": str(f.kind), "severity": str(f.severity), "message": f.message,
+                    "hint": f.hint or "", "names": names})
+    return out
+
+
 class RunWriter:
     """Writes one rank's records into a run store. Use ``open_writer`` or the constructor.
 
@@ -282,9 +292,9 @@ class RunWriter:
     def _write_capture(self, con: sqlite3.Connection, c: _Capture) -> None:
         text = json.dumps(c.graph.to_dict(), separators=(",", ":"))
         con.execute(
-            "INSERT OR REPLACE INTO captures VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO captures VALUES (?, ?, ?, ?, ?, ?, ?)",
             (c.rank, c.step, c.reason, worst_severity(c.graph), len(c.graph.findings),
-             zlib.compress(text.encode("utf-8"), 6)),
+             json.dumps(finding_summary(c.graph)), zlib.compress(text.encode("utf-8"), 6)),
         )
         if c.reason != "every":
             # The last healthy regular capture before an anomaly is kept with it.

@@ -1,0 +1,266 @@
+"""The flight recorder: every watched step's numbers into a run store, at a few kernels per step.
+
+``watch(model, run="runs/exp1")`` makes a ``FlightRecorder``; the watch calls ``before`` right
+before each backward and ``after`` right after it. Per step, over all parameter gradients at
+once: the L2 norm (``torch._foreach_norm``, the kernel ``clip_grad_norm_`` uses), the abs max
+(``aminmax`` per gradient) and the count of exact zeros, stacked with the loss into one tensor
+that reaches the host in one transfer; the records go to the store's writer thread, so the disk
+is never on the training thread. Rare cases cost more only when they happen: a gradient so small
+that float32 squares underflow is normed again in float64, and NaN/Inf elements are counted
+only for gradients whose norm is non-finite.
+
+It also decides which steps get a full capture beyond every ``every``-th: a step whose loss is
+already non-finite before its backward (checked on the loss value, so the capture is of that
+very step and says where the NaN was born), and the step after one whose gradients came out
+non-finite or spiked against the run's own history (``trends.is_spike``). The update-to-weight
+ratio is measured around captured steps: the parameters are copied after the captured backward
+and compared at the next one, so it covers exactly the optimizer step in between.
+
+Nothing the user owns changes: gradients and parameters are only read, and the copies are freed
+at the next step.
+
+Imports torch; only the capture layer may import this module.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphscope.autograd.capture import loss_scale_of
+from graphscope.health import Thresholds
+from graphscope.model import Graph
+from graphscope.runs import NO_GRAD, RunParam, RunWriter, StepRecord
+from graphscope.trends import SPIKE_HISTORY, is_spike
+
+# A float32 norm below this may have lost its value to underflowing squares: redone in float64.
+_TINY_NORM = 1e-18
+
+
+def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "_orig_mod", model)
+
+
+def _absmax(v: torch.Tensor) -> torch.Tensor:
+    """The largest magnitude, in float32 (one pass: aminmax is faster than an inf-norm)."""
+    if not v.numel():
+        return torch.zeros((), device=v.device)
+    lo, hi = torch.aminmax(v)
+    return torch.maximum(-lo, hi).float()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("graphscope")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class FlightRecorder:
+    """Records each watched step of ``model`` into the run store at ``run``.
+
+    Args:
+        model: The watched model; its named parameters that require grad are recorded.
+        run: The run folder (created if missing). An existing run of the same model is
+            resumed: its steps continue after the last one stored.
+        optimizer: Gives the learning rate of each param group per step, and each
+            parameter's group.
+        every: Full captures are taken every ``every`` steps (recorded in the run's meta).
+        thresholds: The limits the captures are judged with (recorded in the meta).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        run: str | Path,
+        *,
+        optimizer: torch.optim.Optimizer | None,
+        every: int,
+        thresholds: Thresholds,
+    ) -> None:
+        named = [(n, p) for n, p in _uncompiled(model).named_parameters() if p.requires_grad]
+        self.optimizer = optimizer
+        group_of: dict[int, int] = {}
+        if optimizer is not None:
+            for g, group in enumerate(optimizer.param_groups):
+                for p in group["params"]:
+                    group_of[id(p)] = g
+        self.params = [p for _, p in named]
+        infos = [
+            RunParam(i, n, n.rpartition(".")[0], tuple(p.shape), p.numel(), str(p.dtype).replace("torch.", ""),
+                     group_of.get(id(p), -1))
+            for i, (n, p) in enumerate(named)
+        ]
+        self.writer = RunWriter(run, infos, meta={
+            "graphscope_version": _version(),
+            "created": time.time(),
+            "model": type(_uncompiled(model)).__name__,
+            "argv": list(sys.argv),
+            "every": every,
+            "thresholds": thresholds.to_dict(),
+        })
+        self.offset = self.writer.first_step - 1  # a resumed run continues its step numbers
+        self._history: list[float] = []
+        self._seen_nonfinite = False
+        self._accumulating = 0
+        self._loss_scale: float | None = None
+        self._force_next: str | None = None
+        self._loss: torch.Tensor | None = None
+        self._snapshot: tuple[int, list[torch.Tensor]] | None = None
+        # After each backward: per parameter, its .grad tensor, that tensor's version and the
+        # parameter's version, to tell at the next backward whether .grad was carried over an
+        # optimizer update (zero_grad() forgotten) or only accumulated on purpose.
+        self._after: list[tuple[Any, int, int] | None] = [None] * len(self.params)
+
+    @property
+    def wants_next(self) -> bool:
+        """Whether the next step should be captured (after an anomaly in this one)."""
+        return self._force_next is not None
+
+    def run_step(self, step: int) -> int:
+        """The run's step number of the watch's ``step``."""
+        return self.offset + step
+
+    # -- before the backward --------------------------------------------------------------------
+
+    def before(self, step: int, outputs: list[torch.Tensor]) -> str | None:
+        """Note what the backward starts from; returns a reason to capture this step
+        (``nonfinite``, ``spike``) beyond the regular ones, or ``None``."""
+        self._measure_updates()
+        self._accumulating = self._count_accumulating()
+        self._loss = outputs[0].detach() if len(outputs) == 1 and outputs[0].numel() == 1 else None
+        reason, self._force_next = self._force_next, None
+        self._loss_scale = None
+        if self._loss is not None and self._loss.device.type == "cpu":
+            self._loss_scale = loss_scale_of(outputs[0].grad_fn)
+            # On the CPU reading the loss costs no device sync: a NaN loss is caught before its
+            # backward, so the capture is of the very step where it was born.
+            if not math.isfinite(float(self._loss)) and not self._seen_nonfinite:
+                reason = "nonfinite"
+        return reason
+
+    def _count_accumulating(self) -> int:
+        n = 0
+        for i, p in enumerate(self.params):
+            before = self._after[i]
+            g = p.grad
+            if g is None or before is None:
+                continue
+            grad, grad_version, param_version = before
+            if g is grad and g._version == grad_version and p._version != param_version:
+                n += 1
+        return n
+
+    def _measure_updates(self) -> None:
+        if self._snapshot is None:
+            return
+        step, old = self._snapshot
+        self._snapshot = None
+        with torch.no_grad():
+            now = [p.detach() for p in self.params]
+            diff = torch._foreach_sub(now, old)
+            num = torch._foreach_norm(diff)
+            den = torch._foreach_norm(old)
+            ratios = (torch.stack([x.float() for x in num]) / torch.stack([x.float() for x in den])).tolist()
+        self.writer.add_updates(step, np.array(ratios, dtype=float))
+
+    # -- after the backward ---------------------------------------------------------------------
+
+    def after(self, step: int, graph: Graph | None, reason: str | None) -> None:
+        """Record the step's numbers (and its capture, if one was taken)."""
+        run_step = self.run_step(step)
+        if graph is not None and self._loss_scale is None:
+            self._loss_scale = graph.meta.get("loss_scale")
+        rec = self._record(run_step)
+        self.writer.add_step(rec)
+        nonfinite = bool(rec.nonfinite_params) or not rec.loss_finite
+        if nonfinite and not self._seen_nonfinite:
+            self._seen_nonfinite = True
+            self.writer.add_event(run_step, "nonfinite", {
+                "loss": None if rec.loss is None else repr(rec.loss), "elements": rec.nonfinite})
+            if graph is None:
+                self._force_next = "nonfinite"  # born in backward: the next step shows its cause
+        elif is_spike(self._history, rec.grad_norm):
+            self.writer.add_event(run_step, "spike", {"grad_norm": rec.grad_norm,
+                                                      "median": float(np.median(self._history[-SPIKE_HISTORY:]))})
+            if graph is None:
+                self._force_next = "spike"
+        self._history.append(rec.grad_norm)
+        del self._history[:-SPIKE_HISTORY]
+        if graph is not None:
+            self.writer.add_capture(run_step, graph, reason or "every")
+            with torch.no_grad():
+                self._snapshot = (run_step, [p.detach().clone() for p in self.params])
+        self._after = [
+            None if p.grad is None else (p.grad, p.grad._version, p._version) for p in self.params
+        ]
+
+    def _record(self, run_step: int) -> StepRecord:
+        n = len(self.params)
+        grads = [p.grad for p in self.params]
+        have = [i for i, g in enumerate(grads) if g is not None and g.layout == torch.strided
+                and not g.is_complex()]
+        values = [g.detach() for g in (grads[i] for i in have)]  # type: ignore[union-attr]
+        parts: list[torch.Tensor] = []
+        if values:
+            norms = torch._foreach_norm(values, 2, dtype=torch.float32) if any(
+                v.dtype in (torch.float16, torch.bfloat16) for v in values) else torch._foreach_norm(values)
+            parts.append(torch.stack([x.float() for x in norms]))
+            parts.append(torch.stack([_absmax(v) for v in values]))
+            parts.append(torch.stack([
+                (v.numel() - torch.count_nonzero(v)).float() for v in values]))
+        loss = self._loss
+        if loss is not None:
+            parts.append(loss.reshape(1).float().to(parts[0].device if parts else loss.device))
+        host = torch.cat([x.reshape(-1).to("cpu") for x in parts]).tolist() if parts else []
+        k = len(have)
+        norm_v, absmax_v, zeros_v = host[:k], host[k:2 * k], host[2 * k:3 * k]
+        loss_value = host[3 * k] if loss is not None else None
+        norms_a = np.full(n, NO_GRAD)
+        absmax_a = np.full(n, NO_GRAD)
+        zero_a = np.full(n, NO_GRAD)
+        nonfinite_params: dict[int, int] = {}
+        for j, i in enumerate(have):
+            v = values[j]
+            norm = norm_v[j]
+            finite = math.isfinite(absmax_v[j])
+            if (0 < absmax_v[j] and norm < _TINY_NORM) or (finite and not math.isfinite(norm)):
+                # float32 squares under- or overflowed: the norm of finite values, in float64.
+                norm = float(torch.linalg.vector_norm(v, dtype=torch.float64))
+            if not finite:
+                nonfinite_params[i] = int((~torch.isfinite(v)).sum())
+            norms_a[i] = norm
+            absmax_a[i] = absmax_v[j]
+            zero_a[i] = zeros_v[j] / v.numel() if v.numel() else 0.0
+        present = norms_a >= 0
+        total = float(math.sqrt(float(np.sum(norms_a[present] ** 2)))) if present.any() else 0.0
+        if nonfinite_params:
+            total = math.nan
+        lr = []
+        if self.optimizer is not None:
+            lr = [float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g]
+        return StepRecord(
+            step=run_step,
+            time=time.time(),
+            loss=loss_value,
+            grad_norm=total,
+            norms=norms_a,
+            absmax=absmax_a,
+            zero_frac=zero_a,
+            nonfinite=sum(nonfinite_params.values()),
+            nonfinite_params=nonfinite_params,
+            accumulating=self._accumulating,
+            lr=lr,
+            loss_scale=self._loss_scale,
+        )
+
+    def close(self) -> None:
+        self._snapshot = None
+        self.writer.close()

@@ -1,0 +1,436 @@
+"""Findings over time: a recorded run's history -> what went wrong, and the step it started at.
+
+Pure functions over what a run store holds (``graphscope.runs``): the per-step loss and total
+gradient norm, per-parameter norms and zero fractions, update-to-weight ratios, and the
+findings of the full captures. Each rule looks at the run against its own history, so one
+noisy step is not a finding:
+
+- ``nonfinite``: the first step whose loss or gradients held NaN/Inf (an error).
+- ``divergence``: loss and gradient norm growing together, geometrically, over several steps
+  in a row; found while the numbers are still finite, with how many steps before they were not.
+- ``spike``: a gradient norm far above the run's recent median (``is_spike``, the rule the
+  recorder also uses to take a capture at that moment).
+- ``dying_layer``: a layer whose weight gradient's share of exact zeros jumped and stayed
+  (units that stopped firing after an update).
+- ``vanishing_worse``: the input-side layers' gradients falling relative to the output side's
+  over training (saturation setting in), as a ratio, so a converging loss that shrinks every
+  gradient alike is not one.
+- ``update_ratio``: ``||update|| / ||weight||`` per optimizer param group far from ~1e-3
+  (learning rate too high or too low).
+- ``accumulating``: ``.grad`` carried over optimizer steps, step after step (``zero_grad()``
+  missing).
+- ``plateau``: a loss that stopped moving while the input-side gradients vanish.
+- the captures' own warnings and errors (vanishing, exploding, dead, ...), each once, with the
+  first and last captured step that showed it.
+
+Imports the model, health and the run store; never torch or textual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from graphscope.formatting import fmt_num
+from graphscope.health import Thresholds
+from graphscope.model import Severity
+from graphscope.runs import Run, RunParam, Steps
+
+SPIKE_FACTOR = 10.0  # a gradient norm this many times the recent median is a spike
+SPIKE_HISTORY = 20  # steps of recent history a spike is measured against
+SPIKE_MIN_HISTORY = 8  # fewer finite steps than this: no judgement yet
+DIVERGE_STEPS = 4  # consecutive growing steps (loss and gradient norm) that make a divergence
+DIVERGE_GROWTH = 10.0  # ... with the gradient norm growing at least this much over them
+DYING_JUMP = 0.5  # a zero fraction this much above the layer's early level ...
+DYING_STAY = 5  # ... for at least this many recorded steps, to the end of the run
+UPDATE_HIGH = 1e-1  # median update/weight ratio above this: learning rate too high
+UPDATE_LOW = 1e-6  # ... below this: too low
+ACCUMULATING_STEPS = 3  # steps in a row with .grad carried over an optimizer step
+PLATEAU_STEPS = 50  # a loss flat over at least this many steps ...
+PLATEAU_CHANGE = 1e-3  # ... changing by less than this fraction
+
+
+@dataclass(frozen=True)
+class RunFinding:
+    """One finding over time: what, from which step, about which parameters, and what to try.
+
+    Attributes:
+        kind: ``nonfinite``, ``divergence``, ``spike``, ``dying_layer``, ``vanishing_worse``,
+            ``update_ratio``, ``accumulating``, ``plateau``, or a capture finding's kind
+            (``vanishing``, ``exploding``, ``dead``, ...).
+        severity: As for a capture's findings.
+        step: The step it started at.
+        last_step: The last step it was seen at (``None``: still at the end of the run).
+        params: The parameters (or layers) it is about.
+        message: What happened, where and when, with the numbers.
+        hint: Why it happens and what to try.
+        rank: The process that recorded it.
+    """
+
+    kind: str
+    severity: Severity
+    step: int
+    last_step: int | None
+    params: tuple[str, ...]
+    message: str
+    hint: str
+    rank: int = 0
+
+    def __str__(self) -> str:
+        return f"step {self.step}: [{self.severity}] {self.message}"
+
+
+def is_spike(history: Sequence[float], value: float) -> bool:
+    """Whether a gradient norm ``value`` is a spike against the recent ``history`` (oldest
+    first): at least ``SPIKE_FACTOR`` times the median of the last ``SPIKE_HISTORY`` finite
+    norms, once there are ``SPIKE_MIN_HISTORY`` of them. A non-finite value is not a spike
+    (it is its own finding)."""
+    if not math.isfinite(value):
+        return False
+    recent = [h for h in history[-SPIKE_HISTORY:] if math.isfinite(h) and h > 0]
+    if len(recent) < SPIKE_MIN_HISTORY:
+        return False
+    return value >= SPIKE_FACTOR * float(np.median(recent))
+
+
+def analyze(run: Run, *, rank: int = 0, thresholds: Thresholds | None = None) -> list[RunFinding]:
+    """The findings over time of one rank of a run, ordered by the step they started at.
+
+    Args:
+        run: An open run store (``graphscope.runs.open_run``).
+        rank: Which process's steps to judge.
+        thresholds: The limits to judge with; the run's own (those its captures used) when
+            ``None``.
+
+    Example:
+        >>> for f in analyze(open_run("runs/exp1")):  # doctest: +SKIP
+        ...     print(f)
+    """
+    t = thresholds or _thresholds(run)
+    steps = run.steps(rank)
+    params = run.params(rank)
+    out: list[RunFinding] = []
+    if len(steps):
+        nonfinite = _nonfinite(run, steps, params, rank)
+        first_bad = nonfinite.step if nonfinite else None
+        out += _divergence(steps, first_bad, rank)
+        out += _spikes(steps, first_bad, rank)
+        if nonfinite:
+            out.append(nonfinite)
+        out += _accumulating(steps, rank)
+        series = run.layer_series(rank)
+        out += _dying(run, params, rank, first_bad)
+        out += _vanishing_worse(series, t, rank, first_bad)
+        out += _plateau(steps, series, t, rank, first_bad)
+    out += _update_ratio(run, params, rank)
+    out += _from_captures(run, rank)
+    out.sort(key=lambda f: (f.step, -f.severity))
+    return out
+
+
+def worst(findings: Sequence[RunFinding]) -> Severity | None:
+    """The worst severity among ``findings`` (``None`` when there are none)."""
+    return max((f.severity for f in findings), default=None)
+
+
+def first_nonfinite_loss(steps: Steps) -> int | None:
+    """The first step whose loss was NaN or Inf, or ``None``."""
+    idx = np.flatnonzero(steps.loss_nonfinite)
+    return int(steps.step[idx[0]]) if idx.size else None
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+
+def _thresholds(run: Run) -> Thresholds:
+    d = run.meta.get("thresholds")
+    try:
+        return Thresholds(**d) if isinstance(d, dict) else Thresholds()
+    except (TypeError, ValueError):
+        return Thresholds()
+
+
+def _names(params: list[RunParam], idx: Sequence[int], limit: int = 3) -> str:
+    names = [params[i].name for i in idx]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _nonfinite(run: Run, steps: Steps, params: list[RunParam], rank: int) -> RunFinding | None:
+    bad = steps.loss_nonfinite | (steps.nonfinite > 0) | ~np.isfinite(steps.grad_norm)
+    idx = np.flatnonzero(bad)
+    if not idx.size:
+        return None
+    i = int(idx[0])
+    step = int(steps.step[i])
+    which = run.nonfinite(rank).get(step, {})
+    where = ""
+    if which:
+        where = (f" in {len(which)} parameter gradient(s) ({_names(params, sorted(which))}; "
+                 f"{sum(which.values())} NaN/Inf elements)")
+    loss_bad = bool(steps.loss_nonfinite[i])
+    what = "the loss and the gradients were" if loss_bad and which else (
+        "the loss was" if loss_bad else "the gradients were")
+    before = steps.loss[i - 1] if i else math.nan
+    msg = f"Step {step}: {what} non-finite for the first time{where}"
+    if i and math.isfinite(before):
+        msg += f"; the step before, the loss was {fmt_num(before)}"
+    captured = [c.step for c in run.captures(rank) if c.reason == "nonfinite" and c.step >= step]
+    hint = ("Open the capture of step {s} (graphscope view RUN, then enter on it) to see the op "
+            "where the NaN was born; if the loss grew before it, the learning rate is too high "
+            "for this model (lower it, or clip with torch.nn.utils.clip_grad_norm_)").format(
+        s=captured[0] if captured else step)
+    return RunFinding("nonfinite", Severity.ERROR, step, None, tuple(params[k].name for k in sorted(which)),
+                      msg, hint, rank)
+
+
+def _runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) index pairs, end exclusive, of the True stretches of ``mask``."""
+    out, start = [], None
+    for i, m in enumerate(mask):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            out.append((start, i))
+            start = None
+    if start is not None:
+        out.append((start, len(mask)))
+    return out
+
+
+def _divergence(steps: Steps, first_bad: int | None, rank: int) -> list[RunFinding]:
+    """Loss and gradient norm both growing, step after step, by ``DIVERGE_GROWTH`` over
+    ``DIVERGE_STEPS`` steps: the geometric growth of an unstable update (lr too high, or
+    lr x weight decay > 2), caught while the numbers are still finite."""
+    g, loss = steps.grad_norm, steps.loss
+    n = len(steps)
+    finite = np.isfinite(g) & np.isfinite(loss) & (g > 0)
+    up = np.zeros(n, dtype=bool)
+    up[1:] = finite[1:] & finite[:-1] & (g[1:] > g[:-1]) & (loss[1:] > loss[:-1])
+    for start, end in _runs_of(up):
+        # up[i] says step i grew from step i-1: the stretch begins one step earlier.
+        lo = start - 1
+        for hi in range(lo + DIVERGE_STEPS, end):
+            if g[hi] >= DIVERGE_GROWTH * g[lo]:
+                onset = int(steps.step[lo + 1])
+                seen = int(steps.step[hi])
+                per = (g[hi] / g[lo]) ** (1 / (hi - lo))
+                msg = (f"Divergence from step {onset}: the gradient norm grew {fmt_num(g[hi] / g[lo])}x "
+                       f"in {hi - lo} steps ({per:.2g}x per step, {fmt_num(g[lo])} -> {fmt_num(g[hi])}) "
+                       f"while the loss rose {fmt_num(loss[lo])} -> {fmt_num(loss[hi])}")
+                if first_bad is not None and first_bad > seen:
+                    msg += f"; found at step {seen}, {first_bad - seen} steps before the values became non-finite (step {first_bad})"
+                hint = ("Each update overshoots and makes the next gradient larger: lower the learning "
+                        "rate (or its warm-up peak), clip gradients with "
+                        "torch.nn.utils.clip_grad_norm_, and check that lr x weight_decay is well below 1")
+                return [RunFinding("divergence", Severity.WARNING, onset, int(steps.step[end - 1]),
+                                   (), msg, hint, rank)]
+    return []
+
+
+def _spikes(steps: Steps, first_bad: int | None, rank: int) -> list[RunFinding]:
+    g = steps.grad_norm
+    hits = []
+    for i in range(len(steps)):
+        if first_bad is not None and steps.step[i] >= first_bad:
+            break
+        if is_spike(list(g[max(0, i - SPIKE_HISTORY):i]), float(g[i])):
+            hits.append(i)
+    if not hits:
+        return []
+    i = hits[0]
+    med = float(np.median([h for h in g[max(0, i - SPIKE_HISTORY):i] if math.isfinite(h) and h > 0]))
+    more = f" ({len(hits)} spikes in all, the last at step {int(steps.step[hits[-1]])})" if len(hits) > 1 else ""
+    msg = (f"Gradient-norm spike at step {int(steps.step[i])}: {fmt_num(g[i])}, "
+           f"{fmt_num(g[i] / med)}x the median of the steps before it{more}")
+    hint = ("One batch (an outlier, a rare class, a bad label) or one update sent the gradient far "
+            "above its usual size; clip_grad_norm_ bounds such steps, and a warm-up helps when they "
+            "come early. The capture taken at the spike shows which layers carried it")
+    return [RunFinding("spike", Severity.INFO, int(steps.step[i]), int(steps.step[hits[-1]]),
+                       (), msg, hint, rank)]
+
+
+def _accumulating(steps: Steps, rank: int) -> list[RunFinding]:
+    for start, end in _runs_of(steps.accumulating > 0):
+        if end - start >= ACCUMULATING_STEPS:
+            n = int(steps.accumulating[start:end].max())
+            msg = (f"From step {int(steps.step[start])}, {n} parameter(s)' .grad kept the earlier "
+                   f"steps' gradients across optimizer updates, for {end - start} steps in a row: "
+                   f"each update used the sum of all gradients so far")
+            hint = ("Call optimizer.zero_grad() (or model.zero_grad()) once per step, before "
+                    "loss.backward(); to accumulate over micro-batches on purpose, step the "
+                    "optimizer only after the last of them")
+            last = None if end == len(steps) else int(steps.step[end - 1])
+            return [RunFinding("accumulating", Severity.WARNING, int(steps.step[start]), last,
+                               (), msg, hint, rank)]
+    return []
+
+
+def _dying(run: Run, params: list[RunParam], rank: int, first_bad: int | None) -> list[RunFinding]:
+    """A weight whose share of zero gradient elements jumped by ``DYING_JUMP`` and stayed
+    there to the end: its units stopped passing gradient (a ReLU layer dying)."""
+    series = run.param_series(rank)
+    rows = len(series)
+    if rows < 2 * DYING_STAY:
+        return []
+    if first_bad is not None:  # after a NaN nothing is judged: everything is NaN or zero
+        rows = int(np.searchsorted(series.lo, first_bad))
+    z = series.zero_frac[:rows]
+    early = max(DYING_STAY, rows // 10)
+    found: dict[str, tuple[int, float, float, list[int]]] = {}
+    for p in params:
+        if len(p.shape) < 2:  # weights: a bias's zeros follow its units the same way
+            continue
+        col = z[:, p.idx]
+        if np.isnan(col[:early]).all():
+            continue
+        base = float(np.nanmedian(col[:early]))
+        high = col >= base + DYING_JUMP
+        if not high[-1]:
+            continue
+        start = rows - 1
+        while start > 0 and high[start - 1]:
+            start -= 1
+        if start < early or rows - start < DYING_STAY:
+            continue
+        onset = int(series.lo[start])
+        prev = found.get(p.module)
+        if prev is None or onset < prev[0]:
+            found[p.module] = (onset, base, float(np.nanmean(col[start:rows])), [p.idx])
+        else:
+            prev[3].append(p.idx)
+    out = []
+    for module, (onset, base, level, idx) in found.items():
+        msg = (f"Layer {module or '(root)'} died at step {onset}: the share of exactly-zero "
+               f"elements in {_names(params, idx)}'s gradient went from {base:.0%} to {level:.0%} "
+               f"and stayed there")
+        hint = ("Units whose input went negative after an update (a ReLU that never fires again) "
+                "pass no gradient back: lower the learning rate or warm it up, use LeakyReLU/GELU, "
+                "or normalise the layer's input")
+        out.append(RunFinding("dying_layer", Severity.WARNING, onset, None,
+                              tuple(params[i].name for i in idx), msg, hint, rank))
+    return out
+
+
+def _depth_ratio(series) -> tuple[np.ndarray, str, str] | None:
+    """Per row, the first layer's RMS over the last layer's (layers with a gradient)."""
+    cols = [j for j in range(len(series.names)) if np.isfinite(series.rms[:, j]).any()]
+    if len(cols) < 3:
+        return None
+    first, last = cols[0], cols[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = series.rms[:, first] / series.rms[:, last]
+    return ratio, series.names[first], series.names[last]
+
+
+def _vanishing_worse(series, t: Thresholds, rank: int, first_bad: int | None) -> list[RunFinding]:
+    got = _depth_ratio(series)
+    if got is None or len(series) < 2 * DYING_STAY:
+        return []
+    ratio, first, last = got
+    rows = len(series) if first_bad is None else int(np.searchsorted(series.lo, first_bad))
+    ratio = ratio[:rows]
+    ok = np.isfinite(ratio) & (ratio > 0)
+    if ok.sum() < 2 * DYING_STAY:
+        return []
+    lr = np.log10(np.where(ok, ratio, np.nan))
+    early = float(np.nanmedian(lr[: max(DYING_STAY, rows // 10)]))
+    late = float(np.nanmedian(lr[-max(DYING_STAY, rows // 10):]))
+    limit = math.log10(t.vanishing_ratio)
+    if not (late <= limit and early - late >= 2):
+        return []
+    below = lr <= (early + late) / 2
+    start = rows - 1
+    while start > 0 and (below[start - 1] or not ok[start - 1]):
+        start -= 1
+    onset = int(series.lo[start])
+    msg = (f"Vanishing gradient worsening from step {onset}: the first layer's ({first}) "
+           f"gradient RMS fell from {fmt_num(10 ** early)} to {fmt_num(10 ** late)} of the last "
+           f"layer's ({last})")
+    hint = ("Saturating activations (sigmoid, tanh) push their inputs into the flat tails as "
+            "weights grow, and the gradient through them fades: normalise (LayerNorm/BatchNorm), "
+            "use residual connections or ReLU/GELU, and keep the learning rate moderate")
+    return [RunFinding("vanishing_worse", Severity.WARNING, onset, None, (first,), msg, hint, rank)]
+
+
+def _plateau(steps: Steps, series, t: Thresholds, rank: int, first_bad: int | None) -> list[RunFinding]:
+    got = _depth_ratio(series)
+    if got is None or first_bad is not None or len(steps) < 2 * PLATEAU_STEPS:
+        return []
+    ratio, first, _ = got
+    tail = steps.loss[-PLATEAU_STEPS:]
+    if not np.isfinite(tail).all():
+        return []
+    scale = max(abs(float(np.mean(tail))), 1e-12)
+    if (tail.max() - tail.min()) / scale > PLATEAU_CHANGE * 10 or abs(tail[-1] - tail[0]) / scale > PLATEAU_CHANGE:
+        return []
+    late = ratio[-max(DYING_STAY, len(ratio) // 10):]
+    late = late[np.isfinite(late)]
+    if not late.size or float(np.median(late)) > t.vanishing_ratio:
+        return []
+    step = int(steps.step[-PLATEAU_STEPS])
+    msg = (f"Loss plateau from step {step} at {fmt_num(float(tail[-1]))} while the first layer's "
+           f"({first}) gradient is {fmt_num(float(np.median(late)))} of the last layer's")
+    hint = ("Training has stalled because the input-side layers barely learn: the gradient vanishes "
+            "on its way back. Normalisation, residual connections, ReLU/GELU activations or a "
+            "better initialisation (Kaiming/Xavier) restore it")
+    return [RunFinding("plateau", Severity.WARNING, step, None, (first,), msg, hint, rank)]
+
+
+def _update_ratio(run: Run, params: list[RunParam], rank: int) -> list[RunFinding]:
+    updates = run.updates(rank)
+    if not updates:
+        return []
+    steps = sorted(updates)
+    data = np.stack([updates[s] for s in steps])
+    out = []
+    for group in sorted({p.group for p in params}):
+        idx = [p.idx for p in params if p.group == group and len(p.shape) >= 2] or [
+            p.idx for p in params if p.group == group]
+        vals = data[:, idx]
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if not vals.size:
+            continue
+        med = float(np.median(vals))
+        where = f"param group {group}" if group >= 0 else "the parameters"
+        if med > UPDATE_HIGH:
+            msg = (f"Updates too large for {where}: each optimizer step changes the weights by "
+                   f"{fmt_num(med)} of their size (median over {len(steps)} measured steps; "
+                   f"about 1e-3 is typical)")
+            hint = "Lower this group's learning rate (try 10x lower) or add warm-up; large relative updates make training unstable"
+            sev = Severity.WARNING
+        elif med < UPDATE_LOW:
+            msg = (f"Updates very small for {where}: each optimizer step changes the weights by "
+                   f"{fmt_num(med)} of their size (median over {len(steps)} measured steps; "
+                   f"about 1e-3 is typical)")
+            hint = "This group barely learns: raise its learning rate, or check that it is not meant to be frozen"
+            sev = Severity.INFO
+        else:
+            continue
+        out.append(RunFinding("update_ratio", sev, steps[0], steps[-1],
+                              tuple(params[i].name for i in idx), msg, hint, rank))
+    return out
+
+
+def _from_captures(run: Run, rank: int) -> list[RunFinding]:
+    """The captures' warnings and errors, each kind once, from the first capture showing it."""
+    seen: dict[tuple[str, str], list] = {}
+    for c in run.captures(rank):
+        for f in c.summary:
+            if f.get("severity") not in ("warning", "error"):
+                continue
+            key = (str(f.get("kind")), str(f.get("message"))[:40])
+            if key in seen:
+                seen[key][1] = c.step
+            else:
+                seen[key] = [c.step, c.step, f]
+    out = []
+    for (kind, _), (first, last, f) in seen.items():
+        sev = Severity.ERROR if f["severity"] == "error" else Severity.WARNING
+        out.append(RunFinding(kind, sev, first, last, tuple(f.get("names", ()))[:20],
+                              f"{f['message']} (in the capture of step {first}"
+                              + (f", still at step {last})" if last != first else ")"),
+                              f.get("hint", ""), rank))
+    return out

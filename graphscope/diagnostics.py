@@ -121,6 +121,7 @@ _BIAS_USERS = {"convolution", "addmm", "add"}  # ops that add a 1-D parameter as
 _ADDED_INPUT = {"addmm": 0, "addmv": 0, "addbmm": 0, "baddbmm": 0, "convolution": 2}
 _MEAN_SUBTRACTING = ("batch_norm", "instance_norm")  # labels: native_batch_norm, cudnn_...
 _SOFTMAX = {"softmax"}
+_NONFINITE_KINDS = (FindingKind.NONFINITE_ORIGIN, FindingKind.NONFINITE_LOSS)
 _FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5; float16's smallest subnormal is 2**-24 (6e-8)
 
 # Why a local derivative becomes infinite, by op label: the first thing to try.
@@ -227,11 +228,15 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     idle = _idle(graph)
     # Zeros and tiny gradients another rule explains (float16 underflow, a softmax whose
     # gradient cancels) are reported once, there, not as vanishing or dead as well.
+    health = Health.of(graph, t)
     explained = _underflow(graph, t, idle) + _cancelling_softmax(graph, idle)
     covered = {n for f in explained for n in f.nodes}
-    findings += _magnitudes(graph, Health.of(graph, t), covered)
+    explained += _saturated(graph, health, idle, covered)
+    covered = {n for f in explained for n in f.nodes}
+    findings += _magnitudes(graph, health, covered)
     findings += explained
-    findings += _dead(graph, t, idle, covered)
+    broken = any(f.kind in _NONFINITE_KINDS and f.severity >= Severity.WARNING for f in findings)
+    findings += _dead(graph, t, idle, covered, after_nonfinite=broken)
     findings += _params(graph)
     findings += _opaque(graph)
     findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
@@ -561,19 +566,26 @@ def _magnitudes(graph: Graph, h: Health, explained: set[int]) -> list[Finding]:
     trend = [v for v in verdicts if v.reason is Reason.TREND]
     exploding = [v for v in verdicts if v.band is Band.EXPLODING and v.reason is not Reason.TREND]
     small = [v for v in verdicts if v.band is Band.VANISHING and v.reason is not Reason.TREND]
+    # A bias before a batch norm is cancelled by it, however small its residual; past that,
+    # a lost gradient (below any structural residual) is a WARNING wherever it sits.
+    before_norm = [v for v in small if _cancelled_by_batch_norm(graph, v.node)]
+    lost = [v for v in small if v.reason is Reason.LOST and v not in before_norm]
+    small = [v for v in small if v not in lost]
     # Tiny next to healthy neighbours is structural (INFO); tiny like the rest of the model
     # (the median layer is past the limit too), or past the limit without being far below the
     # largest, is the loss or the whole model's scale (WARNING).
     everywhere = h.typical_rms <= h.vanishing_rms
     isolated = [v for v in small if not everywhere and v.rel <= h.thresholds.vanishing_ratio]
     absolute = [v for v in small if v not in isolated]
-    before_norm = [v for v in isolated if _cancelled_by_batch_norm(graph, v.node)]
+    before_norm = [v for v in isolated if v in before_norm]
     isolated = [v for v in isolated if v not in before_norm]
     out: list[Finding] = []
     if trend:
         out.append(_trend_finding(graph, h, trend))
     if exploding:
         out.append(_limit_finding(graph, h, exploding, Band.EXPLODING))
+    if lost:
+        out.append(_lost_finding(graph, h, lost))
     if absolute:
         finding = _limit_finding(graph, h, absolute, Band.VANISHING)
         loss = _small_loss(graph, h)
@@ -728,6 +740,30 @@ def _limit_finding(graph: Graph, h: Health, verdicts: list[Verdict], band: Band)
         kind=FindingKind.EXPLODING if exploding else FindingKind.VANISHING,
         severity=Severity.WARNING, node=worst.id, param=worst.name, nodes=tuple(ids),
         message=message + ".", hint=_LIMIT_HINTS[band],
+    )
+
+
+def _lost_finding(graph: Graph, h: Health, verdicts: list[Verdict]) -> Finding:
+    """Parameters whose gradient is below ``Health.lost_rms``, as one warning about the worst."""
+    ids = _forward_ordered(graph, (v.node for v in verdicts))
+    worst_v = min(verdicts, key=lambda v: v.rms)
+    worst = graph.nodes[worst_v.node]
+    factor = fmt_num(worst_v.rms / h.typical_rms)
+    at = f"parameter {where(worst)}" if len(ids) == 1 else \
+        f"{len(ids)} parameters ({_listed(graph, ids)}); the smallest is {where(worst)}"
+    return Finding(
+        kind=FindingKind.VANISHING, severity=Severity.WARNING, node=worst.id, param=worst.name,
+        nodes=tuple(ids),
+        message=f"Vanishing gradient at {at}: RMS {fmt_num(worst_v.rms)}, {factor} of the "
+        f"model's typical layer (RMS {fmt_num(h.typical_rms)}), below "
+        f"{fmt_num(h.lost_rms)}. That is smaller than any structural cause leaves (a "
+        "layer-scale factor of 1e-6, the rounding residual of a gradient that cancels): this "
+        "parameter gets, in effect, no gradient and will not learn.",
+        hint=f"Something between it and the loss multiplies its contribution by about {factor}: "
+        "a constant factor or loss weight far too small, a mask or gate that is almost closed, "
+        "an activation saturated far into its flat part, or an input that is almost zero. Find "
+        "that multiplication (the graph's path from this parameter to the loss) and rescale it; "
+        "if the parameter is meant not to learn, freeze it (requires_grad_(False)).",
     )
 
 
@@ -917,9 +953,11 @@ def _fed_by(graph: Graph, node: Node) -> list[int]:
     return out
 
 
-def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int]) -> list[Finding]:
+def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int], *,
+          after_nonfinite: bool = False) -> list[Finding]:
     """Ops that add zeros of their own, and the parameters those zeros starve; then parameters
-    with an all-zero gradient that no dead op explains, as one finding."""
+    with an all-zero gradient that no dead op explains, as one finding (an INFO when the same
+    pass is non-finite: ``after_nonfinite``; the NaN is the cause to fix first)."""
     out = []
     starved_by_op: set[int] = set()
     for node in graph.nodes:
@@ -989,14 +1027,23 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int]) -> l
         first = graph.nodes[zero[0]]
         what = f"Parameter {where(first)} received" if len(zero) == 1 else \
             f"{len(zero)} parameters ({_listed(graph, zero)}) received"
+        message = f"{what} an all-zero gradient: {'it' if len(zero) == 1 else 'they'} will " \
+            "not change this step."
+        hint = "Look at the op that consumes it for a dead unit (a ReLU that never fires, a " \
+            "mask of zeros), or at its input: a weight's gradient is its input times the " \
+            "output's gradient, so an all-zero input gives it none."
+        if after_nonfinite:
+            # No op here adds zeros of its own: the zeros come from the values. In a pass that
+            # is already non-finite those are most likely NaN, and a mask or comparison built
+            # on NaN (x > 0 is False) is all off.
+            message += " This pass also has NaN/Inf values (see that finding): the zeros are " \
+                "likely its consequence, a mask or comparison built on NaN activations is " \
+                "all off."
+            hint = "Fix the NaN/Inf first, then look again: " + hint[0].lower() + hint[1:]
         out.append(Finding(
-            kind=FindingKind.DEAD, severity=Severity.WARNING, node=first.id, param=first.name,
-            nodes=tuple(zero),
-            message=f"{what} an all-zero gradient: {'it' if len(zero) == 1 else 'they'} will "
-            "not change this step.",
-            hint="Look at the op that consumes it for a dead unit (a ReLU that never fires, a "
-            "mask of zeros), or at its input: a weight's gradient is its input times the "
-            "output's gradient, so an all-zero input gives it none.",
+            kind=FindingKind.DEAD,
+            severity=Severity.INFO if after_nonfinite else Severity.WARNING,
+            node=first.id, param=first.name, nodes=tuple(zero), message=message, hint=hint,
         ))
     return out
 
@@ -1102,6 +1149,70 @@ def _cancelling_softmax(graph: Graph, idle: set[int]) -> list[Finding]:
             "not depend on the logits. If this term should train them, weight the "
             "probabilities by something that varies (a target, a cost), or use cross_entropy "
             "on the logits.",
+        ))
+    return out
+
+
+_SATURATING = {"softmax", "sigmoid", "tanh"}
+# Saturated: the op's derivative is below this on average (sent over received RMS). A property of
+# the op's inputs, not of the user's vanishing_ratio (a strict ratio of 0.5 must not call every
+# sigmoid, whose derivative is at most 0.25, saturated).
+_SATURATED = 1e-4
+_SATURATION_HINTS = {
+    "softmax": "softmax(z) is one-hot when its inputs differ by tens: attention scores without "
+    "the 1/sqrt(d) scale, logits multiplied up, a temperature far below 1. Scale the scores "
+    "down (q @ k.T / sqrt(d)), normalise what feeds them (LayerNorm, QK-norm), or raise the "
+    "temperature.",
+    "sigmoid": "sigmoid's derivative s(x)(1 - s(x)) is below 1e-4 once |x| > 9: its "
+    "pre-activations are far too large (weights or inputs too large, no normalisation). "
+    "Initialise smaller (Xavier), normalise the inputs or the layer before it (LayerNorm), or "
+    "compute a loss on the logits (binary_cross_entropy_with_logits) instead of on sigmoid.",
+    "tanh": "tanh's derivative 1 - tanh(x)^2 is below 1e-4 once |x| > 5: its pre-activations "
+    "are far too large (weights or inputs too large, no normalisation). Initialise smaller "
+    "(Xavier with the tanh gain), normalise the inputs or the layer before it (LayerNorm), or "
+    "clip what feeds it.",
+}
+
+
+def _saturated(graph: Graph, h: Health, idle: set[int], explained: set[int]) -> list[Finding]:
+    """A softmax, sigmoid or tanh that sends back less than ``_SATURATED`` of the gradient it
+    receives (its derivative is ~0 on almost every unit: it saturates), when parameters whose
+    only way to the loss is through it get a vanishing gradient because of it.
+
+    All-zero gradients are left to the dead-unit rule, a softmax whose gradient cancels to its
+    own rule (``explained``); a converged sigmoid head is no finding, since nothing behind it
+    is vanishing next to the rest of the model."""
+    out = []
+    for node in graph.nodes:
+        got = node.grad
+        if node.kind != OP or node.label not in _SATURATING or node.id in idle | explained:
+            continue
+        if got is None or not got.finite or not got.rms > 0:
+            continue
+        sent = [e.grad for e in graph.in_edges(node.id) if e.grad is not None and e.grad.numel]
+        if not sent or not all(g.finite for g in sent):
+            continue
+        back = max(g.rms for g in sent)
+        if not 0 < back < got.rms * _SATURATED:
+            continue
+        below = _dominated(graph, node.id)
+        starved = _forward_ordered(graph, (
+            i for i in below if graph.nodes[i].kind == PARAM and i not in explained
+            and (v := h.verdicts.get(i)) is not None and v.band is Band.VANISHING))
+        if not starved:
+            continue
+        worst = min((graph.nodes[i] for i in starved), key=lambda n: n.grad.rms)  # type: ignore[union-attr]
+        out.append(Finding(
+            kind=FindingKind.VANISHING, severity=Severity.WARNING, node=node.id,
+            nodes=(node.id, *starved),
+            message=f"Saturated {node.label} at {where(node)}: it sends back "
+            f"{fmt_num(back / got.rms)} of the gradient it receives (RMS {fmt_num(back)} of "
+            f"{fmt_num(got.rms)}), so its derivative is ~0 on almost every unit. "
+            f"{_params_phrase(len(starved)).capitalize()} reached only through it get a "
+            f"vanishing gradient: {_listed(graph, starved)}; the smallest is '{worst.title}' "
+            f"with RMS {fmt_num(worst.grad.rms)}, while the largest parameter gradient has "  # type: ignore[union-attr]
+            f"RMS {fmt_num(h.top_rms)}.",
+            hint=_SATURATION_HINTS[node.label],
         ))
     return out
 

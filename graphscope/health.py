@@ -10,7 +10,10 @@ gradient falls in (``Band``), and the judgement of a graph's parameter gradients
   of magnitude from the output layers to the input layers, layer after layer. It is fitted
   through the layers (a module's parameters are one layer), so a 20-layer tanh MLP whose first
   layer gets 1e-5 of the last is a trend, while a few structurally tiny biases among healthy
-  layers (before a BatchNorm, behind a layer-scale factor) are not.
+  layers (before a BatchNorm, behind a layer-scale factor) are not;
+- lost gradients: a parameter gradient so far below the model's typical layer that neither a
+  structural cause (a layer-scale factor of 1e-6, a rounding residual of a gradient that cancels)
+  nor anything else by design explains it: it is vanishing however isolated it is.
 
 The findings (``graphscope.diagnostics``), the picture (``graphscope.export``) and the inspector
 (``graphscope.tui``) all read their bands from one ``Health``, so a node's colour and the
@@ -49,6 +52,7 @@ class Reason(str, enum.Enum):
     LIMIT = "limit"  # beyond an absolute (loss-scaled) RMS limit
     RELATIVE = "relative"  # far below the largest parameter gradient in the graph
     TREND = "trend"  # part of a growth or fade through depth
+    LOST = "lost"  # below Health.lost_rms: too small for any structural cause to explain
 
     def __str__(self) -> str:
         return self.value
@@ -143,6 +147,14 @@ _FOLLOW = 0.6
 _CLIFF = 0.5
 # The depth fit compares every pair of layers; past this many layers it uses an even sample.
 _FIT_LAYERS = 400
+# Lost gradients. A gradient that is zero by mathematics but computed in floating point keeps a
+# rounding residual of about eps of the values it cancels, themselves at least about eps of the
+# model's typical gradient: eps**2 of the typical layer (1.4e-14 in float32) is below any residual.
+# Tiny by design (a layer-scale factor initialised to 1e-6, times a gradient that is itself up to
+# vanishing_ratio of the typical one) stays above 1e-10, the cap for the coarse dtypes whose
+# eps**2 would otherwise reach it (bfloat16: 6e-5).
+_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "bfloat16": 2.0**-7, "float16": 2.0**-10}
+_BY_DESIGN = 1e-10
 # nn.LSTM / nn.GRU / nn.RNN name their stacked layers' parameters weight_ih_l0, bias_hh_l1_reverse.
 _RNN_LAYER = re.compile(r"^(?:weight|bias)_\w+?_(l\d+(?:_reverse)?)$")
 
@@ -197,6 +209,9 @@ class Health:
         trend: ``Band.VANISHING`` or ``Band.EXPLODING`` when the depth trend passes a ratio.
         reference: The output-side parameter a trend is measured against (the largest
             gradient of the last layer); ``None`` without a trend.
+        lost_rms: Below this RMS a parameter gradient is lost: ``typical_rms`` times eps**2 of
+            the coarsest float dtype computed in the graph (at most 1e-10 of it), past anything a
+            structural cause leaves. 0 without layers.
         verdicts: The parameters that are vanishing or exploding, by node id.
     """
 
@@ -210,6 +225,7 @@ class Health:
     growth: float = 1.0
     trend: Band | None = None
     reference: int | None = None
+    lost_rms: float = 0.0
     verdicts: dict[int, Verdict] = field(default_factory=dict)
 
     @classmethod
@@ -242,6 +258,7 @@ class Health:
         deep = len(layers) >= t.min_layers
         ref = max(groups[-1], key=lambda i: rms[i])
         ref_rms = rms[ref]
+        lost = typical * _lost_fraction(graph)
         verdicts: dict[int, Verdict] = {}
         for n in layers:
             r = rms[n.id]
@@ -253,6 +270,8 @@ class Health:
                 verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.LIMIT, r, r / top_rms)
             elif trend is Band.EXPLODING:
                 continue  # an explosion through depth is the finding; small ones are its tail
+            elif r <= lost:
+                verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LOST, r, r / top_rms)
             elif r <= t.vanishing_rms * scale:
                 verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LIMIT, r, r / top_rms)
             elif deep and r <= top_rms * t.vanishing_ratio:
@@ -268,6 +287,7 @@ class Health:
             growth=growth,
             trend=trend,
             reference=ref if trend is not None else None,
+            lost_rms=lost,
             verdicts=verdicts,
         )
 
@@ -309,6 +329,14 @@ class Health:
         if math.isinf(rms):
             return 1.0
         return min(max((math.log10(rms) - lo) / (hi - lo), 0.0), 1.0)
+
+
+def _lost_fraction(graph: Graph) -> float:
+    """How far below the typical layer a gradient is lost: eps**2 of the coarsest float dtype
+    the graph computes in (float32 when none is recorded), at most ``_BY_DESIGN``."""
+    eps = max((_EPS[m.dtype] for n in graph.nodes for m in n.outputs if m.dtype in _EPS),
+              default=_EPS["float32"])
+    return min(eps * eps, _BY_DESIGN)
 
 
 def _trend(group_rms: list[float], t: Thresholds) -> tuple[float, Band | None]:

@@ -1130,8 +1130,9 @@ def relu_maxpool() -> Setup:
 
 @case(HEALTHY, evidence=_param_rms)
 def bias_before_batchnorm() -> Setup:
-    """Healthy. A conv bias right before BatchNorm is cancelled by the mean subtraction: its
-    gradient is exactly zero by mathematics (numerically ~1e-9). Wasteful, not a pathology."""
+    """Healthy (issue 17, class 2). A conv bias right before BatchNorm is cancelled by the mean
+    subtraction: its gradient is exactly zero by mathematics (numerically ~1e-9). Wasteful, not
+    a pathology."""
     return _trainer(SmallCNN(bias_before_bn=True), _images(), lr=0.01)
 
 
@@ -1507,3 +1508,115 @@ def convnext_like() -> Setup:
     block's branch, so the branch weights' gradients are ~1e-6 of the stem's: the blocks start
     as identities and gamma (with a healthy gradient) grows first."""
     return _trainer(ConvNeXtLike(), _images(), **_ADAM)
+
+
+# -- the peer suite's classes (issue 17): one set-up per class of false alarm or silent miss ------
+_section("peer suite")
+
+
+class Siamese(nn.Module):
+    """One encoder applied to both halves of a pair; the output is their distance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.norm(self.enc(x) - self.enc(x.roll(1, 0)), dim=-1)
+
+
+def _pairs(step: int) -> tuple:
+    x, _ = _classes()(step)
+    return x, torch.ones(x.shape[0])
+
+
+@case(HEALTHY, evidence=_zero_share)
+def siamese_bias_cancels() -> Setup:
+    """Healthy (issue 17, class 1). norm(f(x1) - f(x2)): the encoder's last bias is added to
+    both sides and cancels, so its gradient is exactly zero (measured) while every other
+    parameter's is healthy; zero is "no gradient here", not a magnitude for a depth trend."""
+    return _trainer(Siamese(), _pairs, F.mse_loss)
+
+
+class TinyScaled(nn.Module):
+    """Two heads summed, one multiplied by a constant 1e-23."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(32, 10), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) * 1e-23 + self.b(x)
+
+
+@case(VANISHING, ["a"], evidence=_param_rms)
+def tiny_scaled_parameter() -> Setup:
+    """Vanishing at a (issue 17, class 3). A head scaled by a constant 1e-23 gets a gradient
+    1e-23 of its twin's (RMS 6.5e-25, measured): a's float32 sum of squares underflows, and it
+    never learns (SGD moves it by ~1e-24 per step). No layer-scale design or rounding residual
+    is that small."""
+    return _trainer(TinyScaled(), _classes())
+
+
+class ReluGlobalMax(nn.Module):
+    """A 1x1 conv, ReLU, then a max over the whole length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv1d(3, 16, 1), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).max(dim=-1)[0])
+
+
+def _signals(step: int) -> tuple:
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(8, 3, 128, generator=g)
+    return x, x.mean(-1).argmax(-1)
+
+
+@case(HEALTHY, evidence=_zero_share)
+def relu_global_max() -> Setup:
+    """Healthy (issue 17, class 4). ReLU followed by a max over 128 positions: the max sends
+    gradient to one position in 128, so the ReLU receives ~99% zeros and passes them on; the
+    zeros are the pooling's routing, not dead units."""
+    return _trainer(ReluGlobalMax(), _signals)
+
+
+class TanhRecurrence(nn.Module):
+    """h = tanh(A h + B u_t) unrolled in Python from h = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.A, self.B, self.head = nn.Linear(32, 32), nn.Linear(16, 32), nn.Linear(32, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], 32)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.A(h) + self.B(x[:, t]))
+        return self.head(h)
+
+
+@case(HEALTHY, evidence=_time_ratio)
+def tanh_recurrence_zero_state() -> Setup:
+    """Healthy (issue 17, class 5). A hand-unrolled tanh recurrence from h = 0: the first
+    step's matmul A(h0) sends back an all-zero gradient to A's weight (h0 = 0), while A learns
+    from every later step."""
+    return _trainer(TanhRecurrence(), _sequences(length=12), F.mse_loss, lr=0.1)
+
+
+class LogThenSin(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(torch.log(torch.sigmoid(self.fc(x)) - 2))
+
+
+@case(NONFINITE, ["op:log"], born="forward", steps=3)
+def log_of_negative() -> Setup:
+    """NaN born in forward (issue 17, class 6). log(sigmoid(z) - 2) takes the log of a number
+    in (-2, -1): NaN in forward, at log; sin after it only reads the NaN and must not be
+    blamed."""
+    return _trainer(LogThenSin(), _classes())

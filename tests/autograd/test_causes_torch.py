@@ -242,3 +242,87 @@ def test_bias_that_cancels_in_a_difference_is_structural_not_dead():
     assert torch.count_nonzero(m[2].bias.grad) == 0  # torch agrees: exactly zero
     assert [(f.kind, f.severity) for f in g.findings] == [("structural_zero", Severity.INFO)]
     assert g.findings[0].param == "2.bias" and "sums to zero" in g.findings[0].message
+
+
+class _Scaled(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.ones(64)), nn.Parameter(torch.ones(64))
+        self.factor = factor
+
+    def forward(self) -> torch.Tensor:
+        return (self.a * self.factor).sum() + self.b.sum()
+
+
+@pytest.mark.parametrize("factor", [1e-15, 1e-20, 1e-23, 1e-30])
+def test_gradient_below_any_structural_residual_is_a_vanishing_warning(factor):
+    """A parameter scaled by 1e-15..1e-30 is one vanishing warning naming it, at the RMS p.grad has."""
+    m = _Scaled(factor)
+    g = _captured(m, m())
+    [w] = [f for f in g.findings if f.severity >= Severity.WARNING]
+    assert w.kind == "vanishing" and w.param == "a"
+    assert math.isclose(g.nodes[w.node].grad.rms, _rms(m.a), rel_tol=1e-5)
+
+
+def test_layer_scale_sized_gradient_stays_information():
+    """A parameter scaled by 1e-6..1e-12 (layer-scale sized, or a rounding residual) is info only."""
+    for factor in (1e-6, 1e-9, 1e-12):
+        m = _Scaled(factor)
+        g = _captured(m, m())
+        assert not [f for f in g.findings if f.severity >= Severity.WARNING], factor
+
+
+class _Attention(nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.q(x) @ self.k(x).transpose(1, 2) * self.scale
+        return (torch.softmax(s, -1) @ self.v(x)).mean(1)
+
+
+def test_saturated_softmax_is_one_warning_naming_the_starved_projections():
+    """Scores x1e3 saturate softmax: one vanishing warning at it, listing exactly q's and k's params."""
+    torch.manual_seed(0)
+    m = _Attention(1e3)
+    loss = F.mse_loss(m(torch.randn(4, 8, 16)), torch.randn(4, 16))
+    g = _captured(m, loss)
+    [w] = [f for f in g.findings if f.severity >= Severity.WARNING]
+    assert w.kind == "vanishing" and g.nodes[w.node].label == "softmax"
+    named = {g.nodes[i].name for i in w.nodes if g.nodes[i].kind == "param"}
+    assert named == {"q.weight", "q.bias", "k.weight", "k.bias"}
+    top = max(_rms(p) for p in m.parameters())
+    assert all(_rms(dict(m.named_parameters())[n]) < 1e-4 * top for n in named)
+
+
+def test_scaled_attention_softmax_is_no_warning():
+    """The same attention with the usual 1/sqrt(d) scale gives no warning."""
+    torch.manual_seed(0)
+    m = _Attention(0.25)
+    loss = F.mse_loss(m(torch.randn(4, 8, 16)), torch.randn(4, 16))
+    g = _captured(m, loss)
+    assert not [f for f in g.findings if f.severity >= Severity.WARNING]
+
+
+class _WhereAfterNan(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 2)
+        with torch.no_grad():
+            self.fc1.weight.fill_(float("nan"))  # weights already diverged
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        return self.fc2(torch.where(h > 0, h, 0.0)) + torch.log(h[:, :1].exp())
+
+
+def test_zero_gradient_behind_a_nan_mask_is_information_not_dead():
+    """fc2.weight's all-zero p.grad (a mask built on NaN is all off) is info in a NaN pass, not dead."""
+    m = _WhereAfterNan()
+    g = _captured(m, m(torch.randn(4, 8)).sum())
+    assert torch.count_nonzero(m.fc2.weight.grad) == 0
+    assert any(f.severity >= Severity.ERROR for f in g.findings)
+    assert not _of(g, "dead") or all(f.severity == Severity.INFO for f in _of(g, "dead"))
+    assert any(f.kind == "dead" and "NaN" in f.message for f in g.findings)

@@ -24,10 +24,11 @@ nothing flowed, so it is grey, never "vanishing".
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 from graphscope.health import Band, Health
 from graphscope.model import GradStats, Node, TensorMeta
+# Counts and shapes are written by graphscope.model's rules (its own summary needs them).
+from graphscope.model import fmt_count, fmt_shape  # noqa: F401 - re-exported
 
 BAND_COLOURS = {
     Band.VANISHING: "#4f7fd9",
@@ -57,13 +58,6 @@ def fmt_num(x: float | int | None) -> str:
     if a >= 1e4 or a < 1e-3:
         return f"{x:.2e}"
     return f"{x:.4g}"
-
-
-def fmt_shape(shape: Sequence[int] | None) -> str:
-    """``(3, 4)``, ``()`` for a scalar, ``?`` when unknown."""
-    if shape is None:
-        return "?"
-    return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
 def fmt_meta(meta: TensorMeta) -> str:

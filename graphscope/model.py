@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from graphscope import fileformat
 from graphscope.errors import LoadError
@@ -38,6 +38,23 @@ def op_label(op: str) -> str:
     view and for the capture (which labels custom Functions by their own class name)."""
     name = _DIMS.sub(r"\1d", _BACKWARD_SUFFIX.sub("", op))
     return _CAMEL.sub("_", name).lower() or op
+
+
+def fmt_count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 node``, ``33 warnings``, ``2 backward passes``, ``12,000 nodes``: the one rule for
+    counted words (``graphscope.formatting`` re-exports it; it lives here because the model's
+    own summary and reprs use it). ``plural`` for words not made by adding s or es."""
+    if n != 1:
+        noun = plural or (noun + "es" if noun.endswith(("s", "sh", "ch", "x")) else noun + "s")
+    return f"{n:,} {noun}"
+
+
+def fmt_shape(shape: Sequence[int] | None) -> str:
+    """``(3, 4)``, ``(16)`` for one dimension, ``()`` for a scalar, ``?`` when unknown: the one
+    way every view writes a shape (re-exported by ``graphscope.formatting``)."""
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
 # Node kinds.
@@ -119,7 +136,7 @@ class TensorMeta:
     def __str__(self) -> str:
         if self.shape is None:
             return self.value or "?"
-        return "(" + ", ".join(str(s) for s in self.shape) + ")"
+        return fmt_shape(self.shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +201,18 @@ class Node:
     is_root: bool = False
     exec_order: int | None = None
     opaque: str | None = None
+
+    def __repr__(self) -> str:
+        """``<Node 3 addmm (AddmmBackward0) in layers.0, (32, 1), gradient>``: one line."""
+        what = self.name or self.label or self.op
+        if self.kind == OP and self.op != what:
+            what += f" ({self.op})"
+        elif self.kind != OP:
+            what += f" ({'parameter' if self.kind == PARAM else 'leaf'})"
+        parts = [f"in {self.module}" if self.module else "", fmt_shape(self.shape) if self.outputs else "",
+                 "gradient" if self.grad is not None else ("ran, no gradient" if self.executed
+                                                          else "no gradient")]
+        return f"<Node {self.id} {what}" + "".join(f", {p}" for p in parts if p) + ">"
 
     @property
     def name(self) -> str:
@@ -324,6 +353,16 @@ class Finding:
         if self.node is not None and self.node not in nodes:
             nodes = (self.node, *nodes)
         object.__setattr__(self, "nodes", nodes)
+
+    def __repr__(self) -> str:
+        """``<Finding warning vanishing at node 3: the gradient fades ...>``: one line."""
+        where = f" at node {self.node}" if self.node is not None else ""
+        if len(self.nodes) > 1:
+            where += f" (+{fmt_count(len(self.nodes) - 1, 'more node')})"
+        message = " ".join(self.message.split())
+        if len(message) > 80:
+            message = message[:79] + "…"
+        return f"<Finding {self.severity} {self.kind.value}{where}: {message}>"
 
     def __str__(self) -> str:
         text = f"[{self.severity}] {self.message}"
@@ -543,18 +582,70 @@ class Graph:
         """
         return fileformat.write(path, self.to_dict())
 
-    def summary(self) -> str:
-        """One line: node, edge, parameter and finding counts."""
-        by_sev: dict[str, int] = {}
+    def severity_counts(self) -> str:
+        """``1 error, 33 warnings, 2 info``, worst first; ``no findings`` when there are none."""
+        counts = {sev: 0 for sev in sorted(Severity, reverse=True)}
         for f in self.findings:
-            by_sev[str(f.severity)] = by_sev.get(str(f.severity), 0) + 1
-        sev = ", ".join(f"{v} {k}" for k, v in sorted(by_sev.items())) or "no findings"
+            counts[f.severity] += 1
+        return ", ".join(fmt_count(n, str(sev), "info" if sev is Severity.INFO else None)
+                         for sev, n in counts.items() if n) or "no findings"
+
+    def summary(self) -> str:
+        """One line: node, edge, parameter, pass and finding counts."""
+        sev = self.severity_counts()
         if self.meta.get("graph_freed") and not self.passes:
             sev += " (structure only: its backward had already run when it was captured)"
         return (
-            f"{len(self.nodes)} nodes, {len(self.edges)} edges, "
-            f"{len(self.param_nodes)} parameter nodes, {self.passes} backward pass(es); {sev}"
+            f"{fmt_count(len(self.nodes), 'node')}, {fmt_count(len(self.edges), 'edge')}, "
+            f"{fmt_count(len(self.param_nodes), 'parameter')}, "
+            f"{fmt_count(self.passes, 'backward pass')}; {sev}"
         )
+
+    _REPR_FINDINGS = 5
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A dataclass subclass (LiveGraph) would get a generated repr dumping every node; one
+        # already in the class body is kept by @dataclass, so put Graph's there first.
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Graph.__repr__  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        """One screen however big the graph: title, counts, the worst few findings, and what to
+        call next (the full lists are ``graph.nodes`` and ``graph.findings``)."""
+        title = self.meta.get("title")
+        lines = [f"<Graph{f' {title!r}' if title else ''}: {self.summary()}"]
+        worst = sorted(self.findings, key=lambda f: -f.severity)[: self._REPR_FINDINGS]
+        lines += [f"  {f!r}" for f in worst]
+        if len(self.findings) > len(worst):
+            lines.append(f"  ... {fmt_count(len(self.findings) - len(worst), 'more finding')} in "
+                         "graph.findings")
+        lines.append("  see it: graphscope.render(graph, 'g.svg') or graphscope.inspect(graph)>")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the counts and a table of every finding, worst first."""
+        import html
+
+        def esc(x: object) -> str:
+            return html.escape(str(x))
+
+        title = self.meta.get("title") or "graphscope Graph"
+        rows = "".join(
+            f"<tr><td>{esc(f.severity)}</td><td>{esc(f.kind.value)}</td>"
+            f"<td>{esc('' if f.node is None else f.node)}</td>"
+            f"<td style='text-align:left'>{esc(f.message)}"
+            + (f"<br><i>{esc(f.hint)}</i>" if f.hint else "") + "</td></tr>"
+            for f in sorted(self.findings, key=lambda f: -f.severity)
+        )
+        table = (
+            "<table><thead><tr><th>severity</th><th>kind</th><th>node</th>"
+            f"<th style='text-align:left'>finding</th></tr></thead><tbody>{rows}</tbody></table>"
+            if rows else "<p>No findings.</p>"
+        )
+        return (f"<div><b>{esc(title)}</b><br>{esc(self.summary())}{table}"
+                "<small>Draw it: <code>graphscope.render(graph)</code>; explore it: "
+                "<code>graphscope.inspect(graph)</code>.</small></div>")
 
 
 # How stored fields are read back where the JSON value is not the field's value itself.

@@ -11,7 +11,7 @@ from textual.binding import Binding
 
 from graphscope.diagnostics import rediagnose
 from graphscope.health import Thresholds
-from graphscope.model import Graph
+from graphscope.model import Graph, fmt_count
 from graphscope.tui.screens.help import HelpScreen
 from graphscope.tui.screens.main import MainScreen
 
@@ -52,7 +52,11 @@ class InspectorApp(App[None]):
         return MainScreen(self.graph, stem=stem or "graph")
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.source}: {self.graph.summary()}"
+        # Findings first: a narrow header cuts the end, and the counts are what matter most.
+        g = self.graph
+        self.sub_title = (f"{self.source}: {g.severity_counts()} · {fmt_count(len(g), 'node')}, "
+                          f"{fmt_count(len(g.param_nodes), 'parameter')}, "
+                          f"{fmt_count(g.passes, 'backward pass')}")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -297,3 +297,11 @@ def test_more_line_loads_the_next_chunk(drive):
         assert tree.current == CHUNK
         assert len(tree.root.children) == 2 * CHUNK + 1
     drive(chain(1000), steps)
+
+
+def test_header_puts_the_finding_counts_first(drive):
+    """The header leads with the findings by severity (worst first), so 80 columns keep them."""
+    async def steps(pilot):
+        assert pilot.app.sub_title == ("test: 1 error, 1 warning, 1 info · 22 nodes, "
+                                       "8 parameters, 1 backward pass")
+    drive(sigmoid_mlp(), steps)

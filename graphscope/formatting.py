@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from graphscope.health import Band, Health
-from graphscope.model import GradStats, Node, TensorMeta
+from graphscope.model import GradStats, Graph, Node, TensorMeta
 # Counts and shapes are written by graphscope.model's rules (its own summary needs them).
 from graphscope.model import fmt_count, fmt_shape  # noqa: F401 - re-exported
 
@@ -58,6 +58,16 @@ def fmt_num(x: float | int | None) -> str:
     if a >= 1e4 or a < 1e-3:
         return f"{x:.2e}"
     return f"{x:.4g}"
+
+
+def fmt_module(path: str | None, graph: Graph) -> str:
+    """A module as people know it: ``encoder.layers.3 (TransformerEncoderLayer)``, with the
+    class the capture recorded; ``(top level) (Net)`` for the model itself; ``-`` for none."""
+    if path is None:
+        return "-"
+    cls = (graph.meta.get("module_classes") or {}).get(path)
+    head = path or "(top level)"
+    return f"{head} ({cls})" if cls else head
 
 
 def fmt_meta(meta: TensorMeta) -> str:

@@ -57,7 +57,9 @@ from graphscope.export.collapse import CHAIN, MODULE, SINGLE, Box, Link, View, b
 from graphscope.export.options import RenderOptions
 from graphscope.formatting import (
     BAND_COLOURS,
+    fmt_count,
     fmt_meta,
+    fmt_module,
     fmt_num,
     fmt_saved,
     fmt_shape,
@@ -231,7 +233,7 @@ def _box_attrs(graph: Graph, box: Box, ctx: _Context) -> dict[str, object]:
         node = graph.nodes[box.node]  # type: ignore[index]
         label, shape, tooltip = _node_label(node, stats, ctx), _node_shape(node), _node_tooltip(graph, node, box, ctx)
     else:
-        label, shape, tooltip = _group_label(box, nodes), SHAPES["group"], _group_tooltip(box, nodes, stats, ctx)
+        label, shape, tooltip = _group_label(graph, box, nodes), SHAPES["group"], _group_tooltip(graph, box, nodes, stats, ctx)
     style = ["filled"] if shape in ("cylinder", "ellipse", "doubleoctagon", "box3d", "tab") else ["rounded", "filled"]
     attrs: dict[str, object] = {"id": box.name, "shape": shape}
     fill = magnitude_colour(worst, ctx.health) if ctx.backward else "#ffffff"
@@ -277,7 +279,7 @@ def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
     if node.names:
         lines.append("parameter: " + ", ".join(node.names))
     if node.module is not None:
-        lines.append(f"module: {node.module or '(top level)'}")
+        lines.append(f"module: {fmt_module(node.module, graph)}")
     if node.source is not None:
         lines.append(f"source: {node.source}")
     for i, meta in enumerate(node.outputs):
@@ -305,28 +307,28 @@ def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
     return "\n".join(lines)
 
 
-def _group_label(box: Box, nodes: list[Node]) -> str:
+def _group_label(graph: Graph, box: Box, nodes: list[Node]) -> str:
     copies = box.repeat.count if box.repeat is not None else 1
     ops = [n for n in nodes if n.kind == OP]
     n_ops, n_params = len(ops) // copies, sum(n.kind == PARAM for n in nodes) // copies
-    counts = f"{n_ops} op{'s' if n_ops != 1 else ''}" + (f", {n_params} param{'s' if n_params != 1 else ''}" if n_params else "")
+    counts = fmt_count(n_ops, "op") + (f", {fmt_count(n_params, 'param')}" if n_params else "")
     if box.kind == MODULE:
-        head = box.title or "(top level)"
+        head = fmt_module(box.title, graph)
         if box.repeat is not None and box.title == box.repeat.path:
             return f"{box.repeat.span}  x{copies}\n{counts} each"
         return f"{head}\n{counts}"
     if box.kind == CHAIN:
         names = [n.label or op_label(n.op) for n in ops[: len(ops) // copies]]
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        return f"{n_ops} ops: {shown}" + (f"\n+{n_params} param{'s' if n_params != 1 else ''}" if n_params else "")
+        return f"{fmt_count(n_ops, 'op')}: {shown}" + (f"\n+{fmt_count(n_params, 'param')}" if n_params else "")
     return f"... {len(nodes):,} more nodes\n(raise max_nodes to draw them)"
 
 
-def _group_tooltip(box: Box, nodes: list[Node], stats: GradStats | None, ctx: _Context) -> str:
-    what = {MODULE: f"module {box.title or '(top level)'}", CHAIN: "a linear chain of ops"}.get(
+def _group_tooltip(graph: Graph, box: Box, nodes: list[Node], stats: GradStats | None, ctx: _Context) -> str:
+    what = {MODULE: f"module {fmt_module(box.title, graph)}", CHAIN: "a linear chain of ops"}.get(
         box.kind, "nodes left out to keep the drawing under max_nodes"
     )
-    lines = [f"{what}: {len(nodes):,} nodes"]
+    lines = [f"{what}: {fmt_count(len(nodes), 'node')}"]
     if box.repeat is not None:
         lines.append(f"stands for {box.repeat.count} identical copies ({box.repeat.span})")
     worst = next((n for n in nodes if stats is not None and n.grad is stats), None)

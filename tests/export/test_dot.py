@@ -264,3 +264,15 @@ def test_empty_gradient_is_grey_not_vanishing() -> None:
     assert "grad: empty (0 elements): nothing flowed" in dot.nodes["n1"]["tooltip"]
     (link,) = dot.between("n1", "n0")
     assert "color" not in link and "grad sent back: empty" in link["tooltip"]
+
+
+def test_module_boxes_and_tooltips_name_the_class() -> None:
+    """A module box reads 'fc1 (Linear)' and counts its ops in the singular when there is one."""
+    g = graphs.sigmoid_mlp()
+    g.meta["module_classes"] = {f"fc{i}": "Linear" for i in range(4)}
+    dot = parse(to_dot(g, options=RenderOptions(max_nodes=8, depth=1)))
+    labels = [a["label"] for a in dot.nodes.values() if "label" in a]
+    assert any(label.startswith("fc1 (Linear)\n") for label in labels), labels
+    assert not any("1 ops" in label or "1 params" in label for label in labels)
+    single = parse(to_dot(g, options=RenderOptions(max_nodes=None)))
+    assert "module: fc3 (Linear)" in single.nodes["n5"]["tooltip"]

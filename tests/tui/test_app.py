@@ -305,3 +305,18 @@ def test_header_puts_the_finding_counts_first(drive):
         assert pilot.app.sub_title == ("test: 1 error, 1 warning, 1 info · 22 nodes, "
                                        "8 parameters, 1 backward pass")
     drive(sigmoid_mlp(), steps)
+
+
+def test_modules_are_named_with_their_class(drive):
+    """Grouped by module, a line reads 'fc0 (Linear)  6 nodes'; the details name the class too."""
+    g = sigmoid_mlp()
+    g.meta["module_classes"] = {f"fc{i}": "Linear" for i in range(4)}
+
+    async def steps(pilot):
+        await pilot.press("n", "g")
+        await pilot.pause()
+        tree = pilot.app.screen.query_one(GraphTree)
+        labels = [str(tn.label) for tn in tree.root.children]
+        assert labels[0].startswith("fc0 (Linear)  ") and labels[0].endswith(" nodes"), labels
+        assert "module  fc3 (Linear)" in _plain(pilot.app.screen.query_one("#details-body"))
+    drive(g, steps)

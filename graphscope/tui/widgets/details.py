@@ -42,7 +42,7 @@ def describe(graph: Graph, node_id: int, health: Health | None = None) -> Group:
         rows.append(("label", node.label))
     if node.names:
         rows.append(("names", ", ".join(node.names)))
-    rows.append(("module", node.module or "-"))
+    rows.append(("module", formatting.fmt_module(node.module, graph)))
     if node.source is not None:
         rows.append(("source", str(node.source)))
     outs = ", ".join(formatting.fmt_shape(m.shape) for m in node.outputs) or "?"

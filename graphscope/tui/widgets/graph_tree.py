@@ -193,8 +193,8 @@ class GraphTree(Tree[Line]):
         first: TreeNode[Line] | None = None
         for item in batch:
             if isinstance(item, ModuleItem):
-                label = Text(item.path, style="bold")
-                label.append(f"  {item.count:,} nodes", style="dim")
+                label = Text(formatting.fmt_module(item.path, self._graph), style="bold")
+                label.append(f"  {formatting.fmt_count(item.count, 'node')}", style="dim")
                 tn = self._insert(parent, label, Line("module", module=item.path),
                                   expandable=True, **where)
                 self._module_line[item.path] = tn

@@ -320,3 +320,29 @@ def test_modules_are_named_with_their_class(drive):
         assert labels[0].startswith("fc0 (Linear)  ") and labels[0].endswith(" nodes"), labels
         assert "module  fc3 (Linear)" in _plain(pilot.app.screen.query_one("#details-body"))
     drive(g, steps)
+
+
+def test_f_focuses_the_findings_and_enter_jumps(drive):
+    """f puts the keys in the findings list (first one highlighted); enter jumps; f goes back."""
+    async def steps(pilot):
+        screen = pilot.app.screen
+        findings, tree = screen.query_one(FindingsList), screen.query_one(GraphTree)
+        assert findings.border_title == "findings (3) · key f"
+        await pilot.press("f")
+        assert findings.has_focus and findings.highlighted == 0
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert tree.current == 20  # the warning's node, fc0.weight
+        await pilot.press("f")
+        assert tree.has_focus
+        await pilot.press("f", "escape")
+        assert tree.has_focus
+    drive(sigmoid_mlp(), steps)
+
+
+def test_help_lists_the_findings_key_and_tab():
+    """The help names f (findings) and tab (move focus), the keys a new user looks for."""
+    from graphscope.tui.screens.help import KEYS
+
+    keys = dict(KEYS)
+    assert "findings" in keys["f"] and "tree" in keys["tab  shift+tab"]

@@ -39,7 +39,8 @@ class MainScreen(Screen[None]):
 
     BINDINGS = [
         Binding("slash", "search", "Search"),
-        Binding("n", "finding(1)", "Findings", key_display="n/N"),
+        Binding("f", "findings", "Findings"),
+        Binding("n", "finding(1)", "Next", key_display="n/N"),
         Binding("N", "finding(-1)", "Previous finding", show=False),
         Binding("g", "grouping", "Group"),
         Binding("e", "export", "Export"),
@@ -147,6 +148,18 @@ class MainScreen(Screen[None]):
         if box.has_class("-shown"):
             box.remove_class("-shown")
             self.query_one(GraphTree).focus()
+        elif self.query_one(FindingsList).has_focus:
+            self.query_one(GraphTree).focus()
+
+    def action_findings(self) -> None:
+        """Into the findings list (enter jumps to one); pressed there, back to the tree."""
+        findings = self.query_one(FindingsList)
+        if findings.has_focus:
+            self.query_one(GraphTree).focus()
+            return
+        findings.focus()
+        if findings.highlighted is None and findings.option_count:
+            findings.highlighted = 0
 
     def action_finding(self, step: int) -> None:
         findings = self.query_one(FindingsList)

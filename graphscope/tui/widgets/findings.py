@@ -32,7 +32,8 @@ class FindingsList(OptionList):
         self.findings = sorted(findings, key=lambda f: -f.severity)
         options = [Option(_prompt(f), id=str(i)) for i, f in enumerate(self.findings)]
         super().__init__(*options, **kw)
-        self.border_title = f"findings ({len(self.findings)})" if self.findings else "no findings"
+        # The key that focuses the list, in its title, as lazygit numbers its panels (no brackets: they are markup).
+        self.border_title = f"findings ({len(self.findings)}) · key f" if self.findings else "no findings"
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:

@@ -137,10 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        + ", ".join(demos), EXIT_USAGE)
     _thresholds(args)  # a bad option fails before the demo is built
     print(f"building {name}: {demo.description} …", file=sys.stderr, flush=True)
-    graph = demo.build()
-    lesson = getattr(demo, "lesson", "")
-    if lesson:
-        print(f"look for: {lesson}", file=sys.stderr)
+    graph = demo.build()  # its lesson is in graph.meta, shown inside the inspector
     _inspect(graph, name, args)
     return 0
 

@@ -38,8 +38,11 @@ class Demo:
         return getattr(_models(), self.maker)()
 
     def build(self, *, seed: int = 0) -> Graph:
-        """Build the model, capture its loss, run backward; returns the finished ``Graph``."""
-        return _models().build(self.name, self.description, self.make, seed=seed)
+        """Build the model, capture its loss, run backward; returns the finished ``Graph``, its
+        ``meta["lesson"]`` set (the inspector shows it in a banner)."""
+        graph = _models().build(self.name, self.description, self.make, seed=seed)
+        graph.meta["lesson"] = self.lesson
+        return graph
 
 
 def _models() -> Any:

@@ -346,3 +346,25 @@ def test_help_lists_the_findings_key_and_tab():
 
     keys = dict(KEYS)
     assert "findings" in keys["f"] and "tree" in keys["tab  shift+tab"]
+
+
+def test_a_demo_lesson_is_a_banner_esc_hides(drive):
+    """A graph carrying a lesson (a demo) shows it above the panes; esc from the tree hides it."""
+    g = sigmoid_mlp()
+    g.meta["lesson"] = "the norm falls toward the input"
+
+    async def steps(pilot):
+        banner = pilot.app.screen.query_one("#lesson", Static)
+        assert "look for: the norm falls toward the input" in _plain(banner)
+        assert banner.region.height >= 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not pilot.app.screen.query("#lesson")
+    drive(g, steps)
+
+
+def test_no_lesson_no_banner(drive):
+    """An ordinary capture has no banner."""
+    async def steps(pilot):
+        assert not pilot.app.screen.query("#lesson")
+    drive(sigmoid_mlp(), steps)

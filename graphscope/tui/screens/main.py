@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
 from graphscope.health import Health
 from graphscope.errors import EngineError
@@ -65,6 +66,10 @@ class MainScreen(Screen[None]):
 
     def compose(self):
         yield Header()
+        lesson = self.graph.meta.get("lesson")
+        if lesson:  # a demo's "what to look for", where the user is looking (esc hides it)
+            yield Static(Text.assemble(("look for: ", "bold"), str(lesson),
+                                       ("  (esc hides this)", "dim")), id="lesson")
         with Horizontal(id="body"):
             yield GraphTree(self.graph, health=self.health, id="tree")
             with Vertical(id="side"):
@@ -150,6 +155,8 @@ class MainScreen(Screen[None]):
             self.query_one(GraphTree).focus()
         elif self.query_one(FindingsList).has_focus:
             self.query_one(GraphTree).focus()
+        elif lesson := self.query("#lesson"):
+            lesson.remove()
 
     def action_findings(self) -> None:
         """Into the findings list (enter jumps to one); pressed there, back to the tree."""

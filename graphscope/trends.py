@@ -29,6 +29,7 @@ Imports the model, health and the run store; never torch or textual.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -109,7 +110,12 @@ def analyze(run: Run, *, rank: int = 0, thresholds: Thresholds | None = None) ->
         >>> for f in analyze(open_run("runs/exp1")):  # doctest: +SKIP
         ...     print(f)
     """
-    t = thresholds or _thresholds(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # medians of all-NaN stretches
+        return _analyze(run, rank, thresholds or _thresholds(run))
+
+
+def _analyze(run: Run, rank: int, t: Thresholds) -> list[RunFinding]:
     steps = run.steps(rank)
     params = run.params(rank)
     out: list[RunFinding] = []
@@ -301,14 +307,23 @@ def _dying(run: Run, params: list[RunParam], rank: int, first_bad: int | None) -
             found[p.module] = (onset, base, float(np.nanmean(col[start:rows])), [p.idx])
         else:
             prev[3].append(p.idx)
-    out = []
+    # One cause, one finding: layers that died at the same step died together (units that
+    # stopped firing starve every layer below them too).
+    by_onset: dict[int, list[tuple[str, float, float, list[int]]]] = {}
     for module, (onset, base, level, idx) in found.items():
-        msg = (f"Layer {module or '(root)'} died at step {onset}: the share of exactly-zero "
-               f"elements in {_names(params, idx)}'s gradient went from {base:.0%} to {level:.0%} "
-               f"and stayed there")
+        by_onset.setdefault(onset, []).append((module, base, level, idx))
+    out = []
+    for onset, layers in sorted(by_onset.items()):
+        idx = [i for *_, ids in layers for i in ids]
+        base = min(b for _, b, _, _ in layers)
+        level = min(v for _, _, v, _ in layers)
+        names = ", ".join(m or "(root)" for m, *_ in layers)
+        msg = (f"{'Layer' if len(layers) == 1 else 'Layers'} {names} died at step {onset}: the "
+               f"share of exactly-zero elements in the weight gradients ({_names(params, idx)}) "
+               f"went from {base:.0%} to {level:.0%} or more and stayed there")
         hint = ("Units whose input went negative after an update (a ReLU that never fires again) "
-                "pass no gradient back: lower the learning rate or warm it up, use LeakyReLU/GELU, "
-                "or normalise the layer's input")
+                "pass no gradient back, and the layers before them get none either: lower the "
+                "learning rate or warm it up, use LeakyReLU/GELU, or normalise the layer's input")
         out.append(RunFinding("dying_layer", Severity.WARNING, onset, None,
                               tuple(params[i].name for i in idx), msg, hint, rank))
     return out

@@ -15,6 +15,7 @@ nesting depth by log2(number of nodes), so a 50,000-op chain is one flat, lazily
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 from graphscope.model import Graph
@@ -263,19 +264,27 @@ class SearchIndex:
         self._text = [
             " ".join((n.op, n.label, *n.names, n.module or "")).lower() for n in graph.nodes
         ]
+        self._query: str | None = None
+        self._hits: list[int] = []
+
+    def matches(self, query: str) -> list[int]:
+        """Every matching node id, in id order (kept for the last query: typing re-asks)."""
+        q = query.strip().lower()
+        if q != self._query:
+            self._query = q
+            self._hits = [i for i, t in enumerate(self._text) if q in t] if q else []
+        return self._hits
 
     def next(self, query: str, after: int | None) -> int | None:
         """The first match after ``after`` (wrapping around), or None when nothing matches."""
-        q = query.strip().lower()
-        n = len(self._text)
-        if not q or not n:
+        hits = self.matches(query)
+        if not hits:
             return None
-        start = -1 if after is None else after
-        for k in range(1, n + 1):
-            i = (start + k) % n
-            if q in self._text[i]:
-                return i
-        return None
+        if after is not None:
+            i = bisect.bisect_right(hits, after)
+            if i < len(hits):
+                return hits[i]
+        return hits[0]
 
 
 def neighbourhood(graph: Graph, node_id: int, *, limit: int = 6) -> tuple[list[int], list[int], int, int]:

@@ -368,3 +368,23 @@ def test_no_lesson_no_banner(drive):
     async def steps(pilot):
         assert not pilot.app.screen.query("#lesson")
     drive(sigmoid_mlp(), steps)
+
+
+def test_search_counts_matches_and_says_which_is_selected(drive):
+    """Typing shows how many nodes match; enter shows which of them is selected, wrapping."""
+    async def steps(pilot):
+        box = pilot.app.screen.query_one("#search", Input)
+        await pilot.press("slash", *"fc1.")
+        await pilot.pause()
+        hits = pilot.app.screen._search.matches("fc1.")
+        assert len(hits) == 2 and box.border_title == "2 matches"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert box.border_title == "1 of 2 matches"
+        await pilot.press("enter", "enter")
+        await pilot.pause()
+        assert box.border_title == "1 of 2 matches"  # wrapped around
+        await pilot.press(*"zzz")
+        await pilot.pause()
+        assert box.border_title == "no matches"
+    drive(sigmoid_mlp(), steps)

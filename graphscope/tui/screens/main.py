@@ -16,7 +16,7 @@ from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPan
 
 from graphscope.health import Health
 from graphscope.errors import EngineError
-from graphscope.model import Finding, Graph
+from graphscope.model import Finding, Graph, fmt_count
 from graphscope.tui.outline import SearchIndex, neighbourhood
 from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.findings import FindingsList
@@ -117,13 +117,28 @@ class MainScreen(Screen[None]):
     def _neighbour_clicked(self, event: LocalGraph.Clicked) -> None:
         self.query_one(GraphTree).reveal(event.node)
 
+    @on(Input.Changed, "#search")
+    def _search_typed(self, event: Input.Changed) -> None:
+        self._count_matches(event.value, None)
+
     @on(Input.Submitted, "#search")
     def _search_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            return
         found = self._search.next(event.value, self._selected)
+        self._count_matches(event.value, found)
         if found is None:
             self.notify(f"nothing matches {event.value!r}", severity="warning")
         else:
             self.query_one(GraphTree).reveal(found)
+
+    def _count_matches(self, query: str, found: int | None) -> None:
+        """The search box's title: how many nodes match, and which one is selected."""
+        hits = self._search.matches(query)
+        title = "" if not query.strip() else "no matches" if not hits else fmt_count(len(hits), "match")
+        if found is not None and hits:
+            title = f"{hits.index(found) + 1} of {title}"
+        self.query_one("#search", Input).border_title = title
 
     def _stops(self) -> list[tuple[int, int | None]]:
         """(finding index, node) for each node of each listed finding, its own node first."""

@@ -237,7 +237,8 @@ def layer_series(params: list[RunParam], series: ParamSeries) -> LayerSeries:
         return np.where((size @ member) > 0, out, np.nan)
 
     return LayerSeries(names, series.lo, series.hi, series.n,
-                       rms(series.norm), rms(series.norm_min), rms(series.norm_max))
+                       rms(series.norm), rms(series.norm_min), rms(series.norm_max),
+                       (got * 1.0) @ member > 0)
 
 
 @dataclass(frozen=True)

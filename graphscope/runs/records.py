@@ -147,7 +147,8 @@ class LayerSeries:
     ``names`` are module paths in the order the model registers them; ``rms`` is (rows, layers):
     the RMS over all of a layer's parameter gradients at that row's step (the mean for a
     decimated row, whose extremes are in ``rms_min``/``rms_max``); NaN where the layer got no
-    gradient. ``lo``/``hi``/``n`` are the rows' step ranges as in ``ParamSeries``.
+    gradient (``present`` False) or, where ``present`` holds, where a gradient was NaN.
+    ``lo``/``hi``/``n`` are the rows' step ranges as in ``ParamSeries``.
     """
 
     names: list[str]
@@ -157,6 +158,7 @@ class LayerSeries:
     rms: np.ndarray
     rms_min: np.ndarray
     rms_max: np.ndarray
+    present: np.ndarray  # (rows, layers): some parameter of the layer got a gradient
 
     def __len__(self) -> int:
         return len(self.lo)

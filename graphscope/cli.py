@@ -29,6 +29,7 @@ from graphscope.errors import EngineError, LoadError
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_ENGINE = 3
+EXIT_FINDINGS = 4  # `report`: the run has a warning- or error-level finding (gates a pipeline)
 DEFAULT_DEMO = "sigmoid_mlp"
 
 
@@ -142,7 +143,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_run(path: str):
+    from graphscope.errors import RunError
+    from graphscope.runs import open_run
+
+    try:
+        return open_run(path)
+    except RunError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from None
+
+
+def _is_run(path: str) -> bool:
+    from graphscope.runs import is_run
+
+    return is_run(path)
+
+
 def cmd_view(args: argparse.Namespace) -> int:
+    if _is_run(args.capture):
+        _open_run(args.capture).close()  # a broken store is said before the terminal check
+        _need_terminal(f"to see the run as text, run `graphscope report {args.capture}`")
+        from graphscope.tui import inspect_run
+
+        try:
+            inspect_run(args.capture, follow=args.follow, thresholds=_thresholds(args))
+        except Exception as exc:
+            raise _Crashed("the inspector crashed") from exc
+        return 0
+    if args.follow:
+        raise _Failure(f"--follow watches a run folder (watch(..., run=PATH)); {args.capture} is "
+                       f"a single capture", EXIT_USAGE)
     # A bad file is the first thing to fix (and `render` would fail on it too); loading needs
     # no terminal and no torch, so it answers as fast as the terminal check.
     graph = _load(args.capture)
@@ -209,7 +239,7 @@ class _Progress:
         self.stream.flush()
 
 
-def _check_output(out: Path, capture: str) -> None:
+def _check_output(out: Path, capture: str, *, engine: bool = True) -> None:
     """Fail before any work when ``render`` could not write ``out``: an unknown format, a
     directory, a folder that cannot be written, or no engine for the format."""
     from graphscope import export
@@ -237,7 +267,7 @@ def _check_output(out: Path, capture: str) -> None:
     except OSError as exc:
         raise _Failure(f"cannot write {out}: {exc.strerror or exc} (in {folder}); choose a folder "
                        "you can write to with -o", EXIT_USAGE) from None
-    if fmt in ("svg", "png", "pdf"):
+    if engine and fmt in ("svg", "png", "pdf"):
         try:
             export.find_engine(fmt)
         except EngineError as exc:
@@ -258,14 +288,48 @@ def _render_options(args: argparse.Namespace):
         raise _Failure(str(exc), EXIT_USAGE) from None
 
 
+def _render_timeline(args: argparse.Namespace, out: Path) -> int:
+    from graphscope.export.timeline import FORMATS, draw_timeline
+
+    if out.suffix.lower().lstrip(".") not in FORMATS:
+        raise _Failure(f"a run's timeline is drawn as .svg, .png or .pdf, not {out.suffix or 'a file without suffix'!r}; "
+                       f"to draw one step's graph, add --step N", EXIT_USAGE)
+    _check_output(out, args.capture, engine=False)
+    run = _open_run(args.capture)
+    try:
+        draw_timeline(run, out, thresholds=_thresholds(args))
+    except ValueError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from None
+    if not args.quiet:
+        print(f"wrote {out} ({out.stat().st_size:,} bytes)", file=sys.stderr)
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
+    run = _is_run(args.capture)
+    if not run and args.step is not None:
+        raise _Failure(f"--step picks a step of a run folder; {args.capture} is a single capture",
+                       EXIT_USAGE)
+    if run and args.step is None:
+        out = Path(args.output) if args.output else Path(args.capture).with_suffix(".svg")
+        return _render_timeline(args, out)
+    default = f"{Path(args.capture).name}_step{args.step}.svg" if run else None
+    out = Path(args.output) if args.output else (
+        Path(args.capture).parent / default if default else Path(args.capture).with_suffix(".svg"))
     options = _render_options(args)
     _check_output(out, args.capture)
     progress = _Progress()
     try:
         progress(f"loading {args.capture}")
-        graph = _load(args.capture)
+        if run:
+            from graphscope.errors import RunError
+
+            try:
+                graph = _open_run(args.capture).capture(args.step)
+            except RunError as exc:
+                raise _Failure(str(exc), EXIT_USAGE) from None
+        else:
+            graph = _load(args.capture)
         from graphscope import export
 
         try:
@@ -282,6 +346,96 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({size:,} bytes" + (f"; {note}" if note else "") + ")",
               file=sys.stderr)
     return 0
+
+
+def _ago(t: float | None) -> str:
+    if t is None:
+        return "-"
+    s = max(time.time() - t, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.0f} {unit} ago"
+    return f"{s:.0f} s ago"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from graphscope.errors import RunError
+    from graphscope.runs import list_runs, open_run
+    from graphscope.trends import analyze, worst
+
+    folder = args.folder or ("runs" if Path("runs").is_dir() else ".")
+    try:
+        found = list_runs(folder)
+    except RunError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from None
+    rows = []
+    for r in found:
+        row = {"path": str(r.path), "steps": r.steps, "last_step": r.last_step,
+               "last_time": r.last_time, "captures": r.captures, "ranks": r.ranks,
+               "worst": None, "error": r.error}
+        if r.error is None:
+            try:
+                with open_run(r.path) as run:
+                    findings = analyze(run)
+                w = worst(findings)
+                row["worst"] = None if w is None else str(w)
+                bad = [f for f in findings if f.severity == w]
+                row["worst_finding"] = f"{bad[0].kind} from step {bad[0].step}" if bad else None
+            except RunError as exc:
+                row["error"] = str(exc)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs under {folder} (record one with graphscope.watch(model, run='runs/exp1'))")
+        return 0
+    width = max(len(r["path"]) for r in rows)
+    print(f"{'run':<{width}}  {'steps':>7}  {'last step':<12}  {'captures':>8}  worst finding")
+    for r in rows:
+        if r["error"]:
+            print(f"{r['path']:<{width}}  {'-':>7}  {'-':<12}  {'-':>8}  unreadable: {r['error']}")
+            continue
+        worst_text = f"{r['worst']}: {r.get('worst_finding')}" if r["worst"] else "none"
+        print(f"{r['path']:<{width}}  {r['steps']:>7}  {_ago(r['last_time']):<12}  "
+              f"{r['captures']:>8}  {worst_text}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from graphscope.model import Severity
+    from graphscope.trends import analyze, first_nonfinite_loss
+
+    run = _open_run(args.run_path)
+    with run:
+        steps = run.steps(args.rank)
+        findings = analyze(run, rank=args.rank, thresholds=_thresholds(args))
+    bad_loss = first_nonfinite_loss(steps)
+    gate = any(f.severity >= Severity.WARNING for f in findings)
+    if args.json:
+        print(json.dumps({
+            "run": str(run.path), "rank": args.rank, "steps": len(steps),
+            "first_nonfinite_loss_step": bad_loss,
+            "findings": [{"kind": f.kind, "severity": str(f.severity), "step": f.step,
+                          "last_step": f.last_step, "params": list(f.params),
+                          "message": f.message, "hint": f.hint, "rank": f.rank}
+                         for f in findings],
+        }, indent=2))
+        return EXIT_FINDINGS if gate else 0
+    last = int(steps.step[-1]) if len(steps) else 0
+    print(f"{run.path}: {len(steps)} steps recorded (last: step {last})"
+          + (f"; the loss was non-finite from step {bad_loss}" if bad_loss is not None else ""))
+    if not findings:
+        print("no findings: gradients looked healthy at every recorded step")
+    for f in findings:
+        print(f"step {f.step:>6}  {str(f.severity):<7}  {f.kind}: {f.message}")
+        if f.hint:
+            print(f"{'':>14}hint: {f.hint}")
+    return EXIT_FINDINGS if gate else 0
 
 
 def _bounded(convert, ok, hint: str):
@@ -337,19 +491,42 @@ def build_parser() -> argparse.ArgumentParser:
     view = sub.add_parser("view", help="open the inspector on a saved capture",
                           description="Open the inspector on a capture saved with graph.save().",
                           parents=[common])
-    view.add_argument("capture", help="a .json file written by graph.save(path)")
+    view.add_argument("capture", help="a .json file written by graph.save(path), or a run folder "
+                      "written by watch(..., run=PATH) (opens its timeline)")
+    view.add_argument("--follow", action="store_true",
+                      help="for a run: refresh every second while training writes it")
     view.set_defaults(run=cmd_view)
 
     render = sub.add_parser("render", help="draw a saved capture to SVG/PNG/PDF/DOT",
                             description="Draw a saved capture; the output suffix picks the format.",
                             parents=[common])
-    render.add_argument("capture", help="a .json file written by graph.save(path)")
+    render.add_argument("capture", help="a .json file written by graph.save(path), or a run folder "
+                        "(draws its timeline: .svg, .png or .pdf)")
+    render.add_argument("--step", type=_bounded(int, lambda v: v >= 1, "a step number (1 or more)"),
+                        help="for a run: draw the full capture of this step instead")
     render.add_argument("-o", "--output", help="output file: .svg, .png, .pdf (system Graphviz), "
                         ".dot or .json (default: CAPTURE with .svg)")
     render.add_argument("-q", "--quiet", action="store_true",
                         help="print nothing on success (progress still shows on slow renders)")
     _add_picture_options(render.add_argument_group("picture options (as graphscope.RenderOptions)"))
     render.set_defaults(run=cmd_render)
+
+    runs = sub.add_parser("runs", help="list the recorded runs under a folder",
+                          description="List the runs (watch(..., run=PATH)) under a folder: steps, "
+                          "last step time, captures, worst finding.", parents=[common])
+    runs.add_argument("folder", nargs="?", help="where to look (default: ./runs, else .)")
+    runs.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    runs.set_defaults(run=cmd_runs)
+
+    report = sub.add_parser("report", help="print a run's findings over time (exit 4 on warnings)",
+                            description="Print a recorded run's findings over time, each with the "
+                            "step it started at. Exit status 4 when any is a warning or an error, "
+                            "so it can gate a pipeline.", parents=[common])
+    report.add_argument("run_path", metavar="RUN", help="a run folder written by watch(..., run=PATH)")
+    report.add_argument("--json", action="store_true", help="machine-readable findings")
+    report.add_argument("--rank", type=_bounded(int, lambda v: v >= 0, "a rank (0 or more)"),
+                        default=0, help="which process of a multi-process run (default 0)")
+    report.set_defaults(run=cmd_report)
     return parser
 
 

@@ -436,7 +436,11 @@ def _from_captures(run: Run, rank: int) -> list[RunFinding]:
         for f in c.summary:
             if f.get("severity") not in ("warning", "error"):
                 continue
-            key = (str(f.get("kind")), str(f.get("message"))[:40])
+            kind = str(f.get("kind"))
+            names = f.get("names") or [""]
+            # After the first non-finite capture every later one is non-finite through it:
+            # one cause, so they extend its finding instead of adding their own.
+            key = (kind, "") if kind.startswith("nonfinite") else (kind, str(names[0]))
             if key in seen:
                 seen[key][1] = c.step
             else:

@@ -114,10 +114,9 @@ def draw_timeline(
                        lw=0, label=f"non-finite from step {bad[0]}")
 
     lo, hi = health.vanishing_rms, health.exploding_rms
-    cmap = colors.LinearSegmentedColormap.from_list("graphscope_healthy", list(_HEALTHY_STOPS))
-    cmap.set_under(BAND_COLOURS[Band.VANISHING])
-    cmap.set_over(BAND_COLOURS[Band.EXPLODING])
-    cmap.set_bad("#ffffff")
+    cmap = colors.LinearSegmentedColormap.from_list(
+        "graphscope_healthy", list(_HEALTHY_STOPS)).with_extremes(
+        under=BAND_COLOURS[Band.VANISHING], over=BAND_COLOURS[Band.EXPLODING], bad="#ffffff")
     finite = np.where(np.isfinite(grid), grid, np.nan)
     with np.errstate(divide="ignore"):
         shown = np.where(finite > 0, finite, lo / 10)  # an all-zero gradient is "vanishing"

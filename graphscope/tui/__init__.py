@@ -6,11 +6,13 @@ Importing ``graphscope.tui`` is cheap: the app is imported when ``inspect`` runs
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from graphscope.health import Thresholds
     from graphscope.model import Graph
+    from graphscope.tui.app import InspectorApp
 
 
 def inspect(graph: Graph, *, source: str = "graph", thresholds: Thresholds | None = None) -> None:
@@ -29,13 +31,39 @@ def inspect(graph: Graph, *, source: str = "graph", thresholds: Thresholds | Non
     Example:
         >>> graphscope.inspect(graphscope.capture(loss))  # doctest: +SKIP
     """
+    from graphscope.tui.app import InspectorApp
+
+    _run_app(InspectorApp(graph, source=source, thresholds=thresholds))
+
+
+def inspect_run(path: str | Path, *, follow: bool = False, thresholds: Thresholds | None = None) -> None:
+    """Open the inspector on a recorded run's timeline; returns when the user quits.
+
+    Args:
+        path: The run folder given to ``graphscope.watch(..., run=...)``.
+        follow: Read the run again every second while training writes it.
+        thresholds: Judge the gradients with these instead of the run's own.
+
+    Raises:
+        RunError: No run there, or it cannot be read.
+        Exception: Whatever crashed the inspector, as for ``inspect``.
+
+    Example:
+        >>> graphscope.tui.inspect_run("runs/exp1", follow=True)  # doctest: +SKIP
+    """
+    from graphscope.runs import open_run
+    from graphscope.tui.app import InspectorApp
+
+    with open_run(path) as run:
+        _run_app(InspectorApp.for_run(run, source=Path(path).name or str(path), follow=follow,
+                                      thresholds=thresholds))
+
+
+def _run_app(app: InspectorApp) -> None:
     import io
 
     from rich.console import Console
 
-    from graphscope.tui.app import InspectorApp
-
-    app = InspectorApp(graph, source=source, thresholds=thresholds)
     # On an unhandled error textual prints its own traceback and run() returns as if the user
     # had quit. The error is raised here instead, so the caller sees one report and a failure.
     app.error_console = Console(file=io.StringIO())
@@ -44,4 +72,4 @@ def inspect(graph: Graph, *, source: str = "graph", thresholds: Thresholds | Non
         raise app.crash or RuntimeError(f"the inspector exited with status {app.return_code}")
 
 
-__all__ = ["inspect"]
+__all__ = ["inspect", "inspect_run"]

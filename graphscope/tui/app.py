@@ -1,4 +1,5 @@
-"""The inspector app: built from a ``Graph``, holds the global keys, shows the main screen.
+"""The inspector app: built from a ``Graph`` (or a run, ``for_run``), holds the global keys,
+shows the main screen (or the run's timeline).
 
 The CLI calls ``run()``; tests call ``run_test()``. Everything else lives in the screens and
 widgets, which take their data from here.
@@ -12,15 +13,19 @@ from textual.binding import Binding
 from graphscope.diagnostics import rediagnose
 from graphscope.health import Thresholds
 from graphscope.model import Graph, fmt_count
+from graphscope.runs import Run
+from graphscope.tui.history import History
 from graphscope.tui.screens.help import HelpScreen
 from graphscope.tui.screens.main import MainScreen
+from graphscope.tui.screens.timeline import TimelineScreen
 
 
 class InspectorApp(App[None]):
-    """Browse one captured graph.
+    """Browse one captured graph (or a recorded run: ``InspectorApp.for_run``).
 
     Args:
-        graph: The capture to show (from ``graphscope.capture`` or ``graphscope.load``).
+        graph: The capture to show (from ``graphscope.capture`` or ``graphscope.load``);
+            ``None`` only through ``for_run``.
         source: Where it came from (a file name or a demo name), shown in the header and used
             to name exported files.
         thresholds: Judge the gradients with these instead of the capture's own: the colours,
@@ -36,22 +41,47 @@ class InspectorApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
-    def __init__(self, graph: Graph, *, source: str = "graph",
+    def __init__(self, graph: Graph | None, *, source: str = "graph",
                  thresholds: Thresholds | None = None) -> None:
         super().__init__()
-        self.graph = rediagnose(graph, thresholds=thresholds)
+        self.graph = rediagnose(graph, thresholds=thresholds) if graph is not None else None
         self.source = source
+        self.thresholds = thresholds
+        self.history: History | None = None
+        self.follow = False
+
+    @classmethod
+    def for_run(cls, run: Run, *, source: str = "run", follow: bool = False,
+                thresholds: Thresholds | None = None) -> InspectorApp:
+        """The inspector on a recorded run: it opens on its timeline (``TimelineScreen``).
+
+        Args:
+            run: A run store opened with ``graphscope.runs.open_run``.
+            source: Its name for the header and for exported files.
+            follow: Read the run again every second, while training writes it.
+            thresholds: Judge the gradients with these instead of the run's own.
+        """
+        app = cls(None, source=source, thresholds=thresholds)
+        app.history = History(run, thresholds=thresholds)
+        app.follow = follow
+        return app
 
     @property
     def crash(self) -> BaseException | None:
         """The unhandled exception that ended the app, or None (textual keeps the first)."""
         return self._exception
 
-    def get_default_screen(self) -> MainScreen:
+    def get_default_screen(self) -> MainScreen | TimelineScreen:
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.source.rsplit(".", 1)[0])
+        if self.history is not None:
+            return TimelineScreen(self.history, stem=stem or "run", follow=self.follow,
+                                  thresholds=self.thresholds)
         return MainScreen(self.graph, stem=stem or "graph")
 
     def on_mount(self) -> None:
+        if self.history is not None:
+            self.sub_title = self.history.headline(self.source)
+            return
         # Findings first: a narrow header cuts the end, and the counts are what matter most.
         g = self.graph
         self.sub_title = (f"{self.source}: {g.severity_counts()} · {fmt_count(len(g), 'node')}, "

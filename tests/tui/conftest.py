@@ -14,11 +14,12 @@ from graphscope.tui.app import InspectorApp
 
 @pytest.fixture
 def drive() -> Callable[..., InspectorApp]:
-    """Run ``steps(pilot)`` against an inspector on ``graph``; return the app afterwards."""
+    """Run ``steps(pilot)`` against an inspector on ``graph`` (or against an app, e.g. one on a
+    run); return the app afterwards."""
 
-    def run(graph: Graph, steps: Callable[[Pilot], Awaitable[None]],
+    def run(graph: Graph | InspectorApp, steps: Callable[[Pilot], Awaitable[None]],
             size: tuple[int, int] = (120, 40)) -> InspectorApp:
-        app = InspectorApp(graph, source="test")
+        app = graph if isinstance(graph, InspectorApp) else InspectorApp(graph, source="test")
 
         async def main() -> None:
             async with app.run_test(size=size) as pilot:

@@ -388,3 +388,34 @@ def test_search_counts_matches_and_says_which_is_selected(drive):
         await pilot.pause()
         assert box.border_title == "no matches"
     drive(sigmoid_mlp(), steps)
+
+
+@pytest.mark.parametrize("size, shown", [((80, 24), 1), ((200, 50), 3)])
+def test_neighbours_fit_the_pane_width(drive, monkeypatch, size, shown):
+    """A narrow pane draws compact boxes, and only the inputs that fit side by side (the rest
+    one '+N more' box); a wide one draws all three inputs of an addmm with their shapes."""
+    drawn = []
+    real = LocalGraph.set_graph
+    monkeypatch.setattr(LocalGraph, "set_graph",
+                        lambda self, nodes, edges, **kw: (drawn.append(nodes), real(self, nodes, edges, **kw)))
+
+    async def steps(pilot):
+        local = pilot.app.screen.query_one(LocalGraph)
+        await pilot.press("2")
+        pilot.app.screen.query_one(GraphTree).reveal(2)  # addmm: fc3.bias, sigmoid, t
+        await pilot.pause()
+        nodes = drawn[-1]
+        inputs = [k for k in nodes if k in (3, 4, 6)]
+        assert len(inputs) == shown and ("more-in" in nodes) == (shown < 3)
+        widest = max(len(line) for k in inputs for line in nodes[k]["text"].plain.splitlines())
+        boxes = len(inputs) + ("more-in" in nodes)
+        assert boxes * (widest + 4) + (boxes - 1) * 11 <= local.size.width  # box + border, gap
+    drive(sigmoid_mlp(), steps, size=size)
+
+
+def test_flow_axis_labels_share_one_width():
+    """The y-axis labels are padded to one width, so a short one cannot keep a stray digit."""
+    from graphscope.tui.widgets.flow import _PowerOfTen
+
+    labels = _PowerOfTen().get_labels_for_ticks([-1.0, -7.0, -16.0])
+    assert labels == [" 1e-1", " 1e-7", "1e-16"]

@@ -58,7 +58,11 @@ class _PowerOfTen(NumericAxisFormatter):
         return [float(t) for t in range(lo, hi + 1, step)] or super().get_ticks(min_, max_, max_ticks)
 
     def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
-        return [f"1e{int(round(t)):+d}" if float(t).is_integer() else f"{10**t:.1g}" for t in ticks]
+        labels = [f"1e{int(round(t)):+d}" if float(t).is_integer() else f"{10**t:.1g}" for t in ticks]
+        # One width for all: the plot writes each label over the axis column without clearing
+        # it, so a short label under a long one kept its stray first digit ("11e-7").
+        width = max(map(len, labels), default=0)
+        return [label.rjust(width) for label in labels]
 
 
 def log_rms(stats: GradStats | None) -> float | None:

@@ -33,18 +33,27 @@ def _render_content(_key: str, data: dict[str, Any], style: Style) -> Text:
     return data["text"]
 
 
+COMPACT_BELOW = 70
+"""Below this many columns the boxes drop the shape (the details tab has it) and shorten names,
+and only as many neighbours as fit side by side are drawn; the rest are one "+N more" box."""
+
+
 def local_picture(graph: Graph, node_id: int, health: Health | None = None,
-                  *, limit: int = 5) -> tuple[dict[Any, dict[str, Any]], list[tuple[Any, Any, dict]]]:
+                  *, limit: int = 5, compact: bool = False,
+                  ) -> tuple[dict[Any, dict[str, Any]], list[tuple[Any, Any, dict]]]:
     """netext nodes and edges for ``node_id`` and its neighbours (forward direction: down)."""
     prods, cons, more_in, more_out = neighbourhood(graph, node_id, limit=limit)
     h = health or Health.of(graph)
 
     def box(i: int, *, centre: bool = False) -> dict[str, Any]:
         n = graph.nodes[i]
-        text = Text(n.title, style="bold" if centre else "")
-        text.append(f"\n{formatting.fmt_shape(n.shape)}", style="dim")
+        title = n.title
+        if compact and not centre and len(title) > 10:
+            title = title[:9] + "…"
+        text = Text(title, style="bold" if centre else "")
+        text.append("\n" if compact else f"\n{formatting.fmt_shape(n.shape)} ", style="dim")
         if n.grad is not None:
-            text.append(f" ● {formatting.fmt_num(n.grad.rms)}",
+            text.append(f"● {formatting.fmt_num(n.grad.rms)}",
                         style=formatting.magnitude_colour(n, h))
         style = Style(color="yellow", bold=True) if centre else Style(color="grey70")
         return {"text": text, "$content-renderer": _render_content, "$style": style}
@@ -84,7 +93,11 @@ class LocalGraph(GraphView):
 
     def watch_node(self, node: int | None) -> None:
         if node is not None:
-            self.set_graph(*local_picture(self._graph, node, self._health))
+            width = self.size.width or COMPACT_BELOW
+            compact = width < COMPACT_BELOW
+            limit = max(1, (width - 12) // 16) if compact else 5  # a compact box and its gap
+            self.set_graph(*local_picture(self._graph, node, self._health, limit=limit,
+                                          compact=compact))
             # netext 0.5 keeps the previous graph's viewport after set_graph (a new picture
             # showed a stale, off-centre crop); re-derive it from the new graph's extent.
             self.scroll_to(0, 0, animate=False)

@@ -178,7 +178,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     graph = _load(args.capture)
     _need_terminal(f"to draw the capture instead, run `graphscope render {args.capture} -o "
                    f"{Path(args.capture).with_suffix('.svg').name}`")
-    _inspect(graph, Path(args.capture).name, args)
+    _inspect(graph, args.capture, args)  # the path: exports go next to it
     return 0
 
 

@@ -154,7 +154,7 @@ def test_unknown_demo_exits_2_listing_names(fake_demos, capsys, terminal):
 def test_view_opens_the_saved_capture(capture_file, opened):
     """view loads the file and opens the inspector titled by its name."""
     assert cli.main(["view", str(capture_file)]) == 0
-    assert opened == [(22, "step.json")]
+    assert opened == [(22, str(capture_file))]  # the path: the inspector exports next to it
 
 
 def test_quick_render_says_one_line(capture_file, tmp_path, monkeypatch, capsys):

@@ -7,6 +7,8 @@ widgets, which take their data from here.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import App
 from textual.binding import Binding
 
@@ -26,8 +28,8 @@ class InspectorApp(App[None]):
     Args:
         graph: The capture to show (from ``graphscope.capture`` or ``graphscope.load``);
             ``None`` only through ``for_run``.
-        source: Where it came from (a file name or a demo name), shown in the header and used
-            to name exported files.
+        source: Where it came from (a capture's path or a demo name), shown in the header and
+            used to name exported files; a capture's exports are written next to it.
         thresholds: Judge the gradients with these instead of the capture's own: the colours,
             bands and findings shown are all recomputed with them.
     """
@@ -45,7 +47,10 @@ class InspectorApp(App[None]):
                  thresholds: Thresholds | None = None) -> None:
         super().__init__()
         self.graph = rediagnose(graph, thresholds=thresholds) if graph is not None else None
-        self.source = source
+        # A capture file's path: exports go next to it, and the header shows only its name.
+        path = Path(source)
+        self.folder = path.parent if path.suffix == ".json" and path.parent != Path(".") else None
+        self.source = path.name if self.folder is not None else source
         self.thresholds = thresholds
         self.history: History | None = None
         self.follow = False
@@ -76,7 +81,7 @@ class InspectorApp(App[None]):
         if self.history is not None:
             return TimelineScreen(self.history, stem=stem or "run", follow=self.follow,
                                   thresholds=self.thresholds)
-        return MainScreen(self.graph, stem=stem or "graph")
+        return MainScreen(self.graph, stem=stem or "graph", folder=self.folder)
 
     def on_mount(self) -> None:
         if self.history is not None:

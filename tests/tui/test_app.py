@@ -419,3 +419,48 @@ def test_flow_axis_labels_share_one_width():
 
     labels = _PowerOfTen().get_labels_for_ticks([-1.0, -7.0, -16.0])
     assert labels == [" 1e-1", " 1e-7", "1e-16"]
+
+
+def test_export_goes_next_to_the_capture_and_never_overwrites(tmp_path, monkeypatch):
+    """A capture opened from a folder exports there (not the cwd); an existing file is kept and
+    the export takes the next free name, which the notification gives."""
+    import asyncio
+
+    from graphscope.tui.app import InspectorApp
+
+    def render(graph, path):
+        path.write_text("<svg/>")
+        return path
+
+    monkeypatch.setattr("graphscope.export.render_graph", render)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "step.svg").write_text("keep me")
+    app = InspectorApp(sigmoid_mlp(), source=str(runs / "step.json"))
+
+    async def main():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _press_and_wait(pilot, "e")
+            assert app.sub_title.startswith("step.json: ")
+            assert any(str(runs / "step-2.svg") in n.message for n in app._notifications)
+
+    asyncio.run(main())
+    assert (runs / "step.svg").read_text() == "keep me"
+    assert (runs / "step-2.svg").read_text() == "<svg/>"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_export_on_the_flow_tab_writes_the_layers_as_csv(drive, use_render):
+    """e on the gradient-flow tab writes what it plots: one CSV row per parameter, in order."""
+    tmp_path = use_render(lambda graph, path: path)
+
+    async def steps(pilot):
+        await _press_and_wait(pilot, "3", "e")
+    drive(sigmoid_mlp(), steps)
+    rows = (tmp_path / "test-flow.csv").read_text().splitlines()
+    assert rows[0] == "layer,parameter,rms,norm,band"
+    assert rows[1].startswith("1,fc0.weight,1e-08,") and rows[1].endswith(",vanishing")
+    assert len(rows) == 1 + 8

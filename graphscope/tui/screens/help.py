@@ -19,7 +19,8 @@ KEYS = [
     ("tab  shift+tab", "move between the tree, the tabs and the findings list"),
     ("g", "group the tree backward from the loss, or by module"),
     ("1 2 3", "tabs: node details, neighbours, gradient flow"),
-    ("e", "export the graph (or, on the neighbours tab, the neighbourhood) to SVG"),
+    ("e", "export what the tab shows, next to the capture, never over a file: the graph or "
+          "the neighbourhood as SVG, the gradient flow as CSV"),
     ("?", "this help"),
     ("q", "quit"),
 ]

@@ -20,11 +20,21 @@ from graphscope.model import Finding, Graph, fmt_count
 from graphscope.tui.outline import SearchIndex, neighbourhood
 from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.findings import FindingsList
-from graphscope.tui.widgets.flow import GradientFlow, layers_of
+from graphscope.tui.widgets.flow import GradientFlow, flow_csv, layers_of
 from graphscope.tui.widgets.graph_tree import GraphTree
 from graphscope.tui.widgets.local_graph import LocalGraph
 
 TABS = ("tab-node", "tab-local", "tab-flow")
+
+
+def free_path(path: Path) -> Path:
+    """``path``, or ``name-2.svg``, ``name-3.svg``, ... when it exists: export never overwrites."""
+    k = 2
+    found = path
+    while found.exists():
+        found = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        k += 1
+    return found
 
 
 def render_svg(graph: Graph, path: Path) -> Path:
@@ -51,9 +61,10 @@ class MainScreen(Screen[None]):
         Binding("escape", "close_search", "Close search", show=False),
     ]
 
-    def __init__(self, graph: Graph, *, stem: str = "graph") -> None:
+    def __init__(self, graph: Graph, *, stem: str = "graph", folder: Path | None = None) -> None:
         super().__init__()
         self.graph = graph
+        self.folder = folder  # where exports go: the capture's folder (None: the current one)
         # One judgement for every widget: the tree, details, neighbours and flow colour from it,
         # and the findings listed are the ones it gives.
         self.health = Health.of(graph)
@@ -204,12 +215,27 @@ class MainScreen(Screen[None]):
         self.query_one(TabbedContent).active = TABS[index]
 
     def action_export(self) -> None:
-        graph, path = self.graph, Path.cwd() / f"{self.stem}.svg"
-        if self.query_one(TabbedContent).active == "tab-local" and self._selected is not None:
+        """Export what the current tab shows, next to the capture, never over an existing file:
+        the graph (node tab), the neighbourhood (neighbours tab) or the layers as CSV (flow)."""
+        folder = self.folder or Path.cwd()
+        tab = self.query_one(TabbedContent).active
+        if tab == "tab-flow":
+            path = free_path(folder / f"{self.stem}-flow.csv")
+            try:
+                path.write_text(flow_csv(layers_of(self.graph, self.health)), encoding="utf-8")
+            except OSError as exc:
+                self.notify(f"cannot write {path}: {exc.strerror or exc}", title="cannot export",
+                            severity="error", timeout=10)
+            else:
+                self.notify(str(path), title="exported the gradient flow")
+            return
+        graph, path = self.graph, folder / f"{self.stem}.svg"
+        if tab == "tab-local" and self._selected is not None:
             prods, cons, _, _ = neighbourhood(self.graph, self._selected, limit=50)
             graph = self.graph.subgraph([self._selected, *prods, *cons])
-            path = Path.cwd() / f"{self.stem}-node{self._selected}.svg"
-        self.notify(f"exporting {len(graph.nodes):,} nodes to {path.name} …", timeout=2)
+            path = folder / f"{self.stem}-node{self._selected}.svg"
+        path = free_path(path)
+        self.notify(f"exporting {fmt_count(len(graph.nodes), 'node')} to {path.name} …", timeout=2)
         self._export(graph, path)
 
     @work(thread=True, exclusive=True, group="export")

@@ -13,6 +13,8 @@ marks (``picture`` decides where), and the legend gives their real values.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -84,6 +86,19 @@ class Layer:
 def layers_of(graph: Graph, health: Health) -> list[Layer]:
     """The parameters the diagnosis judges, in forward order, each with its band."""
     return [Layer(n.title, n.grad, health.band(n)) for n in forward_params(graph)]
+
+
+def flow_csv(layers: Sequence[Layer]) -> str:
+    """The plotted layers as CSV (what ``e`` on the flow tab writes): one row per parameter, in
+    forward order, with its gradient RMS, norm and band."""
+    out = io.StringIO()
+    rows = csv.writer(out, lineterminator="\n")
+    rows.writerow(["layer", "parameter", "rms", "norm", "band"])
+    for i, layer in enumerate(layers, 1):
+        s = layer.stats
+        rows.writerow([i, layer.name, "" if s is None else repr(s.rms),
+                       "" if s is None else repr(s.norm), layer.band.value])
+    return out.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ Shapes
     rounded box      an op (a ``grad_fn``) with its short name (``addmm``, ``sigmoid``); the full
                      autograd class is in the tooltip
     cylinder         a parameter, with its qualified name; tied weights list every name
-    ellipse          another leaf tensor that requires grad (an input)
+    ellipse          another leaf tensor that requires grad (an input; or a weight, when the
+                     graph was drawn from a tensor without ``model=`` to name the parameters)
     double octagon   an output of the capture (usually the loss)
     3-D box          a group: a module's ops (``encoder.layers``), a chain of ops
                      (``12 ops: add, mul, ...``), or what the node budget left out
@@ -122,13 +123,26 @@ def to_dot(graph: Graph, *, options: RenderOptions | None = None) -> str:
     return view_to_dot(graph, view, options=opts)
 
 
+def _how_to_see_more(graph: Graph) -> str:
+    """The caption's hint when the picture lacks what a capture would give it: gradients (drawn
+    from a tensor, never captured) and parameter names (no ``model=``)."""
+    unnamed = any(n.kind == LEAF for n in graph.nodes) and not any(n.kind == PARAM for n in graph.nodes)
+    hints = []
+    if unnamed:
+        hints.append("pass model=model to name the weights")
+    if graph.passes == 0:
+        hints.append("for gradients: graph = graphscope.capture(loss, model=model) before "
+                     "loss.backward(), then render(graph)")
+    return "; ".join(hints)
+
+
 def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     """DOT text for an already reduced ``view`` of ``graph`` (see ``collapse.build_view``)."""
     # Other thresholds than the capture's: colours and finding marks both follow them.
     graph = rediagnose(graph, thresholds=options.thresholds)
     ctx = _Context.of(graph, view, options)
     title = graph.meta.get("title")
-    caption = "\n".join(x for x in (title, graph.summary(), view.note) if x)
+    caption = "\n".join(x for x in (title, graph.summary(), view.note, _how_to_see_more(graph)) if x)
     lines = [
         "digraph graphscope {",
         f"  graph {_attrs(rankdir=options.rankdir, fontname='Helvetica', fontsize=10, nodesep=0.3, ranksep=0.4, labelloc='b', label=caption, tooltip='graphscope', newrank='true')}",
@@ -440,7 +454,7 @@ def _box_title(graph: Graph, box: Box) -> str:
 _LEGEND_SHAPES = (
     (SHAPES[OP], "op", {"style": "rounded,filled"}),
     (SHAPES[PARAM], "parameter", {}),
-    (SHAPES[LEAF], "input", {}),
+    (SHAPES[LEAF], "leaf tensor", {}),
     (SHAPES["root"], "output / loss", {}),
     (SHAPES["group"], "group of ops", {}),
     (SHAPES["opaque"], "opaque region", {}),

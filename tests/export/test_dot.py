@@ -276,3 +276,17 @@ def test_module_boxes_and_tooltips_name_the_class() -> None:
     assert not any("1 ops" in label or "1 params" in label for label in labels)
     single = parse(to_dot(g, options=RenderOptions(max_nodes=None)))
     assert "module: fc3 (Linear)" in single.nodes["n5"]["tooltip"]
+
+
+def test_caption_says_how_to_get_gradients_and_names() -> None:
+    """A picture without gradients or parameter names says in its caption how to get them."""
+    from graphscope.model import Edge, Graph, Node
+
+    bare = Graph(nodes=[Node(0, "MeanBackward0", label="mean", is_root=True),
+                        Node(1, "AccumulateGrad", kind=LEAF, label="leaf")],
+                 edges=[Edge(1, 0)], roots=[0])
+    caption = to_dot(bare).split(" label=\"", 1)[1].split("\"", 1)[0]
+    assert "pass model=model to name the weights" in caption
+    assert "graphscope.capture(loss, model=model) before loss.backward()" in caption
+    captured = to_dot(graphs.mlp())
+    assert "model=model" not in captured and "before loss.backward()" not in captured

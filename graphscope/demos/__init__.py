@@ -49,8 +49,8 @@ def _models() -> Any:
     return importlib.import_module("graphscope.demos.models")
 
 
-_MODEL_NAMES = frozenset({"mlp", "LSTMRegressor", "SelfAttention", "SafeSqrtNet", "PartlyUsed",
-                          "DeadReLU"})
+_MODEL_NAMES = frozenset({"mlp", "LSTMRegressor", "UnrolledLSTM", "SelfAttention", "SafeSqrtNet",
+                          "PartlyUsed", "DeadReLU"})
 
 
 def __getattr__(name: str) -> Any:
@@ -91,8 +91,10 @@ DEMOS: dict[str, Demo] = {
         ),
         Demo(
             "lstm",
-            "a 2-layer LSTM unrolled over 12 steps",
-            "The LSTM op is a multi-output node: follow its outputs to the head.",
+            "a 2-layer LSTM written out step by step over 6 steps, so its gates show",
+            "Each step is three sigmoid gates, two tanh and the cell-state sum c = f*c + i*g: "
+            "follow c back through the steps. nn.LSTM fuses all of this into one node per "
+            "layer, so its graph shows none of it.",
             "_lstm",
         ),
         Demo(

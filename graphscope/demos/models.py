@@ -1,6 +1,6 @@
 """The built-in example models behind ``graphscope.demos``: small, random-init networks.
 
-Each ``make_*``-style function builds ``(model, forward)`` in code (no downloads); ``build``
+Each ``_<demo>`` function builds ``(model, forward)`` in code (no downloads); ``build``
 captures one. Imports torch and the capture layer, which is why ``graphscope.demos`` (the
 catalogue of names and lessons) imports this module only when a demo is made or built.
 """
@@ -99,9 +99,42 @@ class LSTMRegressor(nn.Module):
         return self.head(out[:, -1])
 
 
+class LSTMGates(nn.Module):
+    """One LSTM layer written out, so each gate is its own op in the graph (``nn.LSTM`` fuses
+    a whole layer, all time steps, into one node that hides them)."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Linear(inputs + hidden, 4 * hidden)  # input, forget, cell, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], self.hidden)
+        c = x.new_zeros(x.shape[0], self.hidden)
+        steps = []
+        for t in range(x.shape[1]):
+            i, f, g, o = self.gates(torch.cat([x[:, t], h], dim=1)).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # the cell-state sum
+            h = torch.sigmoid(o) * torch.tanh(c)
+            steps.append(h)
+        return torch.stack(steps, dim=1)
+
+
+class UnrolledLSTM(nn.Module):
+    """A 2-layer LSTM unrolled over its time steps, its last hidden state fed to a linear head."""
+
+    def __init__(self, features: int = 4, hidden: int = 16) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(LSTMGates(features, hidden), LSTMGates(hidden, hidden))
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(x)[:, -1])
+
+
 def _lstm() -> tuple[nn.Module, Forward]:
-    model = LSTMRegressor()
-    x = torch.randn(8, 12, 4)
+    model = UnrolledLSTM()
+    x = torch.randn(8, 6, 4)
     y = torch.randn(8, 1)
     return model, lambda: nn.functional.mse_loss(model(x), y)
 

@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PICTURES = {
     "linear_regression.py": ["linear_regression.svg"],
     "vanishing_sigmoid_vs_relu.py": ["sigmoid_mlp.svg", "relu_mlp.svg"],
-    "lstm.py": ["lstm.svg"],
+    "lstm.py": ["lstm.svg", "lstm_gates.svg"],
     "attention.py": ["attention.svg"],
     "cnn.py": ["cnn.svg"],
     "nan_hunt.py": ["nan_hunt.svg"],

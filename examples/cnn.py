@@ -11,16 +11,27 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import graphscope
-from graphscope.demos import DEMOS
 from graphscope.formatting import fmt_shape
 
 torch.manual_seed(0)  # the same random init and data on every run
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "out")
 
-model, forward = DEMOS["cnn"].make()
-loss = forward()
+model = nn.Sequential(
+    nn.Conv2d(1, 8, 3, padding=1),  # (4, 1, 16, 16) -> (4, 8, 16, 16)
+    nn.ReLU(),
+    nn.MaxPool2d(2),  # -> (4, 8, 8, 8)
+    nn.Conv2d(8, 16, 3, padding=1),  # -> (4, 16, 8, 8)
+    nn.ReLU(),
+    nn.MaxPool2d(2),  # -> (4, 16, 4, 4)
+    nn.Flatten(),  # -> (4, 256)
+    nn.Linear(16 * 4 * 4, 10),  # ten classes
+)
+x = torch.randn(4, 1, 16, 16)  # four 16x16 greyscale images
+labels = torch.randint(0, 10, (4,))
+loss = nn.functional.cross_entropy(model(x), labels)
 graph = graphscope.capture(loss, model=model)
 loss.backward()
 

@@ -13,15 +13,33 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import graphscope
-from graphscope.demos import DEMOS
 
 torch.manual_seed(0)  # the same random init and data on every run
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "out")
 
-model, forward = DEMOS["nan_hunt"].make()
-loss = forward()
+
+
+class SafeSqrtNet(nn.Module):
+    """A layer that 'guards' sqrt with torch.where: the classic NaN trap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        # where() picks 0 for h <= 0 in forward, but backward still runs sqrt's gradient there:
+        # 0.5 / sqrt(h) of a negative h is NaN, and 0 * NaN is NaN.
+        guarded = torch.where(h > 0, h.sqrt(), torch.zeros_like(h))
+        return self.head(guarded)
+
+
+model = SafeSqrtNet()
+loss = model(torch.randn(16, 4)).pow(2).mean()
 print(f"loss = {loss.item():.4f} (finite)")
 graph = graphscope.capture(loss, model=model, warn=False)
 loss.backward()

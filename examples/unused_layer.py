@@ -13,15 +13,35 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import graphscope
-from graphscope.demos import DEMOS
 
 torch.manual_seed(0)  # the same random init and data on every run
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "out")
 
-model, forward = DEMOS["unused_layer"].make()
-loss = forward()
+
+
+class PartlyUsed(nn.Module):
+    """An encoder whose auxiliary head is never used and whose second branch is detached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.branch = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 1)
+        self.aux_head = nn.Linear(16, 3)  # defined but never called in forward
+        self.frozen = nn.Linear(16, 16)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.embed(x))
+        side = self.branch(h).detach()  # the bug: cuts `branch` off from the loss
+        return self.head(self.frozen(h) + side)
+
+
+model = PartlyUsed()
+loss = nn.functional.mse_loss(model(torch.randn(32, 8)), torch.randn(32, 1))
 graph = graphscope.capture(loss, model=model, warn=False)
 loss.backward()
 

@@ -49,3 +49,12 @@ def test_nan_hunt_names_the_origin(tmp_path: Path) -> None:
     )
     assert "NaN origin: node" in proc.stdout and "SqrtBackward0" in proc.stdout
     assert "NaN/Inf starts here" in (tmp_path / "nan_hunt.svg").read_text()
+
+
+@pytest.mark.parametrize("script", sorted(PICTURES))
+def test_example_builds_its_model_in_the_file(script: str) -> None:
+    """A learner reads the example to see the model: it is plain PyTorch in the file, not a
+    graphscope.demos import."""
+    text = (EXAMPLES / script).read_text(encoding="utf-8")
+    assert "graphscope.demos" not in text and "DEMOS" not in text
+    assert "nn." in text

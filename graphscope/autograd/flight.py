@@ -40,18 +40,18 @@ from graphscope.model import Graph
 from graphscope.runs import NO_GRAD, RunParam, RunWriter, StepRecord
 from graphscope.trends import SPIKE_HISTORY, is_spike
 
-# A float32 norm below this may have lost its value to underflowing squares: redone in float64.
-_TINY_NORM = 1e-18
+# Below this largest magnitude, float32 squares are subnormal or zero: the norm is redone in float64.
+_TINY_ABSMAX = 1e-18
+# Gradients up to this many elements get their abs max from one fused inf-norm (a kernel launch
+# per tensor would cost more than the data); larger ones from aminmax, several times faster.
+_FUSED_ABSMAX = 1 << 16
 
 
 def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def _absmax(v: torch.Tensor) -> torch.Tensor:
-    """The largest magnitude, in float32 (one pass: aminmax is faster than an inf-norm)."""
-    if not v.numel():
-        return torch.zeros((), device=v.device)
+def _absmax_large(v: torch.Tensor) -> torch.Tensor:
     lo, hi = torch.aminmax(v)
     return torch.maximum(-lo, hi).float()
 
@@ -206,39 +206,42 @@ class FlightRecorder:
         n = len(self.params)
         grads = [p.grad for p in self.params]
         have = [i for i, g in enumerate(grads) if g is not None and g.layout == torch.strided
-                and not g.is_complex()]
+                and not g.is_complex() and g.numel()]
         values = [g.detach() for g in (grads[i] for i in have)]  # type: ignore[union-attr]
         parts: list[torch.Tensor] = []
         if values:
-            norms = torch._foreach_norm(values, 2, dtype=torch.float32) if any(
-                v.dtype in (torch.float16, torch.bfloat16) for v in values) else torch._foreach_norm(values)
+            half = any(v.dtype in (torch.float16, torch.bfloat16) for v in values)
+            norms = torch._foreach_norm(values, 2, dtype=torch.float32) if half else torch._foreach_norm(values)
             parts.append(torch.stack([x.float() for x in norms]))
-            parts.append(torch.stack([_absmax(v) for v in values]))
-            parts.append(torch.stack([
-                (v.numel() - torch.count_nonzero(v)).float() for v in values]))
+            parts.append(self._absmax(values))
+            parts.append(torch.stack([torch.count_nonzero(v) for v in values]).float())
         loss = self._loss
         if loss is not None:
             parts.append(loss.reshape(1).float().to(parts[0].device if parts else loss.device))
-        host = torch.cat([x.reshape(-1).to("cpu") for x in parts]).tolist() if parts else []
+        # One host transfer for every number of the step.
+        host = np.array(torch.cat([x.reshape(-1).to("cpu") for x in parts]).tolist()) if parts else np.zeros(0)
         k = len(have)
-        norm_v, absmax_v, zeros_v = host[:k], host[k:2 * k], host[2 * k:3 * k]
-        loss_value = host[3 * k] if loss is not None else None
+        norm_v, absmax_v, nonzero_v = host[:k], host[k:2 * k], host[2 * k:3 * k]
+        loss_value = float(host[3 * k]) if loss is not None else None
+        numel = np.array([v.numel() for v in values], dtype=float)
+        finite = np.isfinite(absmax_v)
+        # float32 squares underflow below ~1e-19 and overflow above ~1e19: those norms (rare:
+        # vanishing or exploding gradients) are taken again in float64, in one fused call.
+        redo = np.flatnonzero(((absmax_v > 0) & (absmax_v < _TINY_ABSMAX)) | (finite & ~np.isfinite(norm_v)))
+        if redo.size:
+            exact = torch._foreach_norm([values[j] for j in redo], 2, dtype=torch.float64)
+            norm_v = norm_v.copy()
+            norm_v[redo] = torch.stack(exact).cpu().numpy()
+        nonfinite_params = {have[j]: int((~torch.isfinite(values[j])).sum())
+                            for j in np.flatnonzero(~finite)}
+        idx = np.array(have, dtype=int)
         norms_a = np.full(n, NO_GRAD)
         absmax_a = np.full(n, NO_GRAD)
         zero_a = np.full(n, NO_GRAD)
-        nonfinite_params: dict[int, int] = {}
-        for j, i in enumerate(have):
-            v = values[j]
-            norm = norm_v[j]
-            finite = math.isfinite(absmax_v[j])
-            if (0 < absmax_v[j] and norm < _TINY_NORM) or (finite and not math.isfinite(norm)):
-                # float32 squares under- or overflowed: the norm of finite values, in float64.
-                norm = float(torch.linalg.vector_norm(v, dtype=torch.float64))
-            if not finite:
-                nonfinite_params[i] = int((~torch.isfinite(v)).sum())
-            norms_a[i] = norm
-            absmax_a[i] = absmax_v[j]
-            zero_a[i] = zeros_v[j] / v.numel() if v.numel() else 0.0
+        if k:
+            norms_a[idx] = norm_v
+            absmax_a[idx] = absmax_v
+            zero_a[idx] = 1.0 - nonzero_v / numel
         present = norms_a >= 0
         total = float(math.sqrt(float(np.sum(norms_a[present] ** 2)))) if present.any() else 0.0
         if nonfinite_params:
@@ -260,6 +263,19 @@ class FlightRecorder:
             lr=lr,
             loss_scale=self._loss_scale,
         )
+
+    @staticmethod
+    def _absmax(values: list[torch.Tensor]) -> torch.Tensor:
+        """Every gradient's largest magnitude, in float32, in the order of ``values``."""
+        small = [j for j, v in enumerate(values) if v.numel() <= _FUSED_ABSMAX]
+        out: list[torch.Tensor | None] = [None] * len(values)
+        if small:
+            for j, x in zip(small, torch._foreach_norm([values[j] for j in small], math.inf)):
+                out[j] = x.float()
+        for j, v in enumerate(values):
+            if out[j] is None:
+                out[j] = _absmax_large(v)
+        return torch.stack(out)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._snapshot = None

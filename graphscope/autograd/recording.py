@@ -89,6 +89,12 @@ def _remove_mode(mode: TorchFunctionMode) -> None:
             torch._C._push_on_torch_function_stack(m)
 
 
+def _has_mode(mode: TorchFunctionMode) -> bool:
+    """Whether ``mode`` is anywhere on the torch function mode stack."""
+    return any(torch._C._get_function_stack_at(i) is mode
+               for i in range(torch._C._len_torch_function_stack()))
+
+
 def user_frame(depth: int = 1) -> tuple[str, int, str] | None:
     """``(file, line, function)`` of the first frame outside torch and ``graphscope.autograd``.
 
@@ -153,6 +159,11 @@ class Recording:
         self.model = model
         self.sources = sources
         self.paused = False
+        # Set by watch: while paused, the mode is taken off the stack at the start of the root
+        # module's forward (outside any torch call, where a mode may be popped) and put back at
+        # the first forward that is not paused, so an unrecorded step's ops skip Python dispatch.
+        self.lift_when_paused = False
+        self._lifted = False
         # One entry per module running now: (path, sequence number at its start, whether its
         # pre-hook lifted the mode off the stack for a compiled region).
         self._stack: list[tuple[str, int, bool]] = []
@@ -212,10 +223,24 @@ class Recording:
             region = compiled is not None and isinstance(module, compiled)
             if region:
                 opaque.append(path + "." if path else "")
+            if module is model:
+                self._handles.append(module.register_forward_pre_hook(self._root_pre_hook))
             self._handles.append(module.register_forward_pre_hook(self._pre_hook(path, region)))
             self._handles.append(
                 module.register_forward_hook(self._post_hook(path), always_call=True)
             )
+
+    def _root_pre_hook(self, _module: Any, _args: Any) -> None:
+        if not self.lift_when_paused or self._stack or torch.compiler.is_compiling():
+            return  # a nested call of the root (inside its own forward) changes nothing
+        top = torch.overrides._get_current_function_mode()
+        if self.paused and not self._lifted and top is self._mode:
+            torch._C._pop_torch_function_stack()
+            self._lifted = True
+        elif not self.paused and self._lifted and self._mode is not None:
+            if not _has_mode(self._mode):
+                torch._C._push_on_torch_function_stack(self._mode)
+            self._lifted = False
 
     def _pre_hook(self, path: str, region: bool) -> Callable[[Any, Any], None]:
         stack = self._stack

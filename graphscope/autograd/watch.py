@@ -258,6 +258,7 @@ class Watch(contextlib.ContextDecorator):
         self.saved: list[Path] = []
         self.steps = 0
         self._recording = Recording(model)
+        self._recording.lift_when_paused = True
         self._thread: int | None = None
         self._open: list[Graph] = []
         # Parameter name -> its meta["accumulated_grad"] entry in the latest captured step.

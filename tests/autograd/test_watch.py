@@ -463,3 +463,29 @@ def test_grad_scaler_overflow_is_information_not_a_stop():
     with pytest.raises(NonFiniteGradientError):
         with watch(model, on_nonfinite="raise", warn=False):
             (model(x) * float("nan")).backward()
+
+
+def test_an_unrecorded_step_runs_its_forward_without_the_mode():
+    """Between captured steps the recording's mode is off the stack (no Python dispatch per op)
+    and back on for the next captured step, whose ops are again attributed to their modules."""
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 1)
+            self.depths: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.depths.append(torch._C._len_torch_function_stack())
+            return self.fc(x)
+
+    m = Probe()
+    x = torch.randn(4, 3)
+    with watch(m, every=2, keep=2, warn=False) as w:
+        for _ in range(3):
+            m(x).sum().backward()
+    assert m.depths == [1, 0, 1]
+    assert torch._C._len_torch_function_stack() == 0
+    last = w.graphs[-1]
+    assert last.meta["step"] == 3
+    assert any(n.module == "fc" for n in last.nodes if n.kind == "op")

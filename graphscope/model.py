@@ -123,6 +123,53 @@ class GradStats:
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
 
 
+def _fmt_value(x: float) -> str:
+    """One value the way micrograd prints it: ``2.0``, ``-3.0``, ``0.5``, ``0.1235``, ``1e-08``."""
+    if math.isnan(x) or math.isinf(x):
+        return repr(x)
+    if x == 0:
+        return "0.0"
+    a = abs(x)
+    if a >= 1e4 or a < 1e-3:
+        return f"{x:.3g}"
+    text = f"{x:.4f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+@dataclass(frozen=True, slots=True)
+class Values:
+    """The actual numbers of a small tensor, kept where a statistic would say less than the tensor.
+
+    A capture keeps them for tensors of at most ``capture(values=16)`` elements (each leaf's data,
+    each node's gradient, and the forward value where the op saved it or it is the captured
+    output); larger tensors keep ``GradStats`` only, so memory stays bounded.
+
+    Attributes:
+        shape: The tensor's shape (``()`` for a scalar).
+        data: Its elements in row-major order, as floats (NaN and Inf kept).
+    """
+
+    shape: tuple[int, ...]
+    data: tuple[float, ...]
+
+    def tolist(self) -> Any:
+        """Nested lists like ``torch.Tensor.tolist()`` (a float for a scalar)."""
+        if not self.shape:
+            return self.data[0]
+        def nest(flat: tuple[float, ...], dims: tuple[int, ...]) -> list[Any]:
+            if len(dims) == 1:
+                return list(flat)
+            step = len(flat) // dims[0] if dims[0] else 0
+            return [nest(flat[i * step:(i + 1) * step], dims[1:]) for i in range(dims[0])]
+        return nest(self.data, self.shape)
+
+    def __str__(self) -> str:
+        """``2.0``, ``[1.0, -2.0]``, ``[[1.0, 2.0], [3.0, 4.0]]``: short, readable by hand."""
+        def text(v: Any) -> str:
+            return "[" + ", ".join(text(x) for x in v) + "]" if isinstance(v, list) else _fmt_value(v)
+        return text(self.tolist())
+
+
 @dataclass(frozen=True, slots=True)
 class TensorMeta:
     """Shape, dtype and device of one tensor (a forward output, a parameter, a saved tensor)."""
@@ -184,6 +231,14 @@ class Node:
         is_root: The node is (the ``grad_fn`` of) one of the captured outputs.
         exec_order: Position of this node in the latest backward's execution order.
         opaque: Why the node hides a subgraph (``"checkpoint"``, ``"compiled"``), else ``None``.
+        var_name: The name the user's code gave this tensor (``x``, ``w``, ``loss``), found in
+            the frame that called ``capture`` or passed as ``capture(names=)``; ``""`` when
+            unknown or ambiguous (a leaf so named also has it as its ``label``).
+        value: The forward value (a leaf's data) when the tensor is small and its value was
+            known at capture time: a leaf, a captured output, or a tensor an op saved for
+            backward. ``None`` otherwise.
+        grad_value: The gradient's actual values (small tensors, single-output nodes), from the
+            latest backward pass; ``grad`` holds its statistics either way.
     """
 
     id: int
@@ -201,6 +256,9 @@ class Node:
     is_root: bool = False
     exec_order: int | None = None
     opaque: str | None = None
+    var_name: str = ""
+    value: Values | None = None
+    grad_value: Values | None = None
 
     def __repr__(self) -> str:
         """``<Node 3 addmm (AddmmBackward0) in layers.0, (32, 1), gradient>``: one line."""
@@ -257,6 +315,9 @@ class Node:
             "is_root": self.is_root,
             "exec_order": self.exec_order,
             "opaque": self.opaque,
+            "var_name": self.var_name,
+            "value": None if self.value is None else self.value.tolist(),
+            "grad_value": None if self.grad_value is None else self.grad_value.tolist(),
         }
 
 
@@ -657,6 +718,13 @@ def _metas(v: Any) -> tuple[TensorMeta, ...]:
     return tuple(fileformat.decode(TensorMeta, m, _READ_META) for m in v)
 
 
+def _values(v: Any) -> Values | None:
+    if v is None:
+        return None
+    shape, data = v
+    return Values(_ints(shape), tuple(float(x) for x in data))  # 'nan', 'inf' strings too
+
+
 def _kind(v: Any) -> str:
     if v not in KINDS:
         raise ValueError(f"unknown node kind {v!r}")
@@ -667,7 +735,7 @@ def _ints(v: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in v)
 
 
-_COMPACT = frozenset({GradStats, Source})
+_COMPACT = frozenset({GradStats, Source, Values})
 _READ_META: dict[str, fileformat.Reader] = {"shape": lambda v: None if v is None else _ints(v)}
 _READ_NODE: dict[str, fileformat.Reader] = {
     "id": int,
@@ -681,6 +749,9 @@ _READ_NODE: dict[str, fileformat.Reader] = {
     "grads": lambda v: tuple(_stats(g) for g in v),
     "executed": bool,
     "is_root": bool,
+    "var_name": str,
+    "value": _values,
+    "grad_value": _values,
 }
 _READ_EDGE: dict[str, fileformat.Reader] = {
     "src": int, "dst": int, "output_nr": int, "input_nr": int, "grad": _stats,

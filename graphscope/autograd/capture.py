@@ -20,13 +20,15 @@ import torch
 from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.origin import trace_nonfinite
 from graphscope.autograd.recording import module_classes
-from graphscope.autograd.walk import walk
+from graphscope.autograd.walk import read_values, small_enough, walk
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
 from graphscope.model import OP, Graph, ParamInfo, ParamStatus
 
 _GRAPH_KEY = "graphscope.graph"
+# Tensors of at most this many elements keep their actual values (``capture(values=)``).
+VALUES = 16
 G = TypeVar("G", bound=Graph)
 
 
@@ -148,6 +150,7 @@ def capture(
     model: torch.nn.Module | None = None,
     warn: bool = True,
     thresholds: Thresholds | None = None,
+    values: int = VALUES,
 ) -> LiveGraph:
     """Walk the autograd graph behind ``outputs`` and record the next backward through it.
 
@@ -158,6 +161,10 @@ def capture(
             that get no gradient (unused, detached) or are frozen.
         warn: Issue ``graphscope.GradientWarning`` subclasses for the findings after backward.
         thresholds: Overrides for the vanishing/exploding/dead thresholds.
+        values: Tensors of at most this many elements keep their actual values, micrograd
+            style: each leaf's data and the forward values known at capture time
+            (``node.value``), each gradient after backward (``node.grad_value``). Larger
+            tensors keep statistics only; 0 keeps no values.
 
     Returns:
         A ``LiveGraph`` (a ``Graph``): structure now; gradient statistics and findings once a
@@ -184,8 +191,9 @@ def capture(
     # The walk and the hooks allocate a few objects per node and no cycles: a full collection
     # in the middle of them would only slow them down.
     with gc_paused():
-        graph, fns, freed = _build(LiveGraph, tensors, outputs, model=model, thresholds=thresholds)
-        recorder = Recorder(graph, warn=warn, thresholds=thresholds)
+        graph, fns, freed = _build(LiveGraph, tensors, outputs, model=model, thresholds=thresholds,
+                                   values=values)
+        recorder = Recorder(graph, warn=warn, thresholds=thresholds, values=values)
         recorder.arm(fns)
     graph._recorder = recorder
     ref = weakref.ref(graph)
@@ -202,7 +210,7 @@ def capture(
     return graph
 
 
-def structure(outputs: Any, *, model: torch.nn.Module | None = None) -> Graph:
+def structure(outputs: Any, *, model: torch.nn.Module | None = None, values: int = VALUES) -> Graph:
     """The graph behind ``outputs`` without arming anything: what ``capture`` walks, for drawing.
 
     Unlike ``capture``, nothing is attached to the user's autograd graph, so a later backward is
@@ -212,7 +220,8 @@ def structure(outputs: Any, *, model: torch.nn.Module | None = None) -> Graph:
         CaptureTypeError, CaptureError: As ``capture``.
     """
     with gc_paused():
-        graph, _, _ = _build(Graph, _flatten(outputs), outputs, model=model, thresholds=Thresholds())
+        graph, _, _ = _build(Graph, _flatten(outputs), outputs, model=model, thresholds=Thresholds(),
+                             values=values)
     return graph
 
 
@@ -223,6 +232,7 @@ def _build(
     *,
     model: torch.nn.Module | None,
     thresholds: Thresholds,
+    values: int = 0,
 ) -> tuple[G, list[Any], bool]:
     """Validate, walk and describe: the model ``Graph``, the autograd nodes in id order, and
     whether an earlier backward already freed the graph."""
@@ -240,8 +250,13 @@ def _build(
         model = _uncompiled(model)
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
-    w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules)
+    if values < 0:
+        raise CaptureTypeError(f"values= is a number of elements (0 keeps none), got {values}")
+    w = walk([t.grad_fn for _, t in tensors], param_names=names, param_modules=modules,
+             values=values)
     graph = cls(nodes=w.nodes, edges=w.edges, roots=w.roots)
+    if values:
+        _keep_values(graph, w.values, tensors, w.fns, values)
     graph.meta = {
         "torch": torch.__version__,
         "root_values": _root_values(tensors),
@@ -274,6 +289,21 @@ def _build(
             _attribute_ops(graph)
     graph.findings = diagnose(graph, thresholds=thresholds)
     return graph, w.fns, w.graph_freed
+
+
+def _keep_values(graph: Graph, found: dict[int, torch.Tensor],
+                 tensors: list[tuple[str, torch.Tensor]], fns: list[Any], limit: int) -> None:
+    """Each small forward value the walk found, and each small captured output, on its node
+    (single-output nodes only: one ``value`` per node)."""
+    pending = dict(found)
+    ids = {fn: i for i, fn in enumerate(fns)}
+    for _, t in tensors:
+        nid = ids.get(t.grad_fn)
+        if nid is not None and t.output_nr == 0 and small_enough(t, limit):
+            pending[nid] = t
+    pending = {nid: t for nid, t in pending.items() if len(graph.nodes[nid].outputs) <= 1}
+    for nid, v in read_values(pending).items():
+        graph.nodes[nid].value = v
 
 
 def loss_scale_of(fn: Any) -> float | None:

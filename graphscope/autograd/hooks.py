@@ -89,10 +89,13 @@ class Recorder:
         *,
         warn: bool,
         thresholds: Thresholds,
+        values: int = 0,
     ) -> None:
         self.graph = graph
         self.warn = warn
         self.thresholds = thresholds
+        # Gradients of at most this many elements keep their values (Node.grad_value).
+        self.values = values
         self._handles: list[Any] = []
         # in_edge[node][input_nr] -> edge index, for the gradients a node sends back.
         self._in_edge: list[dict[int, int]] = [{} for _ in graph.nodes]
@@ -158,7 +161,7 @@ class Recorder:
     def _begin(self, task: int) -> None:
         self._task = task
         self._keep = bool(torch._C._autograd._get_current_graph_task_keep_graph())
-        self._batch = StatsBatch()
+        self._batch = StatsBatch(values=self.values)
         self._node_rows, self._edge_rows, self._order = {}, {}, []
         # Leaves whose .grad is already set as the pass starts: only those can end it holding
         # more than the pass sent (an unset .grad becomes exactly the gradient sent). Checked
@@ -237,8 +240,10 @@ class Recorder:
 
     def _write(self, stats: list[GradStats], held: dict[int, tuple[int, int]]) -> None:
         g = self.graph
+        kept = self._batch.values
         for n in g.nodes:
             n.grad, n.grads, n.executed, n.exec_order = None, (), False, None
+            n.grad_value = None
         for e in g.edges:
             e.grad = None
         for order, nid in enumerate(self._order):
@@ -249,6 +254,8 @@ class Recorder:
             present = [s for s in grads if s is not None]
             node.grads = grads
             node.grad = GradStats.combine(present) if present else None
+            if len(rows) == 1 and rows[0] is not None:
+                node.grad_value = kept.get(rows[0])
             node.executed = True
             node.exec_order = order
         for ei, r in self._edge_rows.items():

@@ -41,6 +41,10 @@ Values are exact to float rounding against float64 references, for finite data o
 
 Complex gradients are summarised by magnitude; sparse COO gradients are coalesced before any norm.
 
+With ``StatsBatch(values=16)`` the batch also keeps a float64 copy of every real dense gradient
+of at most 16 elements (a copy: autograd may accumulate into the buffer later in the pass), and
+``collect`` moves them to the host in the same transfer as the statistics (``StatsBatch.values``).
+
 Imports torch; only the capture layer may import this module.
 """
 
@@ -51,7 +55,7 @@ import operator
 
 import torch
 
-from graphscope.model import GradStats
+from graphscope.model import GradStats, Values
 
 # A row is nine floats in this order (a list on the host, a tensor row on a device); the
 # positions are named so that no code indexes a row by a bare number.
@@ -348,11 +352,16 @@ class StatsBatch:
     Args:
         small: Gradients with at most this many elements are bucketed (0: none).
         chunk: Reduce a bucket once it holds this many elements.
+        values: Also keep the values of real dense gradients with at most this many elements
+            (0: none); after ``collect``, ``values`` maps their row index to ``Values``.
     """
 
-    def __init__(self, *, small: int = SMALL, chunk: int = CHUNK) -> None:
+    def __init__(self, *, small: int = SMALL, chunk: int = CHUNK, values: int = 0) -> None:
         self.small = small
         self.chunk = chunk
+        self.values_limit = values
+        self.values: dict[int, Values] = {}
+        self._copies: dict[int, tuple[tuple[int, ...], torch.Tensor]] = {}
         # A host row, a device tensor row, or None while its copy waits in a bucket.
         self._rows: list[Row | torch.Tensor | None] = []
         self._cache: dict[int, tuple[object, int, int]] = {}
@@ -384,7 +393,11 @@ class StatsBatch:
         idx = len(self._rows)
         self._rows.append(None)
         # Only under create_graph=True does a gradient require grad; detached, nothing records.
-        self._reduce(g.detach() if g.requires_grad else g, idx)
+        plain = g.detach() if g.requires_grad else g
+        if (0 < g.numel() <= self.values_limit and g.layout == torch.strided and not g.is_nested
+                and g.is_floating_point()):
+            self._copies[idx] = (tuple(g.shape), plain.reshape(-1).to(torch.float64, copy=True))
+        self._reduce(plain, idx)
         entry = (torch._C._WeakTensorRef(g), version, idx)
         self._cache[key] = entry
         if span is not None:
@@ -445,10 +458,26 @@ class StatsBatch:
             else:
                 assert row is not None, "a gradient's statistics were never computed"
                 by_device.setdefault(row.device, []).append(i)
-        for idxs in by_device.values():
-            rows = [self._rows[i].to(torch.float64) for i in idxs]  # type: ignore[union-attr]
-            for i, values in zip(idxs, torch.stack(rows).cpu().tolist()):
-                out[i] = values
+        copies: dict[torch.device, list[int]] = {}
+        for i, (_, c) in self._copies.items():
+            copies.setdefault(c.device, []).append(i)
+        for device in by_device.keys() | copies.keys():
+            idxs, kept = by_device.get(device, []), copies.get(device, [])
+            # Statistics and kept values of one device leave it in one transfer.
+            parts = [self._rows[i].to(torch.float64) for i in idxs]  # type: ignore[union-attr]
+            flat = torch.cat(([torch.stack(parts).reshape(-1)] if parts else [])
+                             + [self._copies[i][1] for i in kept])
+            host = flat.tolist() if device.type == "cpu" else flat.cpu().tolist()
+            width = 9 * len(idxs)
+            for k, i in enumerate(idxs):
+                out[i] = host[9 * k : 9 * k + 9]
+            at = width
+            for i in kept:
+                shape, copy = self._copies[i]
+                n = copy.numel()
+                self.values[i] = Values(shape, tuple(host[at : at + n]))
+                at += n
+        self._copies.clear()
         self._rows.clear()
         self._cache.clear()
         self._spans.clear()

@@ -11,6 +11,14 @@ the forward. A graph already freed by an earlier backward is walked for structur
 Saved non-tensor values are stored as the text the user would have written: torch's generated
 getters return a negative ``int64`` as its unsigned reinterpretation, a loss's ``reduction`` as
 an enum int and an open slice end as ``INT64_MAX``; ``_value_text`` undoes all three.
+
+Small tensors' values (``walk(values=16)``): a leaf's data, and the forward value of an op where
+one of the graph's own records holds it, read without unpacking anything: an op that saved its
+own output (``result``: sigmoid, tanh, exp, relu), or a consumer that saved its input (mul saves
+both factors), whose ``SavedTensor.data`` is the very tensor it was given, ``grad_fn`` and all,
+so it names its producer. A tensor changed in place since is never attributed to the op before
+the change: its ``grad_fn`` is the in-place op by then, and a saved output with a moved version
+counter is skipped. All values are read in one transfer per device (``read_values``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from graphscope.model import LEAF, OP, PARAM, Edge, Node, Source, TensorMeta, op_label
+from graphscope.model import LEAF, OP, PARAM, Edge, Node, Source, TensorMeta, Values, op_label
 
 # Nodes whose inside the walk cannot see: the region's ops ran in a nested autograd call.
 OPAQUE_OPS = {
@@ -122,13 +130,22 @@ def saved_attr_names(fn: Any) -> tuple[str, ...]:
 
 @dataclass
 class _SavedReader:
-    """Reads saved-tensor metadata; stops for good once it meets a freed graph."""
+    """Reads saved-tensor metadata; stops for good once it meets a freed graph.
+
+    With ``limit`` > 0 it also notes, in ``values``, the small tensors whose forward value it
+    meets: ``node id -> tensor`` (see the module docstring for which ones).
+    """
 
     freed: bool = False
+    limit: int = 0
+    ids: dict[Any, int] = field(default_factory=dict)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    _nid: int = -1
 
-    def read(self, fn: Any) -> tuple[TensorMeta, ...]:
+    def read(self, fn: Any, nid: int = -1) -> tuple[TensorMeta, ...]:
         if self.freed:
             return ()
+        self._nid = nid
         out: list[TensorMeta] = []
         try:
             raws = getattr(fn, "_raw_saved_tensors", None)
@@ -147,6 +164,8 @@ class _SavedReader:
                     )
                 else:
                     out.append(self._describe(name, raw, fn, attr))
+                    if self.limit:
+                        self.note_value(name, raw)
         except RuntimeError:
             # "Trying to backward through the graph a second time": buffers already freed.
             self.freed = True
@@ -173,6 +192,21 @@ class _SavedReader:
                 value=str(t.layout),
             )
         return _meta_of(t, name)
+
+    def note_value(self, name: str, raw: Any) -> None:
+        """Remember a small saved tensor as the forward value of the node that produced it."""
+        if raw.unpack_hook is not None:
+            return
+        t = raw.data
+        if not isinstance(t, torch.Tensor) or not small_enough(t, self.limit):
+            return
+        fn = t.grad_fn
+        if fn is not None:  # a saved input: the tensor the consumer got, from its producer
+            nid = self.ids.get(fn)
+            if nid is not None and t.output_nr == 0:
+                self.values.setdefault(nid, t)
+        elif name == "result" and t._version == 0:  # the op's own single output
+            self.values.setdefault(self._nid, t)
 
     @staticmethod
     def _value(name: str, value: Any) -> TensorMeta:
@@ -217,6 +251,7 @@ class Walk:
     fns: list[Any] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
     graph_freed: bool = False
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def walk(
@@ -224,6 +259,7 @@ def walk(
     *,
     param_names: dict[int, list[str]] | None = None,
     param_modules: dict[int, str] | None = None,
+    values: int = 0,
 ) -> Walk:
     """Breadth-first walk from ``root_fns`` over ``next_functions``.
 
@@ -231,9 +267,12 @@ def walk(
         root_fns: The ``grad_fn`` of each captured output (duplicates allowed).
         param_names: ``id(parameter) -> qualified names`` (several for tied weights).
         param_modules: ``id(parameter) -> owning module path``.
+        values: Keep the actual values of tensors with at most this many elements (leaves'
+            data, forward values the graph saved); 0 keeps none.
 
     Returns:
-        A ``Walk`` whose node ids are the visiting order (roots first).
+        A ``Walk`` whose node ids are the visiting order (roots first); ``Walk.values`` holds the
+        small tensors found, ``node id -> tensor`` (``read_values`` turns them into ``Values``).
     """
     param_names = param_names or {}
     param_modules = param_modules or {}
@@ -247,7 +286,7 @@ def walk(
             queue.append(fn)
         result.roots.append(ids[fn])
     result.roots = list(dict.fromkeys(result.roots))
-    reader = _SavedReader()
+    reader = _SavedReader(limit=values, ids=ids)
     while queue:
         fn = queue.popleft()
         nid = ids[fn]
@@ -264,7 +303,38 @@ def walk(
     for nid, fn in enumerate(result.fns):
         result.nodes.append(_describe(nid, fn, reader, param_names, param_modules, nid in root_set))
     result.graph_freed = reader.freed
+    result.values = reader.values
     return result
+
+
+def small_enough(t: torch.Tensor, limit: int) -> bool:
+    """Whether ``t`` is a real floating-point dense tensor of 1 to ``limit`` elements (the ones
+    whose values are kept)."""
+    return (
+        t.layout == torch.strided
+        and not t.is_nested
+        and t.is_floating_point()
+        and 0 < t.numel() <= limit
+    )
+
+
+def read_values(tensors: dict[int, torch.Tensor]) -> dict[int, Values]:
+    """The values of small tensors, ``key -> Values``, in one transfer per device (copies made
+    there, so nothing of the user's is changed or kept)."""
+    by_device: dict[torch.device, list[int]] = {}
+    for key, t in tensors.items():
+        by_device.setdefault(t.device, []).append(key)
+    out: dict[int, Values] = {}
+    for keys in by_device.values():
+        flat = torch.cat([tensors[k].detach().reshape(-1).to(torch.float64) for k in keys])
+        data = flat.tolist() if flat.device.type == "cpu" else flat.cpu().tolist()
+        at = 0
+        for k in keys:
+            t = tensors[k]
+            n = t.numel()
+            out[k] = Values(tuple(t.shape), tuple(data[at : at + n]))
+            at += n
+    return out
 
 
 def _describe(
@@ -279,6 +349,8 @@ def _describe(
     variable = getattr(fn, "variable", None) if op == "AccumulateGrad" else None
     if variable is not None:
         names = param_names.get(id(variable), ())
+        if reader.limit and small_enough(variable, reader.limit):
+            reader.values[nid] = variable
         return Node(
             id=nid,
             op=op,
@@ -297,7 +369,7 @@ def _describe(
         kind=OP,
         label=short_label(fn),
         outputs=_outputs_of(fn),
-        saved=reader.read(fn),
+        saved=reader.read(fn, nid),
         module=module,
         source=source,
         is_root=is_root,

@@ -38,6 +38,12 @@ Edges run forward, producer to consumer
                      or NaN/Inf (magenta); grey otherwise
     dashed           "next copy": from one copy of a folded block into the next
 
+Values (small tensors, micrograd style)
+    "data 2.0 | grad -3.0"   a tensor of at most ``capture(values=16)`` elements shows its actual
+                     forward value (when the capture knew it: a leaf, the output, a tensor an op
+                     saved) and its gradient; a vector or matrix shows them on two lines
+    "y = add"        an op whose output your code named ``y`` (a leaf shows just its name)
+
 Every node and edge has a tooltip with the full gradient statistics, dtype, device, what the op
 saved for backward (tensors by shape and dtype, values as written: ``ignore_index = -100``),
 module and source line (hover over it in a browser or in Jupyter).
@@ -276,13 +282,28 @@ def _node_shape(node: Node) -> str:
     return SHAPES.get(node.kind, SHAPES[OP])
 
 
+def _values_text(node: Node) -> str:
+    """``data 2.0 | grad -3.0`` for a scalar; ``data [..]`` and ``grad [..]`` lines otherwise."""
+    parts = [(k, v) for k, v in (("data", node.value), ("grad", node.grad_value)) if v is not None]
+    if not parts:
+        return ""
+    if all(not v.shape for _, v in parts):
+        return " | ".join(f"{k} {v}" for k, v in parts)
+    return "\n".join(f"{k} {v}" for k, v in parts)
+
+
 def _node_label(node: Node, stats: GradStats | None, ctx: _Context) -> str:
+    values = _values_text(node)
     if node.kind == PARAM:
         label = "\n".join(node.names) or node.label or node.op
-        if ctx.backward and stats is not None:
+        if ctx.backward and stats is not None and node.grad_value is None:
             label += f"\ngrad rms {fmt_num(stats.rms)}"
     else:
         label = node.label or op_label(node.op)
+        if node.kind == OP and node.var_name:
+            label = f"{node.var_name} = {label}"
+    if values:
+        label += "\n" + values
     if node.opaque:
         label += f"\n({node.opaque}: inside hidden)"
     return label

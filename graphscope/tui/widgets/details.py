@@ -38,6 +38,8 @@ def describe(graph: Graph, node_id: int, health: Health | None = None) -> Group:
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
     rows: list[tuple[str, Text | str]] = [("kind", node.kind + (" (root)" if node.is_root else ""))]
+    if node.var_name and node.var_name != node.title:
+        rows.append(("variable", node.var_name))
     if node.label and node.label != node.title:
         rows.append(("label", node.label))
     if node.names:
@@ -59,7 +61,11 @@ def describe(graph: Graph, node_id: int, health: Health | None = None) -> Group:
                     f" ({h.band(node)})")
     elif not node.executed:
         grad.append("  (backward did not run this node)", style="dim")
+    if node.value is not None:
+        rows.append(("data", str(node.value)))
     rows.append(("grad", grad))
+    if node.grad_value is not None:
+        rows.append(("grad values", str(node.grad_value)))
     if len(node.grads) > 1:
         for k, g in enumerate(node.grads):
             rows.append((f"  out {k}", Text(formatting.fmt_stats(g),

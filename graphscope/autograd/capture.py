@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from graphscope.autograd.walk import read_values, small_enough, walk
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
-from graphscope.model import OP, Graph, ParamInfo, ParamStatus
+from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus
 
 _GRAPH_KEY = "graphscope.graph"
 # Tensors of at most this many elements keep their actual values (``capture(values=)``).
@@ -151,6 +153,7 @@ def capture(
     warn: bool = True,
     thresholds: Thresholds | None = None,
     values: int = VALUES,
+    names: dict[str, torch.Tensor] | None = None,
 ) -> LiveGraph:
     """Walk the autograd graph behind ``outputs`` and record the next backward through it.
 
@@ -165,6 +168,11 @@ def capture(
             style: each leaf's data and the forward values known at capture time
             (``node.value``), each gradient after backward (``node.grad_value``). Larger
             tensors keep statistics only; 0 keeps no values.
+        names: Your names for your tensors, ``{"x": x, "w": w}`` (as torchviz's ``params=``).
+            Without it, leaves that are not ``model=`` parameters, the captured output and
+            other tensors in the graph are named after the variables that hold them in the
+            code that called ``capture`` (``x``, ``w``, ``loss``); a tensor held by two names
+            is left unnamed rather than risk a wrong one. ``names`` wins over the frame.
 
     Returns:
         A ``LiveGraph`` (a ``Graph``): structure now; gradient statistics and findings once a
@@ -193,6 +201,7 @@ def capture(
     with gc_paused():
         graph, fns, freed = _build(LiveGraph, tensors, outputs, model=model, thresholds=thresholds,
                                    values=values)
+        _name_tensors(graph, fns, _frame_names(sys._getframe(1)), names)
         recorder = Recorder(graph, warn=warn, thresholds=thresholds, values=values)
         recorder.arm(fns)
     graph._recorder = recorder
@@ -220,8 +229,9 @@ def structure(outputs: Any, *, model: torch.nn.Module | None = None, values: int
         CaptureTypeError, CaptureError: As ``capture``.
     """
     with gc_paused():
-        graph, _, _ = _build(Graph, _flatten(outputs), outputs, model=model, thresholds=Thresholds(),
-                             values=values)
+        graph, fns, _ = _build(Graph, _flatten(outputs), outputs, model=model,
+                               thresholds=Thresholds(), values=values)
+        _name_tensors(graph, fns, _frame_names(sys._getframe(1)), None)
     return graph
 
 
@@ -289,6 +299,59 @@ def _build(
             _attribute_ops(graph)
     graph.findings = diagnose(graph, thresholds=thresholds)
     return graph, w.fns, w.graph_freed
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _key(t: torch.Tensor) -> Any:
+    """What identifies a tensor's node: its ``grad_fn`` (first output), or the leaf itself."""
+    if t.grad_fn is not None:
+        return t.grad_fn if t.output_nr == 0 else None
+    return id(t) if t.requires_grad else None
+
+
+def _frame_names(frame: Any) -> dict[Any, str]:
+    """``node key -> variable name`` for the tensors the calling code holds in plain variables,
+    only where exactly one name holds a tensor. None when ``capture`` was called by graphscope
+    itself (a demo, ``watch``): its variables are not the user's names."""
+    if frame is None or frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        return {}
+    seen: dict[Any, set[str]] = {}
+    scopes = [frame.f_locals] if frame.f_locals is frame.f_globals else [frame.f_locals, frame.f_globals]
+    for scope in scopes:
+        for name, value in list(scope.items()):
+            if isinstance(value, torch.Tensor) and not name.startswith("_"):
+                key = _key(value)
+                if key is not None:
+                    seen.setdefault(key, set()).add(name)
+    return {key: next(iter(ns)) for key, ns in seen.items() if len(ns) == 1}
+
+
+def _name_tensors(graph: Graph, fns: list[Any], found: dict[Any, str],
+                  given: dict[str, torch.Tensor] | None) -> None:
+    """Set ``var_name`` (and a leaf's label) from the frame's names, then from ``names=``."""
+    if given is not None:
+        if not isinstance(given, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in given.items()
+        ):
+            raise CaptureTypeError(
+                "names= maps your names to your tensors, e.g. names={'x': x, 'w': w}; got "
+                f"{type(given).__name__}"
+            )
+        found = {**found, **{_key(t): name for name, t in given.items() if _key(t) is not None}}
+    if not found:
+        return
+    for node, fn in zip(graph.nodes, fns):
+        if node.kind == PARAM or len(node.outputs) > 1:
+            continue
+        variable = getattr(fn, "variable", None) if node.kind == LEAF else None
+        name = found.get(id(variable)) if variable is not None else found.get(fn)
+        if name:
+            node.var_name = name
+            if node.kind == LEAF:
+                node.label = name
+    graph.invalidate()
 
 
 def _keep_values(graph: Graph, found: dict[int, torch.Tensor],

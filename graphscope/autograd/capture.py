@@ -25,7 +25,7 @@ from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import read_values, small_enough, walk
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
-from graphscope.errors import CaptureError, CaptureTypeError, RecordingWarning
+from graphscope.errors import CaptureError, CaptureTypeError, ModeWarning, RecordingWarning, explain
 from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus
 
 _GRAPH_KEY = "graphscope.graph"
@@ -53,8 +53,13 @@ class LiveGraph(Graph):
     def __enter__(self) -> LiveGraph:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.close()
+        # A learner's mistake inside the block (a non-scalar backward, a second backward) gets
+        # its explanation attached to torch's own error, where the traceback shows it.
+        lesson = explain(exc) if isinstance(exc, RuntimeError) else None
+        if lesson is not None and not any(lesson in n for n in getattr(exc, "__notes__", ())):
+            exc.add_note(f"graphscope: {lesson}")  # type: ignore[union-attr]
 
 
 def _flatten(outputs: Any, path: str = "outputs") -> list[tuple[str, torch.Tensor]]:
@@ -76,6 +81,48 @@ def _flatten(outputs: Any, path: str = "outputs") -> list[tuple[str, torch.Tenso
     return found
 
 
+# Modules whose output depends on train()/eval(): dropout drops units only in train mode, batch
+# norm normalises by the batch (and updates its running statistics) in train mode only.
+_MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def _modes(model: torch.nn.Module) -> dict[str, str]:
+    """``path -> "train" | "eval"`` for each dropout and batch-norm module of ``model``."""
+    return {path: "train" if m.training else "eval" for path, m in model.named_modules()
+            if isinstance(m, _MODE_SENSITIVE)}
+
+
+def _mode_note(modes: dict[str, str]) -> str | None:
+    """What to say when a capture (made to train: a backward follows) sees eval-mode layers."""
+    evals = [p or "(root)" for p, m in modes.items() if m == "eval"]
+    if not evals:
+        return None
+    if len(evals) == len(modes):
+        return (
+            f"the model is in eval mode while you train it ({', '.join(evals[:3])}"
+            f"{', ...' if len(evals) > 3 else ''} in eval): dropout drops nothing and batch norm "
+            "uses its running statistics and stops updating them, so training sees a different "
+            "network than you think. Call model.train() before the training step (model.eval() "
+            "is for evaluation, usually inside torch.no_grad())."
+        )
+    return (
+        f"{', '.join(evals[:3])}{', ...' if len(evals) > 3 else ''} in eval mode while the rest "
+        "trains: fine if you froze them on purpose (a fine-tuned batch norm); otherwise call "
+        "model.train()."
+    )
+
+
+def _train_mode_note(model: torch.nn.Module | None) -> str:
+    """Evaluating (grad off) with dropout / batch norm still in train mode: say so."""
+    if model is None or not any(m == "train" for m in _modes(_uncompiled(model)).values()):
+        return ""
+    return (
+        " Also, your model is still in train mode: while you evaluate, dropout keeps dropping "
+        "units at random and batch norm normalises by this batch (and updates its running "
+        "statistics). Call model.eval() before evaluating and model.train() before training."
+    )
+
+
 def _no_graph_reason(name: str, t: torch.Tensor) -> str:
     if t.is_inference():
         return (
@@ -92,13 +139,17 @@ def _no_graph_reason(name: str, t: torch.Tensor) -> str:
     if not torch.is_grad_enabled():
         return (
             f"{name} does not require grad because grad mode is off here (you are inside "
-            "torch.no_grad() or torch.set_grad_enabled(False)). Run the forward pass with "
-            "gradients enabled."
+            "torch.no_grad() or torch.set_grad_enabled(False)): autograd records no graph "
+            "there, which is what you want while evaluating, but leaves nothing to capture. "
+            "Run the forward pass with gradients enabled to see its graph."
         )
     return (
-        f"{name} has no grad_fn: nothing it was computed from requires grad, or it was built "
-        "under torch.no_grad(). Make sure your parameters have requires_grad=True, that the "
-        "forward ran outside torch.no_grad(), and that nothing was .detach()ed on the way."
+        f"{name} has no grad_fn: autograd records operations only on tensors that require "
+        "grad, and nothing it was computed from requires grad (or it was built under "
+        "torch.no_grad(), or .detach()ed on the way), so to autograd it is a constant with no "
+        "graph. Create your inputs or weights with requires_grad=True "
+        "(torch.tensor(2.0, requires_grad=True), or w.requires_grad_()); a model's parameters "
+        "require grad already unless they were frozen."
     )
 
 
@@ -171,8 +222,9 @@ def capture(
         names: Your names for your tensors, ``{"x": x, "w": w}`` (as torchviz's ``params=``).
             Without it, leaves that are not ``model=`` parameters, the captured output and
             other tensors in the graph are named after the variables that hold them in the
-            code that called ``capture`` (``x``, ``w``, ``loss``); a tensor held by two names
-            is left unnamed rather than risk a wrong one. ``names`` wins over the frame.
+            code that called ``capture`` (the first frame outside graphscope and torch: ``x``,
+            ``w``, ``loss``); a tensor held by two names is left unnamed rather than risk a
+            wrong one. ``names`` wins over the frame.
 
     Returns:
         A ``LiveGraph`` (a ``Graph``): structure now; gradient statistics and findings once a
@@ -201,10 +253,15 @@ def capture(
     with gc_paused():
         graph, fns, freed = _build(LiveGraph, tensors, outputs, model=model, thresholds=thresholds,
                                    values=values)
-        _name_tensors(graph, fns, _frame_names(sys._getframe(1)), names)
+        _name_tensors(graph, fns, _frame_names(_user_frame()), names)
         recorder = Recorder(graph, warn=warn, thresholds=thresholds, values=values)
         recorder.arm(fns)
     graph._recorder = recorder
+    note = _mode_note(graph.meta.get("modes", {}))
+    if note is not None:
+        graph.meta["mode_note"] = note
+        if warn and all(m == "eval" for m in graph.meta["modes"].values()):
+            warnings.warn(f"graphscope.capture: {note}", ModeWarning, stacklevel=2)
     ref = weakref.ref(graph)
     for _, t in tensors:
         t.grad_fn.metadata[_GRAPH_KEY] = ref
@@ -231,7 +288,7 @@ def structure(outputs: Any, *, model: torch.nn.Module | None = None, values: int
     with gc_paused():
         graph, fns, _ = _build(Graph, _flatten(outputs), outputs, model=model,
                                thresholds=Thresholds(), values=values)
-        _name_tensors(graph, fns, _frame_names(sys._getframe(1)), None)
+        _name_tensors(graph, fns, _frame_names(_user_frame()), None)
     return graph
 
 
@@ -253,7 +310,10 @@ def _build(
         )
     for name, t in tensors:
         if t.grad_fn is None:
-            raise CaptureError(_no_graph_reason(name if len(tensors) > 1 else "the tensor", t))
+            reason = _no_graph_reason(name if len(tensors) > 1 else "the tensor", t)
+            if not torch.is_grad_enabled():
+                reason += _train_mode_note(model)
+            raise CaptureError(reason)
     named: list[tuple[str, torch.nn.Parameter]] = []
     names: dict[int, list[str]] = {}
     if model is not None:
@@ -290,6 +350,10 @@ def _build(
     if model is not None:
         graph.meta["model"] = type(model).__name__
         graph.meta["module_classes"] = module_classes(model)
+        graph.meta["training"] = model.training
+        modes = _modes(model)
+        if modes:
+            graph.meta["modes"] = modes
         graph.params = _param_status(graph, w.fns, named)
         # Before inference, an op has a module or source only if a recording tagged it.
         recorded = any(n.kind == OP and (n.module, n.source) != (None, None) for n in graph.nodes)
@@ -311,20 +375,39 @@ def _key(t: torch.Tensor) -> Any:
     return id(t) if t.requires_grad else None
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _user_frame() -> Any:
+    """The innermost frame outside graphscope and torch: the user's code that called capture
+    (directly, or through ``render(loss)`` or a watched ``backward()``)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith((_PACKAGE_DIR, _TORCH_DIR)):
+        frame = frame.f_back
+    return frame
+
+
 def _frame_names(frame: Any) -> dict[Any, str]:
     """``node key -> variable name`` for the tensors the calling code holds in plain variables,
-    only where exactly one name holds a tensor. None when ``capture`` was called by graphscope
-    itself (a demo, ``watch``): its variables are not the user's names."""
-    if frame is None or frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    only where exactly one name holds a tensor."""
+    if frame is None:
         return {}
     seen: dict[Any, set[str]] = {}
-    scopes = [frame.f_locals] if frame.f_locals is frame.f_globals else [frame.f_locals, frame.f_globals]
+    module_level = frame.f_locals is frame.f_globals
+    scopes = [frame.f_globals] if module_level else [frame.f_locals, frame.f_globals]
     for scope in scopes:
         for name, value in list(scope.items()):
             if isinstance(value, torch.Tensor) and not name.startswith("_"):
                 key = _key(value)
                 if key is not None:
                     seen.setdefault(key, set()).add(name)
+    if not module_level and sys.version_info < (3, 13):
+        # Before PEP 667, reading a function's f_locals fills a dict cached on the frame that
+        # would keep the loss and its activations alive after the user's `del loss`; the dict
+        # is rebuilt from the real locals whenever it is read again, so its tensors are dropped.
+        cached = frame.f_locals
+        for name in [n for n, v in cached.items() if isinstance(v, torch.Tensor)]:
+            del cached[name]
     return {key: next(iter(ns)) for key, ns in seen.items() if len(ns) == 1}
 
 

@@ -55,6 +55,7 @@ Imports ``graphscope.model``, ``graphscope.formatting`` and this package's ``col
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
@@ -148,7 +149,8 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     graph = rediagnose(graph, thresholds=options.thresholds)
     ctx = _Context.of(graph, view, options)
     title = graph.meta.get("title")
-    caption = "\n".join(x for x in (title, graph.summary(), view.note, _how_to_see_more(graph)) if x)
+    caption = "\n".join(x for x in (title, graph.summary(), view.note, _how_to_see_more(graph),
+                                     textwrap.fill(graph.meta.get("mode_note") or "", 110)) if x)
     lines = [
         "digraph graphscope {",
         f"  graph {_attrs(rankdir=options.rankdir, fontname='Helvetica', fontsize=10, nodesep=0.3, ranksep=0.4, labelloc='b', label=caption, tooltip='graphscope', newrank='true')}",

@@ -39,8 +39,13 @@ class Demo:
 
     def build(self, *, seed: int = 0) -> Graph:
         """Build the model, capture its loss, run backward; returns the finished ``Graph``, its
-        ``meta["lesson"]`` set (the inspector shows it in a banner)."""
-        graph = _models().build(self.name, self.description, self.make, seed=seed)
+        ``meta["lesson"]`` set (the inspector shows it in a banner). A ``tour:`` maker builds
+        the whole graph itself (plain tensors, the learner's names)."""
+        if self.maker.startswith("tour:"):
+            graph = getattr(importlib.import_module("graphscope.demos.tour"), self.maker[5:])()
+            graph.meta["title"] = f"{self.name}: {self.description}"
+        else:
+            graph = _models().build(self.name, self.description, self.make, seed=seed)
         graph.meta["lesson"] = self.lesson
         return graph
 
@@ -126,6 +131,14 @@ DEMOS: dict[str, Demo] = {
             "a hidden layer whose bias of -100 keeps every ReLU off",
             "The relu node receives gradient but sends back only zeros: dead units.",
             "_dead_relu",
+        ),
+        Demo(
+            "tour-03",
+            "the chain rule on y = w * x + b (examples/tour/03_chain_rule.py)",
+            "Each box shows its value and its gradient: add sends 1 to b and to mul unchanged; "
+            "mul multiplies it by the other factor, so w gets x = 2 and x gets w = -3. Check it "
+            "by hand: dy/dw = x, dy/dx = w, dy/db = 1.",
+            "tour:chain_rule",
         ),
     ]
 }

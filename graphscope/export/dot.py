@@ -106,6 +106,9 @@ SHAPES = {
 # Edge labels become layout nodes in dot; past this many boxes they are placed as cheaper
 # external labels instead (a 1,000-node graph: 15 s with labels, about 1 s with xlabels).
 _XLABEL_ABOVE = 150
+# Whole recurrent layers (all gates, all time steps) that autograd records as one node.
+FUSED_RNN_OPS = frozenset({"MkldnnRnnLayerBackward0", "CudnnRnnBackward0", "MiopenRnnBackward0",
+                           "ThnnFusedLstmCellBackward0", "ThnnFusedGruCellBackward0"})
 _BAND_RANK = {Band.NONE: 0, Band.HEALTHY: 1, Band.VANISHING: 2, Band.EXPLODING: 3, Band.NONFINITE: 4}
 
 
@@ -137,6 +140,11 @@ def _how_to_see_more(graph: Graph) -> str:
     hints = []
     if unnamed:
         hints.append("pass model=model to name the weights")
+    fused = sorted({n.op for n in graph.nodes if n.op in FUSED_RNN_OPS})
+    if fused:
+        hints.append(f"{', '.join(fused)} is a fused recurrent layer: its input/forget/output "
+                     "gates, cell state and every time step run inside this one node, out of "
+                     "sight;\nto see them, write the loop with nn.LSTMCell (on the CPU) or by hand")
     if graph.passes == 0:
         hints.append("for gradients: graph = graphscope.capture(loss, model=model) before "
                      "loss.backward(), then render(graph)")

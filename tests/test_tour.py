@@ -1,0 +1,57 @@
+"""The tour in examples/tour/: every lesson runs in seconds and draws its picture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from graphscope.demos import DEMOS
+
+TOUR = Path(__file__).resolve().parents[1] / "examples" / "tour"
+SCRIPTS = sorted(p.name for p in TOUR.glob("*.py"))
+
+
+def test_the_tour_has_ten_numbered_lessons():
+    """Ten scripts, numbered 01..10, in the order the notions are taught."""
+    assert [s[:2] for s in SCRIPTS] == [f"{i:02d}" for i in range(1, 11)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_tour_script_runs_in_seconds_and_writes_its_picture(script: str, tmp_path: Path):
+    """Each lesson exits 0 within 60 s, says what to look at and writes valid SVG."""
+    proc = subprocess.run([sys.executable, str(TOUR / script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Look at:" in proc.stdout
+    pictures = list(tmp_path.glob(f"{script[:2]}_*.svg"))
+    assert pictures, f"{script} drew nothing"
+    for svg in pictures:
+        ET.parse(svg)
+
+
+def test_chain_rule_picture_shows_values_and_gradients(tmp_path: Path):
+    """Lesson 03 draws every node micrograd style: w's data -3 and grad 2 (= x)."""
+    subprocess.run([sys.executable, str(TOUR / "03_chain_rule.py"), str(tmp_path)],
+                   check=True, capture_output=True, timeout=60)
+    svg = (tmp_path / "03_chain_rule.svg").read_text()
+    assert "data &#45;3.0 | grad 2.0" in svg or "data -3.0 | grad 2.0" in svg
+
+
+def test_fused_lstm_picture_says_what_it_hides(tmp_path: Path):
+    """Lesson 09's nn.LSTM picture says its fused node hides the gates and how to see them."""
+    subprocess.run([sys.executable, str(TOUR / "09_lstm.py"), str(tmp_path)],
+                   check=True, capture_output=True, timeout=60)
+    assert "nn.LSTMCell" in (tmp_path / "09_lstm_fused.svg").read_text()
+
+
+def test_tour_demo_opens_with_its_lesson_and_the_learners_names():
+    """graphscope demo tour-03 builds y = w*x + b named x, w, b, y, its lesson in the graph."""
+    graph = DEMOS["tour-03"].build()
+    assert graph.meta["lesson"] == DEMOS["tour-03"].lesson
+    assert {n.title for n in graph.nodes if n.kind == "leaf"} == {"x", "w", "b"}
+    w = next(n for n in graph.nodes if n.title == "w")
+    assert (w.value.tolist(), w.grad_value.tolist()) == (-3.0, 2.0)

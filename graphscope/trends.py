@@ -5,9 +5,13 @@ gradient norm, per-parameter norms and zero fractions, update-to-weight ratios, 
 findings of the full captures. Each rule looks at the run against its own history, so one
 noisy step is not a finding:
 
-- ``nonfinite``: the first step whose loss or gradients held NaN/Inf (an error).
-- ``divergence``: loss and gradient norm growing together, geometrically, over several steps
-  in a row; found while the numbers are still finite, with how many steps before they were not.
+- ``nonfinite``: the first step whose loss or gradients held NaN/Inf (an error); a GradScaler's
+  skipped overflow steps are not it (``skipped_steps``, info, unless they never stop).
+- ``divergence``: loss and gradient norm growing together, geometrically (fast: 5x a step twice
+  running; sustained: 10x over 4 growing steps), or both jumping two decades above their first
+  step's and staying there (Adam at a huge learning rate); found while the numbers are still
+  finite, with how many steps before they were not (``found_at``), naming the parameters whose
+  gradient grew fastest. Loss and gradient norm are judged unscaled (GradScaler).
 - ``spike``: a gradient norm far above the run's recent median (``is_spike``, the rule the
   recorder also uses to take a capture at that moment).
 - ``dying_layer``: a layer whose weight gradient's share of exact zeros jumped and stayed
@@ -16,7 +20,8 @@ noisy step is not a finding:
   over training (saturation setting in), as a ratio, so a converging loss that shrinks every
   gradient alike is not one.
 - ``update_ratio``: ``||update|| / ||weight||`` per optimizer param group far from ~1e-3
-  (learning rate too high or too low).
+  (learning rate too high or too low); a warning when a large one does harm (the loss did not
+  fall, or the update outweighs the weight), else info.
 - ``accumulating``: ``.grad`` carried over optimizer steps, step after step (``zero_grad()``
   missing).
 - ``plateau``: a loss that stopped moving while the input-side gradients vanish.
@@ -43,12 +48,43 @@ from graphscope.runs import Run, RunParam, Steps
 SPIKE_FACTOR = 10.0  # a gradient norm this many times the recent median is a spike
 SPIKE_HISTORY = 20  # steps of recent history a spike is measured against
 SPIKE_MIN_HISTORY = 8  # fewer finite steps than this: no judgement yet
-DIVERGE_STEPS = 4  # consecutive growing steps (loss and gradient norm) that make a divergence
-DIVERGE_GROWTH = 10.0  # ... with the gradient norm growing at least this much over them
+# Divergence, three ways (loss and gradient norm together, so one large batch is not one):
+# - fast: an unstable update multiplies the gradient by |1 - lr x curvature| per step, which for
+#   a learning rate far too high is 10-1e6x per step (diagnosis benchmark: lr_too_high 163x then
+#   1.9e6x, then Inf two steps later). A healthy gradient norm may jump once (a spike, then back)
+#   but does not grow 5x twice running with the loss rising both times: 2 steps of >= 5x is
+#   found 2 steps after the onset, while such a run still has its steps before the overflow.
+DIVERGE_FAST_STEPS = 2
+DIVERGE_FAST_FACTOR = 5.0
+# - sustained: slower geometric growth (lr x weight_decay just above 2: 1.5x per step in the
+#   weights) shows as 4 growing steps in a row with 10x over them; 4 steps of a healthy run's
+#   noise rising together in loss and gradient by 10x in all is not seen (benchmark, 150 steps
+#   of every healthy set-up).
+DIVERGE_STEPS = 4
+DIVERGE_GROWTH = 10.0
+# - blown up: Adam's steps are lr-sized whatever the gradient, so a huge lr throws the loss up
+#   at once and keeps it there, finite, with no geometric stretch to see (adam_huge_lr_transformer:
+#   0.69 -> 2.7e7 in one step, above 1e4 after). Loss and gradient norm both 100x (two decades)
+#   above their first step's, 5 steps in a row, is a run that has left its starting basin; a
+#   healthy loss falls from its first step, and one bad batch is one step, not five.
+DIVERGE_JUMP = 100.0
+DIVERGE_JUMP_STEPS = 5
 DYING_JUMP = 0.5  # a zero fraction this much above the layer's early level ...
 DYING_STAY = 5  # ... for at least this many recorded steps, to the end of the run
-UPDATE_HIGH = 1e-1  # median update/weight ratio above this: learning rate too high
-UPDATE_LOW = 1e-6  # ... below this: too low
+# Update-to-weight ratios: ~1e-3 is the usual rule of thumb for a healthy learning rate. Above
+# 0.1 (10% of the weight per step) is aggressive; it is a warning when it does harm: the loss
+# did not fall (or went non-finite), or the update is as large as the weight itself (>= 1: the
+# step replaces the weight instead of refining it). An aggressive step whose loss falls is info
+# (a tiny model at a high learning rate trains fine: norm_of_zero_distance, ratio 0.18, loss
+# 4.25 -> 0.27).
+UPDATE_HIGH = 1e-1
+UPDATE_HARMFUL = 1.0
+UPDATE_LOW = 1e-6  # ... below this: too low (info: a frozen-on-purpose group looks the same)
+# A GradScaler skips a step whose scaled gradients overflowed and halves its scale: normal while
+# it finds its scale (65536 down to what the model tolerates, a handful of halvings). This many
+# skipped steps in a row is no longer the scaler searching: the gradients are non-finite at any
+# scale (2**16 of halving covers the default initial scale down to 1).
+SCALER_SKIP_LIMIT = 16
 ACCUMULATING_STEPS = 3  # steps in a row with .grad carried over an optimizer step
 PLATEAU_STEPS = 50  # a loss flat over at least this many steps ...
 PLATEAU_CHANGE = 1e-3  # ... changing by less than this fraction
@@ -60,7 +96,8 @@ class RunFinding:
 
     Attributes:
         kind: ``nonfinite``, ``divergence``, ``spike``, ``dying_layer``, ``vanishing_worse``,
-            ``update_ratio``, ``accumulating``, ``plateau``, or a capture finding's kind
+            ``update_ratio``, ``accumulating``, ``plateau``, ``skipped_steps``, or a capture
+            finding's kind
             (``vanishing``, ``exploding``, ``dead``, ...).
         severity: As for a capture's findings.
         step: The step it started at.
@@ -69,6 +106,8 @@ class RunFinding:
         message: What happened, where and when, with the numbers.
         hint: Why it happens and what to try.
         rank: The process that recorded it.
+        found_at: The step whose numbers completed the evidence (``None``: ``step``): a rule
+            that needs several steps of history starts its finding before it can be found.
     """
 
     kind: str
@@ -79,6 +118,7 @@ class RunFinding:
     message: str
     hint: str
     rank: int = 0
+    found_at: int | None = None
 
     def __str__(self) -> str:
         return f"step {self.step}: [{self.severity}] {self.message}"
@@ -120,18 +160,20 @@ def _analyze(run: Run, rank: int, t: Thresholds) -> list[RunFinding]:
     params = run.params(rank)
     out: list[RunFinding] = []
     if len(steps):
-        nonfinite = _nonfinite(run, steps, params, rank)
+        skipped = _scaler_skipped(steps)
+        nonfinite = _nonfinite(run, steps, params, rank, skipped)
         first_bad = nonfinite.step if nonfinite else None
-        out += _divergence(steps, first_bad, rank)
+        out += _skipped_steps(steps, skipped, first_bad, rank)
+        out += _divergence(steps, run.param_series(rank), params, first_bad, rank)
         out += _spikes(steps, first_bad, rank)
         if nonfinite:
             out.append(nonfinite)
-        out += _accumulating(steps, rank)
+        out += _accumulating(steps, run.param_series(rank), params, rank)
         series = run.layer_series(rank)
         out += _dying(run, params, rank, first_bad)
         out += _vanishing_worse(series, t, rank, first_bad)
         out += _plateau(steps, series, t, rank, first_bad)
-    out += _update_ratio(run, params, rank)
+    out += _update_ratio(run, params, rank, steps)
     out += _from_captures(run, rank)
     out.sort(key=lambda f: (f.step, -f.severity))
     return out
@@ -164,9 +206,51 @@ def _names(params: list[RunParam], idx: Sequence[int], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _nonfinite(run: Run, steps: Steps, params: list[RunParam], rank: int) -> RunFinding | None:
+def _unscaled(steps: Steps, values: np.ndarray) -> np.ndarray:
+    """``values`` (the loss, or gradient norms) as the model computed them: divided by the
+    GradScaler's scale where one was recorded (scaled, they move with the scale, not with
+    training: a halving scale would look like a falling gradient)."""
+    scale = steps.loss_scale
+    ok = np.isfinite(scale) & (scale > 0)
+    return np.where(ok, values / np.where(ok, scale, 1.0), values)
+
+
+def _loss(steps: Steps) -> np.ndarray:
+    return _unscaled(steps, steps.loss)
+
+
+def _scaler_skipped(steps: Steps) -> np.ndarray:
+    """Per step, whether it is a GradScaler's skipped step: a scaled loss that is finite and
+    gradients that are not (``scaler.step`` skips the update and lowers the scale), within the
+    first ``SCALER_SKIP_LIMIT`` of a stretch of them."""
+    scaled = np.isfinite(steps.loss_scale) & (steps.loss_scale > 0)
+    grads_bad = (steps.nonfinite > 0) | ~np.isfinite(steps.grad_norm)
+    skip = scaled & grads_bad & ~steps.loss_nonfinite
+    for start, end in _runs_of(skip):
+        skip[start + SCALER_SKIP_LIMIT:end] = False  # past the limit: non-finite at any scale
+    return skip
+
+
+def _skipped_steps(steps: Steps, skipped: np.ndarray, first_bad: int | None,
+                   rank: int) -> list[RunFinding]:
+    idx = np.flatnonzero(skipped)
+    if first_bad is not None:
+        idx = idx[steps.step[idx] < first_bad]
+    if not idx.size:
+        return []
+    first, last = int(steps.step[idx[0]]), int(steps.step[idx[-1]])
+    lo, hi = steps.loss_scale[idx[0]], steps.loss_scale[idx[-1]]
+    msg = (f"The GradScaler skipped {len(idx)} step(s) whose scaled gradients overflowed "
+           f"(steps {first} to {last}; loss scale {fmt_num(lo)} -> {fmt_num(hi)})")
+    hint = ("Normal while the scaler lowers its scale to what the model tolerates; only steps "
+            "skipped throughout training would mean the gradients overflow at any scale")
+    return [RunFinding("skipped_steps", Severity.INFO, first, last, (), msg, hint, rank)]
+
+
+def _nonfinite(run: Run, steps: Steps, params: list[RunParam], rank: int,
+               skipped: np.ndarray) -> RunFinding | None:
     bad = steps.loss_nonfinite | (steps.nonfinite > 0) | ~np.isfinite(steps.grad_norm)
-    idx = np.flatnonzero(bad)
+    idx = np.flatnonzero(bad & ~skipped)
     if not idx.size:
         return None
     i = int(idx[0])
@@ -206,34 +290,84 @@ def _runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _divergence(steps: Steps, first_bad: int | None, rank: int) -> list[RunFinding]:
-    """Loss and gradient norm both growing, step after step, by ``DIVERGE_GROWTH`` over
-    ``DIVERGE_STEPS`` steps: the geometric growth of an unstable update (lr too high, or
-    lr x weight decay > 2), caught while the numbers are still finite."""
-    g, loss = steps.grad_norm, steps.loss
+def _divergence(steps: Steps, series, params: list[RunParam], first_bad: int | None,
+                rank: int) -> list[RunFinding]:
+    """A training run diverging, found while its numbers are still finite: loss and gradient
+    norm growing together geometrically (fast or sustained), or both blown far above their
+    first step's and staying there (see ``DIVERGE_*``)."""
+    g, loss = _unscaled(steps, steps.grad_norm), _loss(steps)
     n = len(steps)
     finite = np.isfinite(g) & np.isfinite(loss) & (g > 0)
+    if first_bad is not None:
+        finite &= steps.step < first_bad
+    grow = np.ones(n)
     up = np.zeros(n, dtype=bool)
-    up[1:] = finite[1:] & finite[:-1] & (g[1:] > g[:-1]) & (loss[1:] > loss[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grow[1:] = np.where(finite[1:] & finite[:-1], g[1:] / g[:-1], 1.0)
+    up[1:] = finite[1:] & finite[:-1] & (grow[1:] > 1) & (loss[1:] > loss[:-1])
+    found: tuple[int, int, str] | None = None  # (lo, hi, how): from step lo's numbers to hi's
     for start, end in _runs_of(up):
-        # up[i] says step i grew from step i-1: the stretch begins one step earlier.
-        lo = start - 1
-        for hi in range(lo + DIVERGE_STEPS, end):
-            if g[hi] >= DIVERGE_GROWTH * g[lo]:
-                onset = int(steps.step[lo + 1])
-                seen = int(steps.step[hi])
-                per = (g[hi] / g[lo]) ** (1 / (hi - lo))
-                msg = (f"Divergence from step {onset}: the gradient norm grew {fmt_num(g[hi] / g[lo])}x "
-                       f"in {hi - lo} steps ({per:.2g}x per step, {fmt_num(g[lo])} -> {fmt_num(g[hi])}) "
-                       f"while the loss rose {fmt_num(loss[lo])} -> {fmt_num(loss[hi])}")
-                if first_bad is not None and first_bad > seen:
-                    msg += f"; found at step {seen}, {first_bad - seen} steps before the values became non-finite (step {first_bad})"
-                hint = ("Each update overshoots and makes the next gradient larger: lower the learning "
-                        "rate (or its warm-up peak), clip gradients with "
-                        "torch.nn.utils.clip_grad_norm_, and check that lr x weight_decay is well below 1")
-                return [RunFinding("divergence", Severity.WARNING, onset, int(steps.step[end - 1]),
-                                   (), msg, hint, rank)]
-    return []
+        lo = start - 1  # up[i] says step i grew from step i-1: the stretch begins one earlier
+        for hi in range(start, end):
+            k = DIVERGE_FAST_STEPS
+            if hi - lo >= k and (grow[hi - k + 1:hi + 1] >= DIVERGE_FAST_FACTOR).all():
+                found = (hi - k, hi, "grew")
+            elif hi - lo >= DIVERGE_STEPS and g[hi] >= DIVERGE_GROWTH * g[lo]:
+                found = (lo, hi, "grew")
+            else:
+                continue
+            break
+        if found is not None:
+            break
+    first = int(np.argmax(finite)) if finite.any() else None
+    if first is not None:
+        high = finite & (g >= DIVERGE_JUMP * g[first]) & (loss >= DIVERGE_JUMP * loss[first])
+        for start, end in _runs_of(high):
+            if end - start >= DIVERGE_JUMP_STEPS:
+                hi = start + DIVERGE_JUMP_STEPS - 1
+                if found is None or hi < found[1]:
+                    found = (first, hi, "jumped")
+                break
+    if found is None:
+        return []
+    lo, hi, how = found
+    onset, seen = int(steps.step[lo + 1]), int(steps.step[hi])
+    if how == "grew":
+        per = (g[hi] / g[lo]) ** (1 / (hi - lo))
+        msg = (f"Divergence from step {onset}: the gradient norm grew {fmt_num(g[hi] / g[lo])}x "
+               f"in {hi - lo} steps ({per:.2g}x per step, {fmt_num(g[lo])} -> {fmt_num(g[hi])}) "
+               f"while the loss rose {fmt_num(loss[lo])} -> {fmt_num(loss[hi])}")
+    else:
+        onset = int(steps.step[hi - DIVERGE_JUMP_STEPS + 1])
+        at = hi - DIVERGE_JUMP_STEPS + 1
+        msg = (f"Divergence from step {onset}: the loss jumped from {fmt_num(loss[lo])} (step "
+               f"{int(steps.step[lo])}) to {fmt_num(loss[at])} and the gradient norm from "
+               f"{fmt_num(g[lo])} to {fmt_num(g[at])}, and both stayed over "
+               f"{fmt_num(DIVERGE_JUMP)}x higher for {DIVERGE_JUMP_STEPS} steps")
+    fastest = _fastest_growing(series, params, int(steps.step[lo]), seen)
+    if fastest:
+        msg += f"; fastest in {_names(params, fastest)}"
+    if first_bad is not None and first_bad > seen:
+        msg += (f"; found at step {seen}, {first_bad - seen} steps before the values became "
+                f"non-finite (step {first_bad})")
+    hint = ("Each update overshoots and makes the next gradient larger: lower the learning "
+            "rate (or its warm-up peak), clip gradients with torch.nn.utils.clip_grad_norm_, "
+            "and check that lr x weight_decay is well below 1 (for Adam, that the learning rate "
+            "is ~1e-3 or less: its steps are lr-sized however small the gradient)")
+    end = first_bad - 1 if first_bad is not None else int(steps.step[-1])
+    return [RunFinding("divergence", Severity.WARNING, onset, end,
+                       tuple(params[i].name for i in fastest), msg, hint, rank, seen)]
+
+
+def _fastest_growing(series, params: list[RunParam], a: int, b: int, limit: int = 3) -> list[int]:
+    """The parameters whose gradient norm grew the most from step ``a`` to step ``b``."""
+    ra, rb = series.row_of(a), series.row_of(b)
+    if ra is None or rb is None or ra == rb:
+        return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = series.norm[rb] / series.norm[ra]
+    ok = np.flatnonzero(np.isfinite(growth) & (growth > 1))
+    return [int(i) for i in ok[np.argsort(-growth[ok])][:limit]]
 
 
 def _spikes(steps: Steps, first_bad: int | None, rank: int) -> list[RunFinding]:
@@ -258,10 +392,15 @@ def _spikes(steps: Steps, first_bad: int | None, rank: int) -> list[RunFinding]:
                        (), msg, hint, rank)]
 
 
-def _accumulating(steps: Steps, rank: int) -> list[RunFinding]:
+def _accumulating(steps: Steps, series, params: list[RunParam], rank: int) -> list[RunFinding]:
     for start, end in _runs_of(steps.accumulating > 0):
         if end - start >= ACCUMULATING_STEPS:
             n = int(steps.accumulating[start:end].max())
+            # The store counts them, it does not list them: when every parameter that got a
+            # gradient is counted, they are the ones; otherwise the captures name them.
+            row = series.row_of(int(steps.step[start + ACCUMULATING_STEPS - 1]))
+            got = [] if row is None else [int(i) for i in np.flatnonzero(series.present[row])]
+            names = tuple(params[i].name for i in got) if len(got) == n else ()
             msg = (f"From step {int(steps.step[start])}, {n} parameter(s)' .grad kept the earlier "
                    f"steps' gradients across optimizer updates, for {end - start} steps in a row: "
                    f"each update used the sum of all gradients so far")
@@ -270,7 +409,8 @@ def _accumulating(steps: Steps, rank: int) -> list[RunFinding]:
                     "optimizer only after the last of them")
             last = None if end == len(steps) else int(steps.step[end - 1])
             return [RunFinding("accumulating", Severity.WARNING, int(steps.step[start]), last,
-                               (), msg, hint, rank)]
+                               names, msg, hint, rank,
+                               int(steps.step[start + ACCUMULATING_STEPS - 1]))]
     return []
 
 
@@ -394,12 +534,24 @@ def _plateau(steps: Steps, series, t: Thresholds, rank: int, first_bad: int | No
     return [RunFinding("plateau", Severity.WARNING, step, None, (first,), msg, hint, rank)]
 
 
-def _update_ratio(run: Run, params: list[RunParam], rank: int) -> list[RunFinding]:
+def _loss_fell(steps: Steps) -> bool:
+    """Whether the loss went down over the run: every loss finite, and the median of its last
+    quarter (one noisy step does not decide) below the first step's loss, where training
+    started (not the first quarter's: a loss that blew up at step 2 would set the bar)."""
+    loss = _loss(steps)
+    if len(loss) < 2 or not np.isfinite(loss).all():
+        return False
+    k = max(1, len(loss) // 4)
+    return float(np.median(loss[-k:])) < float(loss[0])
+
+
+def _update_ratio(run: Run, params: list[RunParam], rank: int, steps: Steps) -> list[RunFinding]:
     updates = run.updates(rank)
     if not updates:
         return []
-    steps = sorted(updates)
-    data = np.stack([updates[s] for s in steps])
+    fell = _loss_fell(steps)
+    measured = sorted(updates)
+    data = np.stack([updates[s] for s in measured])
     out = []
     for group in sorted({p.group for p in params}):
         idx = [p.idx for p in params if p.group == group and len(p.shape) >= 2] or [
@@ -411,21 +563,23 @@ def _update_ratio(run: Run, params: list[RunParam], rank: int) -> list[RunFindin
         med = float(np.median(vals))
         where = f"param group {group}" if group >= 0 else "the parameters"
         if med > UPDATE_HIGH:
-            msg = (f"Updates too large for {where}: each optimizer step changes the weights by "
-                   f"{fmt_num(med)} of their size (median over {len(steps)} measured steps; "
-                   f"about 1e-3 is typical)")
+            harmful = med >= UPDATE_HARMFUL or not fell
+            msg = (f"Updates {'too' if harmful else 'very'} large for {where}: each optimizer "
+                   f"step changes the weights by {fmt_num(med)} of their size (median over "
+                   f"{len(measured)} measured steps; about 1e-3 is typical)"
+                   + ("" if harmful else ", while the loss still falls"))
             hint = "Lower this group's learning rate (try 10x lower) or add warm-up; large relative updates make training unstable"
-            sev = Severity.WARNING
+            sev = Severity.WARNING if harmful else Severity.INFO
         elif med < UPDATE_LOW:
             msg = (f"Updates very small for {where}: each optimizer step changes the weights by "
-                   f"{fmt_num(med)} of their size (median over {len(steps)} measured steps; "
+                   f"{fmt_num(med)} of their size (median over {len(measured)} measured steps; "
                    f"about 1e-3 is typical)")
             hint = "This group barely learns: raise its learning rate, or check that it is not meant to be frozen"
             sev = Severity.INFO
         else:
             continue
-        out.append(RunFinding("update_ratio", sev, steps[0], steps[-1],
-                              tuple(params[i].name for i in idx), msg, hint, rank))
+        out.append(RunFinding("update_ratio", sev, measured[0], measured[-1],
+                              tuple(params[i].name for i in idx), msg, hint, rank, measured[-1]))
     return out
 
 

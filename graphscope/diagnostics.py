@@ -36,7 +36,16 @@ from graphscope.errors import (
     VanishingGradientWarning,
 )
 from graphscope.formatting import fmt_num, fmt_shape
-from graphscope.health import Band, Health, Reason, Thresholds, Verdict, forward_params
+from graphscope.health import (
+    Band,
+    Health,
+    Reason,
+    Thresholds,
+    TimeTrend,
+    Verdict,
+    forward_params,
+    time_trends,
+)
 from graphscope.model import (
     OP,
     PARAM,
@@ -234,6 +243,7 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     explained += _saturated(graph, health, idle, covered)
     covered = {n for f in explained for n in f.nodes}
     findings += _magnitudes(graph, health, covered)
+    findings += _through_time(graph, t, findings)
     findings += explained
     broken = any(f.kind in _NONFINITE_KINDS and f.severity >= Severity.WARNING for f in findings)
     findings += _dead(graph, t, idle, covered, after_nonfinite=broken)
@@ -607,6 +617,61 @@ def _magnitudes(graph: Graph, h: Health, explained: set[int]) -> list[Finding]:
     if isolated:
         out.append(_isolated_finding(graph, h, isolated))
     return out
+
+
+def _through_time(graph: Graph, t: Thresholds, found: list[Finding]) -> list[Finding]:
+    """One warning per recurrence whose gradient fades (or grows) through time, unless a
+    finding of the same kind already names its recurrent weights (one cause, one finding: an
+    RNN exploding through time is usually past the absolute limit too)."""
+    out = []
+    for trend in time_trends(graph, t):
+        kind = FindingKind.VANISHING if trend.band is Band.VANISHING else FindingKind.EXPLODING
+        named = {n for f in found if f.kind == kind for n in (*f.nodes, f.node)}
+        if not trend.shared or set(trend.shared) & named:
+            continue
+        out.append(_time_finding(graph, trend, kind))
+    return out
+
+
+def _time_finding(graph: Graph, trend: TimeTrend, kind: FindingKind) -> Finding:
+    # time_trends keeps only chains whose every step has a finite, non-zero gradient
+    first_rms, last_rms = (graph.nodes[i].grad.rms  # type: ignore[union-attr]
+                           for i in (trend.steps[0], trend.steps[-1]))
+    weight = trend.shared[0]
+    names = _listed(graph, list(trend.shared), limit=3)
+    steps = len(trend.steps)
+    per_step = trend.growth ** (1.0 / max(1, steps - 1))
+    where = f" in module {graph.nodes[weight].module}" if graph.nodes[weight].module else ""
+    if kind is FindingKind.VANISHING:
+        message = (
+            f"Vanishing gradient through time{where}: over {steps} steps of the {trend.label} "
+            f"recurrence that shares {names}, the gradient reaching the first step "
+            f"(RMS {fmt_num(first_rms)}) is {fmt_num(trend.growth)} of the last step's "
+            f"(RMS {fmt_num(last_rms)}): the early steps barely influence learning. The "
+            "parameter gradients look healthy because the last steps dominate them."
+        )
+        hint = (
+            f"Each step back multiplies the gradient by the recurrent weight and {trend.label}'s "
+            f"slope (at most 1), here about {per_step:.2g}x per step. Use a gated cell "
+            "(nn.LSTM, nn.GRU), an orthogonal init of the recurrent weight, shorter (truncated) "
+            "sequences, or attention/skip connections over time."
+        )
+    else:
+        message = (
+            f"Exploding gradient through time{where}: over {steps} steps of the {trend.label} "
+            f"recurrence that shares {names}, the gradient reaching the first step "
+            f"(RMS {fmt_num(first_rms)}) is {fmt_num(trend.growth)}x the last step's "
+            f"(RMS {fmt_num(last_rms)})."
+        )
+        hint = (
+            f"Each step back multiplies the gradient by the recurrent weight, here about "
+            f"{per_step:.2g}x per step: its largest singular value is above 1. Scale the "
+            "recurrent weight down (orthogonal init), clip gradients "
+            "(torch.nn.utils.clip_grad_norm_), or use shorter sequences."
+        )
+    return Finding(kind=kind, severity=Severity.WARNING, node=weight,
+                   param=graph.nodes[weight].name, nodes=(*trend.shared, *trend.steps),
+                   message=message, hint=hint)
 
 
 def _small_loss(graph: Graph, h: Health) -> float | None:

@@ -13,7 +13,12 @@ gradient falls in (``Band``), and the judgement of a graph's parameter gradients
   layers (before a BatchNorm, behind a layer-scale factor) are not;
 - lost gradients: a parameter gradient so far below the model's typical layer that neither a
   structural cause (a layer-scale factor of 1e-6, a rounding residual of a gradient that cancels)
-  nor anything else by design explains it: it is vanishing however isolated it is.
+  nor anything else by design explains it: it is vanishing however isolated it is;
+- the time trend (``time_trends``): along an unrolled recurrence (the same tanh or sigmoid,
+  step after step, fed through ops that share a weight), the gradient each step's activation
+  receives, fitted like the depth trend from the first time step to the last. An RNN's
+  parameter gradients are dominated by its last steps and look healthy while the gradient that
+  reaches its first steps has faded to nothing.
 
 The findings (``graphscope.diagnostics``), the picture (``graphscope.export``) and the inspector
 (``graphscope.tui``) all read their bands from one ``Health``, so a node's colour and the
@@ -329,6 +334,90 @@ class Health:
         if math.isinf(rms):
             return 1.0
         return min(max((math.log10(rms) - lo) / (hi - lo), 0.0), 1.0)
+
+
+# Recurrence. An unrolled RNN step is h_t = act(x_t W_ih + h_{t-1} W_hh + b): from one step's
+# activation, its predecessor's is a few ops back (addmm <- add <- addmm: at most 4 hops, or a
+# GRU/LSTM-cell's gate arithmetic), and both reach the same weight (through its t/view node:
+# the hops count those too). A stack of distinct layers has a fresh weight per step, so it is
+# depth, not time, and the depth rule judges it.
+_RECURRENT = frozenset({"tanh", "sigmoid"})
+_RECURRENT_HOPS = 5
+# A chain shorter than this is too short for a trend through time to be told from the steps'
+# own spread (the benchmark's 10- and 12-step healthy RNNs fade 4e-3 and 2e-4, above the
+# vanishing ratio; the 100-step one 1e-26).
+_MIN_TIME_STEPS = 8
+
+
+@dataclass(frozen=True)
+class TimeTrend:
+    """A gradient fading (or growing) along the time axis of an unrolled recurrence.
+
+    Attributes:
+        band: ``Band.VANISHING`` or ``Band.EXPLODING``.
+        growth: The fitted first-step over last-step RMS of the gradient the steps'
+            activations receive.
+        steps: The activation node of each time step, first step first.
+        shared: The parameters every step uses (the recurrent weights), in forward order.
+        label: The activation's op label (``tanh``).
+    """
+
+    band: Band
+    growth: float
+    steps: tuple[int, ...]
+    shared: tuple[int, ...]
+    label: str
+
+
+def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[TimeTrend]:
+    """The recurrences of ``graph`` whose gradient fades or grows through time past the
+    thresholds' ratios (the depth rule's fit, ``_trend``, along the time steps)."""
+    t = thresholds or Thresholds.of(graph)
+    acts = [n for n in graph.nodes if n.kind == "op" and n.label in _RECURRENT and n.executed]
+    near: dict[int, tuple[set[int], set[int]]] = {}  # act -> (predecessor acts, params)
+    for a in acts:
+        preds, params = set(), set()
+        seen, todo = set(), [(p, 1) for p in graph.producers(a.id)]
+        while todo:
+            nid, hops = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            n = graph.nodes[nid]
+            if n.kind == PARAM:
+                params.add(nid)
+            elif n.kind == "op" and n.label == a.label:
+                preds.add(nid)
+            elif n.kind == "op" and hops < _RECURRENT_HOPS:
+                todo += [(p, hops + 1) for p in graph.producers(nid)]
+        near[a.id] = (preds, params)
+    # A step's predecessor: the one earlier activation that shares a weight with it.
+    before: dict[int, int] = {}
+    for a, (preds, params) in near.items():
+        linked = [p for p in preds if p in near and near[p][1] & params]
+        if len(linked) == 1:
+            before[a] = linked[0]
+    after = {p: a for a, p in before.items()}
+    out = []
+    for last in (a for a in before if a not in after):
+        chain = [last]
+        while chain[-1] in before and len(chain) <= len(before):
+            chain.append(before[chain[-1]])
+        chain.reverse()
+        if len(chain) < _MIN_TIME_STEPS:
+            continue
+        grads = [graph.nodes[i].grad for i in chain]
+        if any(g is None or not g.finite or not 0 < g.rms < math.inf for g in grads):
+            continue  # a zero or non-finite step has no place on the log scale
+        growth, band = _trend([g.rms for g in grads], t)  # type: ignore[union-attr]
+        if band is None:
+            continue
+        shared = set.intersection(*(near[i][1] for i in chain))
+        order = {n.id: k for k, n in enumerate(forward_params(graph))}
+        out.append(TimeTrend(band, growth, tuple(chain),
+                             tuple(sorted(shared, key=lambda i: (order.get(i, len(order)), i))),
+                             graph.nodes[chain[0]].label))
+    return out
 
 
 def _lost_fraction(graph: Graph) -> float:

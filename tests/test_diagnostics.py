@@ -16,6 +16,7 @@ from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds, forward_params
 from graphscope.model import Edge, Graph, GradStats, Node, ParamInfo, Severity
 from tests.models import Poison, TinyMLP, assert_param_norms, mlp_batch, mse, node_by_op, seeded
+from tests.test_health import recurrence
 
 
 def _stats(rms: float, *, numel: int = 100, nan: int = 0, zero_frac: float = 0.0) -> GradStats:
@@ -455,3 +456,12 @@ def test_tiny_gradients_in_proportion_to_a_tiny_loss_are_information():
     g.meta["root_values"] = [1.0]
     (f,) = [f for f in diagnose(g) if f.kind == "vanishing"]
     assert f.severity == Severity.WARNING
+
+
+def test_vanishing_through_time_is_one_warning_naming_the_recurrent_weight():
+    """A recurrence fading 0.5x a step over 100 steps: one vanishing warning at its shared
+    weight that says 'through time'; fading 0.9x over 30 steps: no warning."""
+    found = [f for f in diagnose(recurrence(100, 0.5)) if f.severity >= Severity.WARNING]
+    assert [(f.kind, f.param) for f in found] == [("vanishing", "rnn.weight_hh_l0")]
+    assert "through time" in found[0].message and "LSTM" in found[0].hint
+    assert not [f for f in diagnose(recurrence(30, 0.9)) if f.severity >= Severity.WARNING]

@@ -6,6 +6,8 @@ layers vanish relative to the last); every view is then read back and compared.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -14,12 +16,12 @@ from graphscope.demos import DEMOS
 from graphscope.diagnostics import diagnose
 from graphscope.export import to_dot
 from graphscope.formatting import BAND_COLOURS, magnitude_colour
-from graphscope.health import Band, Health, Thresholds, forward_params
-from graphscope.model import PARAM, load
+from graphscope.health import Band, Health, Thresholds, forward_params, time_trends
+from graphscope.model import PARAM, Graph, load
 from graphscope.tui.app import InspectorApp
 from graphscope.tui.widgets.local_graph import local_picture
 from tests.export.dotfile import parse
-from tests.graphs import stats
+from tests.graphs import Builder, stats
 
 
 def _scaled_relu_mlp(scale: float) -> graphscope.Graph:
@@ -143,3 +145,52 @@ def test_bad_thresholds_are_a_clear_error():
         Thresholds(exploding_rms=-1)
     with pytest.raises(ValueError, match="below exploding_rms"):
         Thresholds(vanishing_rms=1e3, exploding_rms=1e2)
+
+
+def recurrence(steps: int, fade: float, *, shared: bool = True) -> Graph:
+    """An unrolled tanh RNN, h_t = tanh(x_t W_ih + h_{t-1} W_hh), as autograd records it: step
+    t's tanh receives a gradient of RMS ``fade ** (steps - 1 - t)`` (the last step gets 1).
+    ``shared=False`` gives every step its own weight: a stack of layers, not a recurrence."""
+    b = Builder()
+    loss = b.add("MseLossBackward0", "mse_loss", shapes=((),), rms=1.0, root=True)
+    head = b.add("AddmmBackward0", "addmm", module="head", rms=1.0)
+    b.edge(head, loss)
+    hw = b.add("AccumulateGrad", "head.weight", kind=PARAM, names=("head.weight",), module="head")
+    b.edge(hw, head, input_nr=2)
+    w_hh = None
+    consumer = head
+    for t in reversed(range(steps)):
+        tanh = b.add("TanhBackward0", "tanh", rms=fade ** (steps - 1 - t))
+        b.edge(tanh, consumer, input_nr=1)
+        add = b.add("AddBackward0", "add", rms=fade ** (steps - 1 - t))
+        b.edge(add, tanh)
+        x_mm = b.add("AddmmBackward0", "addmm", rms=fade ** (steps - 1 - t))
+        b.edge(x_mm, add, input_nr=0)
+        if w_hh is None or not shared:
+            name = "rnn.weight_hh_l0" if shared else f"l{t}.weight"
+            w_hh = b.add("AccumulateGrad", name, kind=PARAM, names=(name,), module="rnn",
+                         rms=0.05)
+        h_mm = b.add("MmBackward0", "mm", rms=fade ** (steps - 1 - t))
+        b.edge(h_mm, add, input_nr=1)
+        b.edge(w_hh, h_mm, input_nr=1)
+        consumer = h_mm
+    return b.graph()
+
+
+def test_a_gradient_fading_through_time_is_a_time_trend_on_the_shared_weight():
+    """100 steps of a recurrence fading 0.5x a step: one vanishing time trend, first step first,
+    on the weight every step shares."""
+    g = recurrence(100, 0.5)
+    (trend,) = time_trends(g)
+    assert trend.band is Band.VANISHING and trend.label == "tanh"
+    assert [g.nodes[i].title for i in trend.shared] == ["rnn.weight_hh_l0"]
+    assert len(trend.steps) == 100 and g.nodes[trend.steps[0]].grad.rms < 1e-20
+    assert math.isclose(trend.growth, 0.5 ** 99, rel_tol=1e-6)
+
+
+def test_no_time_trend_for_a_stack_of_layers_a_short_or_a_healthy_recurrence():
+    """Distinct weights per step (depth, not time), 6 steps, or 0.9x a step over 30 (0.05 in
+    all): no time trend."""
+    assert time_trends(recurrence(100, 0.5, shared=False)) == []
+    assert time_trends(recurrence(6, 0.01)) == []
+    assert time_trends(recurrence(30, 0.9)) == []

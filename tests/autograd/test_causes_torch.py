@@ -326,3 +326,28 @@ def test_zero_gradient_behind_a_nan_mask_is_information_not_dead():
     assert any(f.severity >= Severity.ERROR for f in g.findings)
     assert not _of(g, "dead") or all(f.severity == Severity.INFO for f in _of(g, "dead"))
     assert any(f.kind == "dead" and "NaN" in f.message for f in g.findings)
+
+
+def _tanh_rnn_loss(length: int) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    rnn = nn.RNN(16, 32, batch_first=True)
+    out, _ = rnn(torch.randn(8, length, 16))
+    return rnn, out[:, -1].pow(2).mean()
+
+
+def test_a_long_tanh_rnn_vanishes_through_time_and_a_short_one_does_not():
+    """nn.RNN (tanh, default init) over 100 steps: torch's gradient reaching the first step's
+    input is < 1e-20 of the last's, and graphscope warns vanishing through time at weight_hh_l0;
+    over 10 steps, no warning."""
+    rnn, loss = _tanh_rnn_loss(100)
+    x = torch.randn(8, 100, 16, requires_grad=True)
+    torch.manual_seed(0)
+    out, _ = rnn(x)
+    out[:, -1].pow(2).mean().backward()
+    assert x.grad[:, 0].norm() < 1e-20 * x.grad[:, -1].norm()
+    g = _captured(rnn, loss)
+    found = [f for f in g.findings if f.severity >= Severity.WARNING]
+    assert [(f.kind, f.param) for f in found] == [("vanishing", "weight_hh_l0")]
+    assert "through time" in found[0].message
+    rnn, loss = _tanh_rnn_loss(10)
+    assert not [f for f in _captured(rnn, loss).findings if f.severity >= Severity.WARNING]

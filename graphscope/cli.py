@@ -363,7 +363,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from graphscope.errors import RunError
     from graphscope.runs import list_runs, open_run
-    from graphscope.trends import analyze, worst
+    from graphscope.ranks import analyze_ranks
+    from graphscope.trends import worst
 
     folder = args.folder or ("runs" if Path("runs").is_dir() else ".")
     try:
@@ -378,11 +379,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if r.error is None:
             try:
                 with open_run(r.path) as run:
-                    findings = analyze(run)
+                    findings = analyze_ranks(run)
                 w = worst(findings)
                 row["worst"] = None if w is None else str(w)
                 bad = [f for f in findings if f.severity == w]
-                row["worst_finding"] = f"{bad[0].kind} from step {bad[0].step}" if bad else None
+                where = f" on rank {bad[0].rank}" if bad and r.ranks > 1 else ""
+                row["worst_finding"] = f"{bad[0].kind} from step {bad[0].step}{where}" if bad else None
             except RunError as exc:
                 row["error"] = str(exc)
         rows.append(row)
@@ -393,13 +395,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {folder} (record one with graphscope.watch(model, run='runs/exp1'))")
         return 0
     width = max(len(r["path"]) for r in rows)
-    print(f"{'run':<{width}}  {'steps':>7}  {'last step':<12}  {'captures':>8}  worst finding")
+    print(f"{'run':<{width}}  {'steps':>7}  {'ranks':>5}  {'last step':<12}  {'captures':>8}  worst finding")
     for r in rows:
         if r["error"]:
-            print(f"{r['path']:<{width}}  {'-':>7}  {'-':<12}  {'-':>8}  unreadable: {r['error']}")
+            print(f"{r['path']:<{width}}  {'-':>7}  {'-':>5}  {'-':<12}  {'-':>8}  unreadable: {r['error']}")
             continue
         worst_text = f"{r['worst']}: {r.get('worst_finding')}" if r["worst"] else "none"
-        print(f"{r['path']:<{width}}  {r['steps']:>7}  {_ago(r['last_time']):<12}  "
+        print(f"{r['path']:<{width}}  {r['steps']:>7}  {r['ranks']:>5}  {_ago(r['last_time']):<12}  "
               f"{r['captures']:>8}  {worst_text}")
     return 0
 
@@ -408,17 +410,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from graphscope.model import Severity
-    from graphscope.trends import analyze, first_nonfinite_loss
+    from graphscope.ranks import analyze_ranks, first_rank
+    from graphscope.trends import first_nonfinite_loss
 
     run = _open_run(args.run_path)
     with run:
-        steps = run.steps(args.rank)
-        findings = analyze(run, rank=args.rank, thresholds=_thresholds(args))
-    bad_loss = first_nonfinite_loss(steps)
+        recorded = run.ranks() or [0]
+        if args.rank is not None and args.rank not in recorded:
+            raise _Failure(f"{run.path} has no rank {args.rank}; its ranks are "
+                           f"{', '.join(map(str, recorded))}", EXIT_USAGE)
+        # Every rank of a multi-process run by default; the cross-rank checks read them all.
+        ranks = recorded if args.rank is None else [args.rank]
+        per_rank = {r: run.steps(r) for r in ranks}
+        findings = analyze_ranks(run, ranks=ranks, thresholds=_thresholds(args))
+    steps = per_rank[ranks[0]]
+    losses = [s for s in (first_nonfinite_loss(v) for v in per_rank.values()) if s is not None]
+    bad_loss = min(losses) if losses else None
+    many = len(recorded) > 1
     gate = any(f.severity >= Severity.WARNING for f in findings)
     if args.json:
         print(json.dumps({
-            "run": str(run.path), "rank": args.rank, "steps": len(steps),
+            "run": str(run.path), "rank": ranks[0] if len(ranks) == 1 else None,
+            "ranks": ranks, "steps": len(steps),
+            "steps_per_rank": {str(r): len(v) for r, v in per_rank.items()},
+            "first_rank_wrong": first_rank(findings),
             "first_nonfinite_loss_step": bad_loss,
             "findings": [{"kind": f.kind, "severity": str(f.severity), "step": f.step,
                           "last_step": f.last_step, "params": list(f.params),
@@ -427,12 +442,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         }, indent=2))
         return EXIT_FINDINGS if gate else 0
     last = int(steps.step[-1]) if len(steps) else 0
-    print(f"{run.path}: {len(steps)} steps recorded (last: step {last})"
+    where = f" on each of {len(ranks)} ranks" if len(ranks) > 1 else (f" on rank {ranks[0]}" if many else "")
+    print(f"{run.path}: {len(steps)} steps recorded{where} (last: step {last})"
           + (f"; the loss was non-finite from step {bad_loss}" if bad_loss is not None else ""))
+    wrong = first_rank(findings) if many else None
+    if wrong is not None:
+        print(f"rank {wrong} went wrong first")
     if not findings:
         print("no findings: gradients looked healthy at every recorded step")
     for f in findings:
-        print(f"step {f.step:>6}  {str(f.severity):<7}  {f.kind}: {f.message}")
+        rank = f"rank {f.rank:<3} " if many else ""
+        print(f"step {f.step:>6}  {rank}{str(f.severity):<7}  {f.kind}: {f.message}")
         if f.hint:
             print(f"{'':>14}hint: {f.hint}")
     return EXIT_FINDINGS if gate else 0
@@ -459,6 +479,29 @@ def _all_or(parse):
 _max_nodes = _all_or(_bounded(int, lambda n: n >= 2, "a whole number of at least 2, or 'all'"))
 _depth = _bounded(int, lambda n: n >= 0, "a whole number, 0 or more")
 _seconds = _bounded(float, lambda t: t > 0, "a number of seconds above 0")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not (args.tensorboard or args.wandb):
+        raise _Failure("say where to: --tensorboard DIR and/or --wandb DIR", EXIT_USAGE)
+    with _open_run(args.run_path) as run:
+        if args.rank not in (run.ranks() or [0]):
+            raise _Failure(f"{run.path} has no rank {args.rank}", EXIT_USAGE)
+        for target, folder in (("tensorboard", args.tensorboard), ("wandb", args.wandb)):
+            if not folder:
+                continue
+            # Each target's package is imported only when asked for (an optional extra).
+            if target == "tensorboard":
+                from graphscope.export.tensorboard import to_tensorboard as write
+            else:
+                from graphscope.export.wandb import to_wandb as write
+            try:
+                written = write(run, folder, rank=args.rank)
+            except ImportError as exc:
+                raise _Failure(str(exc), EXIT_USAGE) from None
+            if not args.quiet:
+                print(f"wrote {run.path} ({run.step_count(args.rank)} steps) for {target}: {written}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -525,8 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_path", metavar="RUN", help="a run folder written by watch(..., run=PATH)")
     report.add_argument("--json", action="store_true", help="machine-readable findings")
     report.add_argument("--rank", type=_bounded(int, lambda v: v >= 0, "a rank (0 or more)"),
-                        default=0, help="which process of a multi-process run (default 0)")
+                        default=None, help="only this process of a multi-process run (default: every rank)")
     report.set_defaults(run=cmd_report)
+
+    export = sub.add_parser("export", help="write a run's numbers for TensorBoard or W&B",
+                            description="Write a recorded run's per-step numbers (loss, gradient "
+                            "norm, per-layer gradient RMS, update ratios, learning rates) and its "
+                            "findings over time as TensorBoard event files or an offline W&B run.",
+                            parents=[common])
+    export.add_argument("run_path", metavar="RUN", help="a run folder written by watch(..., run=PATH)")
+    export.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard events into DIR")
+    export.add_argument("--wandb", metavar="DIR", help="write an offline W&B run under DIR "
+                        "(upload it later with `wandb sync`)")
+    export.add_argument("--rank", type=_bounded(int, lambda v: v >= 0, "a rank (0 or more)"),
+                        default=0, help="which process of a multi-process run (default 0)")
+    export.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    export.set_defaults(run=cmd_export)
     return parser
 
 

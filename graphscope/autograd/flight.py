@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from graphscope.autograd.capture import loss_scale_of
+from graphscope.autograd.distributed import LocalCheck, backend, local_tensor, rank_info, wrapper_of
 from graphscope.health import Thresholds
 from graphscope.model import Graph
 from graphscope.runs import NO_GRAD, RunParam, RunWriter, StepRecord
@@ -94,18 +95,31 @@ class FlightRecorder:
                     group_of[id(p)] = g
         self.params = [p for _, p in named]
         infos = [
-            RunParam(i, n, n.rpartition(".")[0], tuple(p.shape), p.numel(), str(p.dtype).replace("torch.", ""),
+            # numel of what this rank holds (an FSDP shard), which its norms are taken over.
+            RunParam(i, n, n.rpartition(".")[0], tuple(p.shape), local_tensor(p).numel(), str(p.dtype).replace("torch.", ""),
                      group_of.get(id(p), -1))
             for i, (n, p) in enumerate(named)
         ]
-        self.writer = RunWriter(run, infos, meta={
+        # Under torch.distributed each rank writes its own rows of the same store.
+        self.rank, world = rank_info()
+        self._ids = {id(p): i for i, p in enumerate(self.params)}
+        self.local = LocalCheck.attach(model)
+        self.writer = RunWriter(run, infos, rank=self.rank, meta={
             "graphscope_version": _version(),
             "created": time.time(),
             "model": type(_uncompiled(model)).__name__,
             "argv": list(sys.argv),
             "every": every,
             "thresholds": thresholds.to_dict(),
+            "world_size": world,
+            "distributed": {"backend": backend(), "wrapper": wrapper_of(model)},
         })
+        if self.local is not None:
+            self.local.start()
+        self._local_norms: np.ndarray | None = None
+        self._local_buckets: list[list[int]] = []
+        self._local_bad: dict[int, int] = {}
+        self._seen_local_nonfinite = False
         self.offset = self.writer.first_step - 1  # a resumed run continues its step numbers
         self._history: list[float] = []
         self._seen_nonfinite = False
@@ -164,7 +178,7 @@ class FlightRecorder:
         step, old = self._snapshot
         self._snapshot = None
         with torch.no_grad():
-            now = [p.detach() for p in self.params]
+            now = [local_tensor(p.detach()) for p in self.params]
             diff = torch._foreach_sub(now, old)
             num = torch._foreach_norm(diff)
             den = torch._foreach_norm(old)
@@ -181,6 +195,7 @@ class FlightRecorder:
         rec = self._record(run_step)
         self.writer.add_step(rec)
         nonfinite = bool(rec.nonfinite_params) or not rec.loss_finite
+        self._local_events(run_step, rec, graph is not None or (nonfinite and not self._seen_nonfinite))
         if nonfinite and not self._seen_nonfinite:
             self._seen_nonfinite = True
             self.writer.add_event(run_step, "nonfinite", {
@@ -197,7 +212,7 @@ class FlightRecorder:
         if graph is not None:
             self.writer.add_capture(run_step, graph, reason or "every")
             with torch.no_grad():
-                self._snapshot = (run_step, [p.detach().clone() for p in self.params])
+                self._snapshot = (run_step, [local_tensor(p.detach()).clone() for p in self.params])
         self._after = [
             None if p.grad is None else (p.grad, p.grad._version, p._version) for p in self.params
         ]
@@ -206,8 +221,9 @@ class FlightRecorder:
         n = len(self.params)
         grads = [p.grad for p in self.params]
         have = [i for i, g in enumerate(grads) if g is not None and g.layout == torch.strided
-                and not g.is_complex() and g.numel()]
-        values = [g.detach() for g in (grads[i] for i in have)]  # type: ignore[union-attr]
+                and not g.is_complex() and local_tensor(g).numel()]  # an FSDP shard may be empty
+        # FSDP2's gradients are DTensor shards: this rank's shard is what it holds.
+        values = [local_tensor(g.detach()) for g in (grads[i] for i in have)]  # type: ignore[union-attr]
         parts: list[torch.Tensor] = []
         if values:
             half = any(v.dtype in (torch.float16, torch.bfloat16) for v in values)
@@ -218,11 +234,16 @@ class FlightRecorder:
         loss = self._loss
         if loss is not None:
             parts.append(loss.reshape(1).float().to(parts[0].device if parts else loss.device))
+        local, self._local_buckets, self._local_bad = (
+            self.local.take() if self.local is not None else (None, [], {}))
+        if local is not None:
+            parts.append(local)
         # One host transfer for every number of the step.
         host = np.array(torch.cat([x.reshape(-1).to("cpu") for x in parts]).tolist()) if parts else np.zeros(0)
         k = len(have)
         norm_v, absmax_v, nonzero_v = host[:k], host[k:2 * k], host[2 * k:3 * k]
         loss_value = float(host[3 * k]) if loss is not None else None
+        self._local_norms = host[3 * k + (loss is not None):] if local is not None else None
         numel = np.array([v.numel() for v in values], dtype=float)
         finite = np.isfinite(absmax_v)
         # float32 squares underflow below ~1e-19 and overflow above ~1e19: those norms (rare:
@@ -262,6 +283,7 @@ class FlightRecorder:
             accumulating=self._accumulating,
             lr=lr,
             loss_scale=self._loss_scale,
+            rank=self.rank,
         )
 
     @staticmethod
@@ -277,6 +299,31 @@ class FlightRecorder:
                 out[j] = _absmax_large(v)
         return torch.stack(out)  # type: ignore[arg-type]
 
+    def _local_events(self, run_step: int, rec: StepRecord, wanted: bool) -> None:
+        """Events from the DDP check before the all-reduce: ``local_nonfinite`` the first time
+        one of this rank's own gradient buckets was non-finite (the NaN was born here), and
+        ``local`` (this rank's gradient norm before the reduction) on captured steps and on the
+        first non-finite one, for the cross-rank checks."""
+        norms = self._local_norms
+        if norms is None or not norms.size:
+            return
+        total = float(np.sqrt(np.sum(norms.astype(float) ** 2)))
+        bad = [b for b, v in enumerate(norms) if not math.isfinite(v)]
+        detail = {"norm": total if math.isfinite(total) else repr(total), "buckets": len(norms)}
+        born = bool(bad) and not self._seen_local_nonfinite
+        if born:
+            self._seen_local_nonfinite = True
+            # The parameters themselves where the check could name them, else their buckets'.
+            params = sorted(self._ids[i] for i in self._local_bad if i in self._ids) or sorted(
+                {self._ids[i] for b in bad for i in self._local_buckets[b] if i in self._ids})
+            self.writer.add_event(run_step, "local_nonfinite", {
+                **detail, "params": [self.writer.params[i].name for i in params],
+                "exact": bool(self._local_bad), "loss_finite": rec.loss_finite})
+        if wanted or born:
+            self.writer.add_event(run_step, "local", {**detail, "finite": not bad})
+
     def close(self) -> None:
+        if self.local is not None:
+            self.local.stop()
         self._snapshot = None
         self.writer.close()

@@ -52,7 +52,12 @@ Any SQLite client can read it; the tables, version 1:
 
 ``events(rank, step, kind, detail)``
     What the recorder noticed while training: ``nonfinite`` (first non-finite gradient or loss),
-    ``spike`` (gradient norm against recent history); ``detail`` is JSON.
+    ``spike`` (gradient norm against recent history); under DDP, from the check before the
+    all-reduce, ``local`` (this rank's own gradient ``norm`` before the reduction, on captured
+    steps and the first non-finite one) and ``local_nonfinite`` (the first step this rank's own
+    gradients were non-finite: ``params``, the parameters found); ``detail`` is JSON. A
+    multi-process run's meta also holds ``world_size`` and ``distributed`` (``backend``,
+    ``wrapper``: ``ddp``, ``fsdp`` or null).
 
 Plain data: imports sqlite3 and graphscope's errors only, never torch or textual.
 """

@@ -182,14 +182,23 @@ class History:
 
     Args:
         run: An open run store (``graphscope.runs.open_run``).
-        rank: The process whose steps to show.
+        rank: The process whose steps to show; ``None``: the rank that went wrong first in a
+            multi-process run (``graphscope.ranks.first_rank``), else the lowest.
         thresholds: Judge the gradients with these instead of the run's own.
     """
 
-    def __init__(self, run: Run, *, rank: int = 0, thresholds: Thresholds | None = None) -> None:
+    def __init__(self, run: Run, *, rank: int | None = None, thresholds: Thresholds | None = None) -> None:
         self.run = run
-        self.rank = rank
         self.thresholds = thresholds or thresholds_of(run)
+        self.ranks: list[int] = run.ranks() or [0]
+        self.first_wrong: int | None = None
+        if len(self.ranks) > 1:
+            from graphscope.ranks import analyze_ranks, first_rank
+
+            self.first_wrong = first_rank(analyze_ranks(run, thresholds=self.thresholds))
+        if rank is None:
+            rank = self.first_wrong if self.first_wrong is not None else self.ranks[0]
+        self.rank = rank
         self.params: list[RunParam] = run.params(rank)
         self.steps: Steps = run.steps(rank)
         self.series: ParamSeries = run.param_series(rank)
@@ -236,9 +245,20 @@ class History:
         worst = severity_of(self.markers)
         counts = {sev: sum(m.severity is sev for m in self.markers) for sev in Severity}
         found = ", ".join(fmt_count(n, str(sev)) for sev, n in sorted(counts.items(), reverse=True) if n)
+        where = ""
+        if len(self.ranks) > 1:
+            where = f" · rank {self.rank} of {len(self.ranks)}" + (
+                "" if self.first_wrong is None else
+                " (went wrong first)" if self.first_wrong == self.rank else
+                f" · rank {self.first_wrong} went wrong first")
         return (f"{source}: {found or 'no findings'} · {fmt_count(len(self.steps), 'step')}, "
                 f"{fmt_count(len(self.captures), 'capture')}"
-                + ("" if worst is None else f" · worst from step {self._first_worst(worst)}"))
+                + ("" if worst is None else f" · worst from step {self._first_worst(worst)}") + where)
+
+    def other_rank(self, by: int) -> int:
+        """The recorded rank ``by`` places from this one (wrapping around)."""
+        i = self.ranks.index(self.rank) if self.rank in self.ranks else 0
+        return self.ranks[(i + by) % len(self.ranks)]
 
     def _first_worst(self, severity: Severity) -> int:
         return min(m.step for m in self.markers if m.severity is severity)
@@ -352,14 +372,12 @@ class History:
 
 
 def findings_of(run: Run, *, rank: int = 0, thresholds: Thresholds | None = None) -> list[Marker]:
-    """The run's findings over time (``graphscope.trends``), by the step they started at."""
-    try:
-        from graphscope.trends import analyze
-    except ImportError:  # an older tree: the recorder's own events stand in
-        return [Marker(e.step, None, EVENT_SEVERITY.get(e.kind, Severity.INFO), e.kind,
-                       f"{e.kind} at step {e.step}") for e in run.events(rank)]
+    """The run's findings over time (``graphscope.trends``), by the step they started at; of a
+    multi-process run, this rank's and the cross-rank ones about it (``graphscope.ranks``)."""
+    from graphscope.ranks import analyze_ranks
+
     return [Marker(f.step, f.last_step, f.severity, f.kind, f.message, f.hint)
-            for f in analyze(run, rank=rank, thresholds=thresholds)]
+            for f in analyze_ranks(run, ranks=[rank], thresholds=thresholds)]
 
 
 def _concat_steps(a: Steps, b: Steps) -> Steps:

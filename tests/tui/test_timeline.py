@@ -228,3 +228,33 @@ def test_compare_at_80_columns(run_path, snap_compare):
     with open_run(run_path) as run:
         assert snap_compare(InspectorApp.for_run(run, source="diverging"), terminal_size=(80, 24),
                             press=["end", *["left"] * 100, "m", "end", *["left"] * 10])
+
+
+def test_a_multi_rank_run_opens_on_the_rank_that_went_wrong_first_and_r_switches(tmp_path, drive):
+    """Of a run written by two ranks, the timeline opens on the rank whose NaN came first (the
+    header says so); r shows the other rank at the same step, R comes back."""
+    ps = params()
+    path = tmp_path / "ranks"
+    for rank, nan_from in ((0, 60), (1, 40)):
+        w = RunWriter(path, ps, rank=rank, meta={"model": "Diverging"})
+        for step in range(1, 81):
+            rec = record(step, ps, diverge=1000, nan_from=nan_from)
+            rec.rank = rank
+            w.add_step(rec)
+        w.close()
+    seen = []
+
+    async def steps(pilot: Pilot) -> None:
+        seen.append((pilot.app.screen.history.rank, _heat(pilot).cursor, pilot.app.sub_title))
+        await pilot.press("r")
+        await pilot.pause()
+        seen.append((pilot.app.screen.history.rank, _heat(pilot).cursor, pilot.app.sub_title))
+        await pilot.press("R")
+        await pilot.pause()
+        seen.append((pilot.app.screen.history.rank, _heat(pilot).cursor, pilot.app.sub_title))
+
+    with open_run(path) as store:
+        drive(InspectorApp.for_run(store, source="ranks"), steps)
+    assert [(r, c) for r, c, _ in seen] == [(1, 40), (0, 40), (1, 40)]
+    assert "rank 1 of 2 (went wrong first)" in seen[0][2]
+    assert "rank 0 of 2 · rank 1 went wrong first" in seen[1][2]

@@ -63,15 +63,18 @@ class TimelineScreen(Screen[None]):
         Binding("C", "capture(-1)", "Previous capture", show=False),
         Binding("enter", "open", "Open graph"),
         Binding("m", "mark", "Mark/compare"),
+        Binding("r", "rank(1)", "Rank", key_display="r/R"),
+        Binding("R", "rank(-1)", "Previous rank", show=False),
         Binding("escape", "unmark", "Unmark", show=False),
         Binding("up", "row(-1)", "Rows", show=False),
         Binding("down", "row(1)", "Rows", show=False),
     ]
 
     def __init__(self, history: History, *, stem: str = "run", follow: bool = False,
-                 thresholds: Thresholds | None = None) -> None:
+                 thresholds: Thresholds | None = None, step: int | None = None) -> None:
         super().__init__()
         self.history = history
+        self._start = step
         self.stem = stem
         self.follow = follow
         self.thresholds = thresholds
@@ -90,7 +93,10 @@ class TimelineScreen(Screen[None]):
         heat = self.query_one(Heatmap)
         # Open on the first finding (the reason to look), else on the last step.
         steps = self.history.marker_steps()
-        heat.cursor = steps[0] if steps else self.history.last
+        if self._start is not None:
+            heat.cursor = self.history.nearest(self._start)
+        else:
+            heat.cursor = steps[0] if steps else self.history.last
         heat.focus()
         if self.follow:
             self.set_interval(POLL_S, self.poll)
@@ -161,6 +167,23 @@ class TimelineScreen(Screen[None]):
         if heat.mark is not None:
             heat.mark = None
             self.show(heat.cursor)
+
+    def action_rank(self, by: int) -> None:
+        """Show another rank of a multi-process run, at the same step."""
+        h = self.history
+        if len(h.ranks) < 2:
+            self.notify("this run has one rank", timeout=2)
+            return
+        other = History(h.run, rank=h.other_rank(by), thresholds=h.thresholds)
+        self.app.sub_title = other.headline(getattr(self.app, "source", "run"))
+        screen = TimelineScreen(other, stem=self.stem, follow=self.follow,
+                                thresholds=self.thresholds, step=self.query_one(Heatmap).cursor)
+        # The first timeline is the app's default screen, which cannot be switched away: the
+        # other ranks' go on top of it, one at a time.
+        if len(self.app.screen_stack) > 1:
+            self.app.switch_screen(screen)
+        else:
+            self.app.push_screen(screen)
 
     def action_row(self, by: int) -> None:
         table = self.query_one(StepTable)

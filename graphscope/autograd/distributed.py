@@ -1,0 +1,173 @@
+"""The distributed side of ``watch``: which rank a process is, and its gradients before the all-reduce.
+
+Under ``torch.distributed`` every process runs its own ``watch`` and records its own steps into
+the same run store, tagged with its rank (``rank_info``); nothing here talks to the other ranks.
+
+DistributedDataParallel averages every gradient across the ranks inside the backward, so after
+``loss.backward()`` every rank holds the same (reduced) gradients, and a NaN born on one rank is
+on all of them. ``LocalCheck`` sees each rank's own gradients before that: it registers a DDP
+communication hook that takes one norm of each gradient bucket as it becomes ready (one fused
+reduction over the bucket's flat buffer, no host transfer, no communication) and then runs the
+default all-reduce (``allreduce_hook``: divide by the world size, sum; the same arithmetic as
+DDP's built-in reduction, so the gradients are bit-identical). The recorder reads the norms with
+the step's other numbers, in its one host transfer. A non-finite local norm says the NaN/Inf was
+born on this rank, in that bucket's parameters; a finite one on a rank whose reduced gradients are
+not says it arrived through the all-reduce.
+
+DDP takes one communication hook, for good, before the first backward: a model that already has
+one (its own compression hook), or that already ran a backward, is left alone and recorded
+without the local check (``LocalCheck.attach`` warns once and returns ``None``). Outside a watch
+block the hook only all-reduces.
+
+FSDP2 (``fully_shard``) needs no hook here: its parameters' gradients are local shards
+(``DTensor``), and the recorder takes the norms of the local shard on each rank (``local_tensor``).
+
+Imports torch; only the capture layer may import this module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from graphscope.errors import RecordingWarning
+
+
+def rank_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in the default process group; ``(0, 1)`` when
+    ``torch.distributed`` is not available or not initialised."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized():
+        return 0, 1
+    return int(dist.get_rank()), int(dist.get_world_size())
+
+
+def backend() -> str | None:
+    """The default process group's backend (``gloo``, ``nccl``), or ``None`` without one."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized():
+        return None
+    return str(dist.get_backend())
+
+
+def wrapper_of(model: torch.nn.Module) -> str | None:
+    """``"ddp"`` for a DistributedDataParallel model, ``"fsdp"`` for one with FSDP2
+    ``fully_shard`` applied (its parameters are DTensors), else ``None``."""
+    model = getattr(model, "_orig_mod", model)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return "ddp"
+    if type(model).__name__.startswith("FSDP") or any(
+            is_dtensor(p) for p in model.parameters()):
+        return "fsdp"
+    return None
+
+
+def is_dtensor(t: Any) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of ``t``: the local shard of a DTensor, else ``t`` itself."""
+    return t.to_local() if is_dtensor(t) else t
+
+
+@dataclass
+class _State:
+    """The hook's state (DDP keeps it): on while a watch records, and this step's norms."""
+
+    process_group: Any = None
+    on: bool = False
+    norms: list[torch.Tensor] = field(default_factory=list)
+    buckets: list[list[int]] = field(default_factory=list)  # the parameter ids of each norm
+    bad: dict[int, int] = field(default_factory=dict)  # parameter id -> NaN/Inf elements (CPU)
+
+
+def _check_then_allreduce(state: _State, bucket: Any) -> torch.futures.Future:
+    if state.on:
+        buf = bucket.buffer()
+        # The rank's own gradients: DDP does not divide a hooked bucket beforehand.
+        norm = torch.linalg.vector_norm(buf, dtype=torch.float32).reshape(1)
+        state.norms.append(norm)
+        params = bucket.parameters()
+        state.buckets.append([id(p) for p in params])
+        # On the CPU the norm is read at no sync cost: a non-finite bucket (rare) is searched
+        # for its parameters now, while the buffer still holds this rank's own gradients. On an
+        # accelerator that would stall the backward; the bucket is named instead.
+        if buf.device.type == "cpu" and not bool(torch.isfinite(norm)):
+            for p, g in zip(params, bucket.gradients()):
+                n = int((~torch.isfinite(g)).sum())
+                if n:
+                    state.bad[id(p)] = n
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    return allreduce_hook(state.process_group, bucket)
+
+
+# DDP checks the hook's annotations against the real classes (the strings of postponed
+# annotations fail that check): the hook is given none.
+_check_then_allreduce.__annotations__ = {}
+
+
+class LocalCheck:
+    """Each DDP bucket's local gradient norm, taken before its all-reduce; see the module doc.
+
+    Use ``LocalCheck.attach(ddp_model)``; the recorder calls ``start`` on entering a watch,
+    ``take`` after each backward, ``stop`` on leaving.
+    """
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+
+    @classmethod
+    def attach(cls, model: torch.nn.Module) -> LocalCheck | None:
+        """The check of a DDP ``model`` (registering its hook the first time), or ``None``
+        when ``model`` is not DDP or its communication cannot be hooked (then it warns why)."""
+        model = getattr(model, "_orig_mod", model)
+        if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            return None
+        state = getattr(model, "_graphscope_local_check", None)
+        if state is None:
+            why = None
+            if getattr(model, "_comm_hooks", None):
+                why = "it already has a communication hook (DDP takes only one)"
+            else:
+                state = _State(process_group=model.process_group)
+                try:
+                    model.register_comm_hook(state, _check_then_allreduce)
+                except RuntimeError as e:
+                    why = f"DDP refused a communication hook ({str(e).splitlines()[0]})"
+            if why is not None:
+                warnings.warn(
+                    f"graphscope records this DDP model without its per-rank check before the "
+                    f"all-reduce: {why}. Steps are still recorded per rank, but a NaN is not traced "
+                    f"to the rank where it was born; enter graphscope.watch before the first "
+                    f"backward and before registering your own hook to have it",
+                    RecordingWarning, stacklevel=4)
+                return None
+            model._graphscope_local_check = state
+        return cls(state)
+
+    def start(self) -> None:
+        self._clear()
+        self._state.on = True
+
+    def stop(self) -> None:
+        self._state.on = False
+        self._clear()
+
+    def _clear(self) -> None:
+        self._state.norms.clear()
+        self._state.buckets.clear()
+        self._state.bad.clear()
+
+    def take(self) -> tuple[torch.Tensor | None, list[list[int]], dict[int, int]]:
+        """This step's bucket norms (one float32 tensor, not yet on the host), each bucket's
+        parameter ids, and the NaN/Inf element count of each non-finite local gradient found
+        (CPU only); clears them for the next step."""
+        s = self._state
+        out = (torch.cat(s.norms) if s.norms else None, list(s.buckets), dict(s.bad))
+        self._clear()
+        return out

@@ -121,6 +121,10 @@ class FlightRecorder:
         self._local_bad: dict[int, int] = {}
         self._seen_local_nonfinite = False
         self.offset = self.writer.first_step - 1  # a resumed run continues its step numbers
+        # A trainer's step may run several backwards (Watch.set_step, gradient accumulation):
+        # the step and loss of the latest backward, to merge the next one of the same step.
+        self._last_step = 0
+        self._last_loss: float | None = None
         self._history: list[float] = []
         self._seen_nonfinite = False
         self._accumulating = 0
@@ -147,7 +151,7 @@ class FlightRecorder:
     def before(self, step: int, outputs: list[torch.Tensor]) -> str | None:
         """Note what the backward starts from; returns a reason to capture this step
         (``nonfinite``, ``spike``) beyond the regular ones, or ``None``."""
-        self._measure_updates()
+        self._measure_updates(self.run_step(step))
         self._accumulating = self._count_accumulating()
         self._loss = outputs[0].detach() if len(outputs) == 1 and outputs[0].numel() == 1 else None
         reason, self._force_next = self._force_next, None
@@ -172,9 +176,9 @@ class FlightRecorder:
                 n += 1
         return n
 
-    def _measure_updates(self) -> None:
-        if self._snapshot is None:
-            return
+    def _measure_updates(self, run_step: int) -> None:
+        if self._snapshot is None or self._snapshot[0] == run_step:
+            return  # nothing to compare, or the optimizer has not stepped yet (same step)
         step, old = self._snapshot
         self._snapshot = None
         with torch.no_grad():
@@ -193,6 +197,13 @@ class FlightRecorder:
         if graph is not None and self._loss_scale is None:
             self._loss_scale = graph.meta.get("loss_scale")
         rec = self._record(run_step)
+        if run_step == self._last_step:
+            # Another backward of the same step: its row replaces the step's, with the gradients
+            # accumulated so far, and the losses add up (the gradients are those of their sum).
+            rec.loss = None if rec.loss is None or self._last_loss is None else rec.loss + self._last_loss
+            if self._history:
+                self._history.pop()  # the step's norm in the history is its latest one
+        self._last_step, self._last_loss = run_step, rec.loss
         self.writer.add_step(rec)
         nonfinite = bool(rec.nonfinite_params) or not rec.loss_finite
         self._local_events(run_step, rec, graph is not None or (nonfinite and not self._seen_nonfinite))

@@ -263,6 +263,8 @@ class Watch(contextlib.ContextDecorator):
         self._open: list[Graph] = []
         # Parameter name -> its meta["accumulated_grad"] entry in the latest captured step.
         self._accumulating: dict[str, dict[str, Any]] = {}
+        self._step: int | None = None  # set_step's number; None: backward calls are counted
+        self._last_step = 0  # the step of the latest backward
 
     @property
     def last(self) -> Graph | None:
@@ -288,6 +290,8 @@ class Watch(contextlib.ContextDecorator):
                 self.model, self.run, optimizer=self.optimizer, every=self.every,
                 thresholds=self.thresholds,
             )
+            if self._step is not None:
+                self._recorder.offset = 0  # a trainer's step numbers are its own (see set_step)
         self._thread = threading.get_ident()
         try:
             _install(self)
@@ -325,8 +329,36 @@ class Watch(contextlib.ContextDecorator):
                     self._recorder.close()
                     self._recorder = None
 
+    def set_step(self, step: int) -> None:
+        """Number the backward calls that follow ``step`` until the next call: a trainer's own
+        step (its global step), instead of counting backward calls.
+
+        Every backward until the next ``set_step`` belongs to that one step: under gradient
+        accumulation its first backward is the one captured (when the step is due), and the
+        run's row of the step holds the numbers after its last backward (the accumulated
+        gradients the optimizer steps with) and the sum of the losses the backwards started
+        from (the loss those gradients are the gradient of). The numbers are stored as given:
+        a run resumed from a trainer's checkpoint continues its steps, not the store's.
+        Call it between steps, outside the model's forward and backward (a trainer callback's
+        batch-start hook); ``graphscope.integrations`` does.
+
+        Raises:
+            ValueError: ``step`` is not a positive int.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"set_step() takes a positive int (a trainer's global step, from 1), got {step!r}")
+        self._step = step
+        if self._recorder is not None:
+            self._recorder.offset = 0
+        if self._thread is not None:
+            self._sync_recording()
+            # Between steps, outside any torch call: where the recording's mode may be lifted
+            # or put back, as the root module's forward would (a trainer may never call it).
+            self._recording._root_pre_hook(None, None)
+
     def _due(self, step: int) -> bool:
-        return (step - 1) % self.every == 0
+        # One capture per step: a trainer's step may run several backwards (set_step).
+        return (step - 1) % self.every == 0 and step != self._last_step
 
     def _forced(self) -> bool:
         """Whether the recorder asked for the next step's capture (after an anomaly)."""
@@ -338,13 +370,15 @@ class Watch(contextlib.ContextDecorator):
         The mode stays pushed for the whole block and is only paused: a mode may not be popped
         from inside a torch call (``loss.backward()`` itself dispatches through it).
         """
-        self._recording.paused = not (self._due(self.steps + 1) or self._forced())
+        upcoming = self.steps + 1 if self._step is None else self._step
+        self._recording.paused = not (self._due(upcoming) or self._forced())
 
     # -- one watched backward -------------------------------------------------------------------
 
     def _run(self, original: Callable[..., Any], outputs: Any, args: tuple, kwargs: dict) -> Any:
         self.steps += 1
-        step = self.steps
+        step = self.steps if self._step is None else self._step
+        due, self._last_step = self._due(step), step
         graph = None
         tensors = _graph_tensors(outputs)
         recorder = self._recorder
@@ -352,7 +386,7 @@ class Watch(contextlib.ContextDecorator):
         # The collector would make full passes over the graph model while capture and the
         # hooks allocate; it is restored (and runs) as soon as this step is done.
         with hooks.gc_paused():
-            if self._due(step) or reason is not None:
+            if due or reason is not None:
                 if tensors:
                     graph = capture(
                         tensors, model=self.model, warn=False, thresholds=self.thresholds

@@ -43,16 +43,13 @@ from graphscope.trends import SPIKE_HISTORY, is_spike
 
 # Below this largest magnitude, float32 squares are subnormal or zero: the norm is redone in float64.
 _TINY_ABSMAX = 1e-18
-# Gradients up to this many elements get their abs max from one fused inf-norm (a kernel launch
-# per tensor would cost more than the data); larger ones from aminmax, several times faster.
-_FUSED_ABSMAX = 1 << 16
 
 
 def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def _absmax_large(v: torch.Tensor) -> torch.Tensor:
+def _absmax(v: torch.Tensor) -> torch.Tensor:
     lo, hi = torch.aminmax(v)
     return torch.maximum(-lo, hi).float()
 
@@ -240,7 +237,7 @@ class FlightRecorder:
             half = any(v.dtype in (torch.float16, torch.bfloat16) for v in values)
             norms = torch._foreach_norm(values, 2, dtype=torch.float32) if half else torch._foreach_norm(values)
             parts.append(torch.stack([x.float() for x in norms]))
-            parts.append(self._absmax(values))
+            parts.append(self._absmaxes(values))
             parts.append(torch.stack([torch.count_nonzero(v) for v in values]).float())
         loss = self._loss
         if loss is not None:
@@ -298,17 +295,14 @@ class FlightRecorder:
         )
 
     @staticmethod
-    def _absmax(values: list[torch.Tensor]) -> torch.Tensor:
-        """Every gradient's largest magnitude, in float32, in the order of ``values``."""
-        small = [j for j, v in enumerate(values) if v.numel() <= _FUSED_ABSMAX]
-        out: list[torch.Tensor | None] = [None] * len(values)
-        if small:
-            for j, x in zip(small, torch._foreach_norm([values[j] for j in small], math.inf)):
-                out[j] = x.float()
-        for j, v in enumerate(values):
-            if out[j] is None:
-                out[j] = _absmax_large(v)
-        return torch.stack(out)  # type: ignore[arg-type]
+    def _absmaxes(values: list[torch.Tensor]) -> torch.Tensor:
+        """Every gradient's largest magnitude, in float32, in the order of ``values``.
+
+        ``aminmax`` per tensor: one pass each, and faster than the fused inf-norm both on
+        large tensors (5.7 ms vs 133 ms over GPT-2-sized gradients) and on many small ones
+        (1.0 ms vs 5.4 ms over MLP-50's 102), measured with benchmarks/bench_recorder.py's models.
+        """
+        return torch.stack([_absmax(v) for v in values])
 
     def _local_events(self, run_step: int, rec: StepRecord, wanted: bool) -> None:
         """Events from the DDP check before the all-reduce: ``local_nonfinite`` the first time

@@ -15,7 +15,9 @@ Any SQLite client can read it; the tables, version 1:
     (-1 when no optimizer was given or the parameter is in none).
 
 ``steps(rank, step, time, loss, loss_nonfinite, grad_norm, nonfinite, accumulating, lr, loss_scale)``
-    One row per backward (steps count from 1). ``loss`` is the value of the scalar the backward
+    One row per step (steps count from 1): per backward under ``watch``, per optimizer step
+    when a trainer numbers the steps (``Watch.set_step``: its micro-batches' backwards share one row,
+    holding the accumulated gradients and the summed loss). ``loss`` is the value of the scalar the backward
     started from (NULL when it was not one scalar, or NaN); ``loss_nonfinite`` is 1 when that
     value was NaN or Inf. ``grad_norm`` is the L2 norm over every parameter gradient (NULL when
     NaN); ``nonfinite`` counts the NaN/Inf elements over all parameter gradients (0 when

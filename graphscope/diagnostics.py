@@ -57,6 +57,7 @@ from graphscope.model import (
     Node,
     ParamStatus,
     Severity,
+    fmt_count,
 )
 
 
@@ -538,7 +539,7 @@ def _accumulated(graph: Graph) -> list[Finding]:
             f"{fmt_num(node.grad.norm)}"  # type: ignore[union-attr]
             for node, held, _ in items
         )
-        count = f"{len(items)} parameter(s)" if len(items) > 1 else "A parameter"
+        count = f"{len(items)} parameters" if len(items) > 1 else "A parameter"
         message = f"{count} hold gradients from an earlier backward in .grad ({each})."
         if persistent:
             steps = min(it[2] for it in items)
@@ -1379,7 +1380,7 @@ def _params(graph: Graph) -> list[Finding]:
                 kind=FindingKind.FROZEN,
                 severity=Severity.INFO,
                 node=None,
-                message=f"{len(frozen)} frozen parameter(s) (requires_grad=False): {shown}.",
+                message=f"{fmt_count(len(frozen), 'frozen parameter')} (requires_grad=False): {shown}.",
                 hint="Frozen on purpose (fine-tuning)? Nothing to do. Otherwise set "
                 "requires_grad=True.",
             )
@@ -1393,7 +1394,7 @@ def _opaque(graph: Graph) -> list[Finding]:
         if node.opaque is None:
             continue
         inside = [p.name for p in graph.params if p.status is ParamStatus.OPAQUE and p.node == node.id]
-        params = f" It uses {len(inside)} parameter(s): {', '.join(inside[:5])}." if inside else ""
+        params = f" It uses {fmt_count(len(inside), 'parameter')}: {', '.join(inside[:5])}." if inside else ""
         if node.opaque == "checkpoint":
             hint = "Reentrant checkpointing runs the region in a nested backward that the " \
                 "walk cannot see. Use torch.utils.checkpoint.checkpoint(..., use_reentrant=" \

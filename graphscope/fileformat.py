@@ -160,8 +160,16 @@ def read(path: str | Path) -> Any:
         raise LoadError(f"no such capture file: {path}") from None
     except IsADirectoryError:
         raise LoadError(f"{path} is a directory; give the path of a capture .json file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise LoadError(
+            f"{path} is not a graphscope capture: it is a binary file, not JSON text (an image or "
+            f"an archive renamed .json?); save a capture with graph.save(path)"
+        ) from None
+    except OSError as exc:
         raise LoadError(f"cannot read capture file {path}: {exc}") from None
+    if not text.strip():
+        raise LoadError(f"{path} is empty: a capture file is never empty; was it still being "
+                        f"written, or saved from a capture that failed?")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

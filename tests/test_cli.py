@@ -112,11 +112,12 @@ def test_missing_file_is_one_line_and_exit_2(command, tmp_path, capsys, terminal
 
 
 @pytest.mark.parametrize("content, words", [
-    (b"", "not valid JSON"),
+    (b"", "is empty"),
+    (b"  \n", "is empty"),
     (b'{"format": "graphscope.capture", "version": 1, "nodes": [', "truncated"),
     (b'{"nodes": []}', "not a graphscope capture"),
     (b"[]", "not a graphscope capture"),
-    (b"\x89PNG\x00\xff\xfe", "cannot read capture file"),  # not UTF-8 at all
+    (b"\x89PNG\x00\xff\xfe", "binary file, not JSON text"),  # not UTF-8 at all
     ("\x89PNG\r\n".encode(), "not valid JSON"),  # UTF-8, but not JSON
 ])
 def test_corrupt_or_foreign_file_exits_2(content, words, tmp_path, capsys, opened):

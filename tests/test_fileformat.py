@@ -77,7 +77,7 @@ def test_load_needs_no_torch_objects(tmp_path):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("", "not valid JSON"),
+        ("", "is empty"),
         ('{"format": "graphscope.capture", "version": 1, "nodes": [', "truncated"),
         ('{"nodes": []}', "not a graphscope capture"),
         ("[1, 2, 3]", "not a graphscope capture"),

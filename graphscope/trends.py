@@ -152,7 +152,7 @@ def analyze(run: Run, *, rank: int = 0, thresholds: Thresholds | None = None) ->
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # medians of all-NaN stretches
-        return _analyze(run, rank, thresholds or _thresholds(run))
+        return _analyze(run, rank, thresholds or run_thresholds(run))
 
 
 def _analyze(run: Run, rank: int, t: Thresholds) -> list[RunFinding]:
@@ -193,7 +193,9 @@ def first_nonfinite_loss(steps: Steps) -> int | None:
 # -- the rules ------------------------------------------------------------------------------------
 
 
-def _thresholds(run: Run) -> Thresholds:
+def run_thresholds(run: Run) -> Thresholds:
+    """The limits the run's captures were judged with (the defaults when it kept none, or
+    kept ones this version does not know)."""
     d = run.meta.get("thresholds")
     try:
         return Thresholds(**d) if isinstance(d, dict) else Thresholds()

@@ -24,7 +24,7 @@ from graphscope.formatting import BAND_COLOURS, _HEALTHY_STOPS
 from graphscope.health import Band, Health, Thresholds
 from graphscope.model import Severity
 from graphscope.runs import Run
-from graphscope.trends import RunFinding, analyze
+from graphscope.trends import RunFinding, analyze, run_thresholds
 
 FORMATS = ("svg", "png", "pdf")
 _SEVERITY_COLOURS = {Severity.INFO: "#5c6bc0", Severity.WARNING: "#ffa000", Severity.ERROR: "#d32f2f"}
@@ -35,13 +35,7 @@ _LISTED = 10  # findings written under the picture  # rows of the heatmap; more 
 def run_health(run: Run, steps_loss_scale: np.ndarray | None = None,
                thresholds: Thresholds | None = None) -> Health:
     """The limits a run's numbers are judged and coloured with: its thresholds, its loss scale."""
-    t = thresholds
-    if t is None:
-        d = run.meta.get("thresholds")
-        try:
-            t = Thresholds(**d) if isinstance(d, dict) else Thresholds()
-        except (TypeError, ValueError):
-            t = Thresholds()
+    t = thresholds or run_thresholds(run)
     scale = 1.0
     if steps_loss_scale is not None:
         finite = steps_loss_scale[np.isfinite(steps_loss_scale)]

@@ -24,6 +24,7 @@ from graphscope.health import Band, Health, Thresholds
 from graphscope.model import GradStats, Severity, fmt_count
 from graphscope.runs import CaptureInfo, ParamSeries, Run, RunParam, Steps
 from graphscope.runs.reader import layer_series
+from graphscope.trends import run_thresholds
 
 EVENT_SEVERITY = {"nonfinite": Severity.ERROR, "spike": Severity.WARNING}
 """How bad the recorder's own events are, where trends' findings are not available."""
@@ -111,17 +112,6 @@ class Cells:
         return int(min(max(np.searchsorted(self.hi, step), 0), len(self.hi) - 1)) if len(self.hi) else 0
 
 
-def thresholds_of(run: Run) -> Thresholds:
-    """The limits the run's captures were judged with (the defaults when it kept none)."""
-    stored = run.meta.get("thresholds")
-    if isinstance(stored, dict):
-        try:
-            return Thresholds(**stored)
-        except (TypeError, ValueError):
-            pass
-    return Thresholds()
-
-
 def columns(first: int, last: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Split steps ``first..last`` into ``width`` columns of (nearly) equal spans, so the
     heatmap lines up with the curves' step axis. With fewer steps than columns a step spans
@@ -189,7 +179,7 @@ class History:
 
     def __init__(self, run: Run, *, rank: int | None = None, thresholds: Thresholds | None = None) -> None:
         self.run = run
-        self.thresholds = thresholds or thresholds_of(run)
+        self.thresholds = thresholds or run_thresholds(run)
         self.ranks: list[int] = run.ranks() or [0]
         self.first_wrong: int | None = None
         if len(self.ranks) > 1:

@@ -3,8 +3,9 @@ gradient RMS, and the findings over time marked where they started.
 
 ``draw_timeline(run, "timeline.svg")`` (SVG, PNG or PDF by suffix) with matplotlib, headless
 (the Agg canvas; nothing opens a window). The heatmap's colours are the product's: RMS on a log
-scale between the run's vanishing and exploding limits (``graphscope.health``, loss scale
-included), the healthy range shaded as in the graph pictures and the inspector, values past
+scale between the run's vanishing and exploding limits (``graphscope.health``, each step's
+loss scale divided out), the healthy range shaded as in the graph pictures and the
+inspector, values past
 the limits in the vanishing and exploding band colours, non-finite ones in the non-finite
 colour, and no gradient left blank. Decimated stretches of old steps are drawn at their maxima
 where a layer's gradient grew and at their minima where it faded, so no extreme is averaged away.
@@ -28,20 +29,8 @@ from graphscope.trends import RunFinding, analyze, run_thresholds
 
 FORMATS = ("svg", "png", "pdf")
 _SEVERITY_COLOURS = {Severity.INFO: "#5c6bc0", Severity.WARNING: "#ffa000", Severity.ERROR: "#d32f2f"}
-_MAX_LAYERS = 60
-_LISTED = 10  # findings written under the picture  # rows of the heatmap; more layers are merged into groups of neighbours
-
-
-def run_health(run: Run, steps_loss_scale: np.ndarray | None = None,
-               thresholds: Thresholds | None = None) -> Health:
-    """The limits a run's numbers are judged and coloured with: its thresholds, its loss scale."""
-    t = thresholds or run_thresholds(run)
-    scale = 1.0
-    if steps_loss_scale is not None:
-        finite = steps_loss_scale[np.isfinite(steps_loss_scale)]
-        if finite.size:
-            scale = float(np.median(finite))
-    return Health(thresholds=t, scale=scale)
+_MAX_LAYERS = 60  # rows of the heatmap; more layers are merged into groups of neighbours
+_LISTED = 10  # findings written under the picture
 
 
 def draw_timeline(
@@ -83,9 +72,12 @@ def draw_timeline(
 
     if findings is None:
         findings = analyze(run, rank=rank, thresholds=thresholds)
-    health = run_health(run, steps.loss_scale, thresholds)
+    # Coloured as the loss scale of each row's step leaves them: with a GradScaler the RMS is
+    # divided by that step's scale and judged against the unscaled limits (the same band as
+    # Health(scale=s) gives the scaled value), so a scale that changes mid-run changes no colour.
+    health = Health(thresholds=thresholds or run_thresholds(run))
     layers = run.layer_series(rank)
-    names, grid, present = _heat_rows(layers)
+    names, grid, present = heat_grid(layers, steps)
 
     listed = sum(1 for _ in findings)
     caption = 0.14 * (min(listed, _LISTED) + (listed > _LISTED)) + (0.1 if listed else 0)
@@ -175,6 +167,17 @@ def _curve(ax, x: np.ndarray, y: np.ndarray, label: str, colour: str) -> None:
     ax.set_ylabel(label, fontsize=8)
     ax.grid(alpha=0.25)
     ax.tick_params(labelsize=7)
+
+
+def heat_grid(layers, steps) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The heatmap's rows (layer names), values (stored rows x heatmap rows: RMS with the
+    row's loss scale divided out) and presence, from a run's ``LayerSeries`` and ``Steps``."""
+    names, grid, present = _heat_rows(layers)
+    if len(layers) and len(steps):
+        at = np.clip(np.searchsorted(steps.step, layers.lo), 0, len(steps) - 1)
+        scale = steps.loss_scale[at]
+        grid = grid / np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)[:, None]
+    return names, grid, present
 
 
 def _heat_rows(layers) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -2,12 +2,11 @@
 gradient RMS, and the findings over time marked where they started.
 
 ``draw_timeline(run, "timeline.svg")`` (SVG, PNG or PDF by suffix) with matplotlib, headless
-(the Agg canvas; nothing opens a window). The heatmap's colours are the product's: RMS on a log
-scale between the run's vanishing and exploding limits (``graphscope.health``, each step's
-loss scale divided out), the healthy range shaded as in the graph pictures and the
-inspector, values past
-the limits in the vanishing and exploding band colours, non-finite ones in the non-finite
-colour, and no gradient left blank. Decimated stretches of old steps are drawn at their maxima
+(the Agg canvas; nothing opens a window). The heatmap's colours are the product's: RMS on a
+log scale between the run's vanishing and exploding limits (``graphscope.health``, each
+step's loss scale divided out), the healthy range shaded as in the graph pictures and the
+inspector, values past the limits in the vanishing and exploding band colours, non-finite
+ones in the non-finite colour, and no gradient left blank. Decimated stretches of old steps are drawn at their maxima
 where a layer's gradient grew and at their minima where it faded, so no extreme is averaged away.
 
 Imports the run store, health, formatting and trends, and matplotlib (lazily, when drawing);

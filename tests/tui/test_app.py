@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input, Static, TabbedContent
+from textual_plot.plot_widget import ScatterPlot
 
 from graphscope.errors import EngineError
 from graphscope.tui.screens.help import HelpScreen
 from graphscope.tui.widgets.details import NodeDetails
 from graphscope.tui.widgets.findings import FindingsList
+from graphscope.tui.widgets import flow
 from graphscope.tui.widgets.flow import GradientFlow
 from graphscope.tui.widgets.graph_tree import CHUNK, GraphTree
 from graphscope.tui.widgets.local_graph import LocalGraph
-from tests.graphs import chain, diamond, sigmoid_mlp
+from tests.graphs import chain, diamond, mlp, sigmoid_mlp, transformer
 
 
 def _lines(tree: GraphTree):
@@ -172,8 +174,14 @@ def _plain(static) -> str:
     return console.export_text()
 
 
+def _series(plot) -> dict[str, list[float]]:
+    """The flow plot's x values by series label (the weights' line, the biases' marks, ...)."""
+    return {label: [float(x) for x in d.x] for d, label in zip(plot._datasets, plot._labels) if label}
+
+
 def test_gradient_flow_plots_layers_in_forward_order(drive):
-    """The flow tab plots one point per parameter layer, first layer first."""
+    """The flow tab plots one point per layer (module), first layer first, and lists each
+    layer's weight and bias under its number."""
     async def steps(pilot):
         await pilot.press("3")
         await pilot.pause()
@@ -182,10 +190,56 @@ def test_gradient_flow_plots_layers_in_forward_order(drive):
         names = [f"fc{k}.{p}" for k in range(4) for p in ("weight", "bias")]
         at = [legend.find(name) for name in names]
         assert -1 not in at and at == sorted(at), legend
+        assert "1 ● fc0.weight" in legend and "◆ fc0.bias" in legend
         plot = flow.query_one("#flow-plot")
         assert plot.region.area > 0
-        assert any(len(d.x) == 8 for d in plot._datasets)
+        assert _series(plot)["weights"] == [1.0, 2.0, 3.0, 4.0]
     drive(sigmoid_mlp(), steps)
+
+
+def test_gradient_flow_marks_biases_apart_from_weights(drive):
+    """mlp(): two layers, two weight points on the line, each bias a ◆ beside its layer, and
+    the layers named on the x axis."""
+    async def steps(pilot):
+        await pilot.press("3")
+        await pilot.pause()
+        plot = pilot.app.screen.query_one("#flow-plot")
+        series = _series(plot)
+        assert series["weights"] == [1.0, 2.0]
+        biases = [d for d in plot._datasets if isinstance(d, ScatterPlot) and d.marker == flow.BIAS]
+        assert sorted(x for d in biases for x in d.x) == [1 + flow.BIAS_SHIFT, 2 + flow.BIAS_SHIFT]
+        assert series["biases"]
+        names = [layer.name for layer in pilot.app.screen.query_one(GradientFlow)._layers]
+        assert sorted(names) == ["fc1", "fc2"]
+        assert plot._x_formatter.get_labels_for_ticks([1.0, 2.0]) == names
+    drive(mlp(), steps)
+
+
+def test_gradient_flow_on_a_transformer_plots_modules_not_parameters(drive):
+    """transformer(): one point per module (embed, each block's attn and mlp), no zigzag of
+    separate parameters, and the layers the legend leaves out are counted and explained."""
+    graph = transformer(layers=30)
+    modules = 1 + 2 * 30
+
+    async def steps(pilot):
+        await pilot.press("3")
+        await pilot.pause()
+        gf = pilot.app.screen.query_one(GradientFlow)
+        plot = gf.query_one("#flow-plot")
+        assert _series(plot)["weights"] == [float(i) for i in range(1, modules + 1)]
+        legend = _plain(gf.query_one("#flow-names", Static))
+        shown = len(gf._shown())
+        assert shown < modules
+        assert f"… {modules - shown} of {modules} layers not shown: listed are the first" in legend
+    drive(graph, steps)
+
+
+def test_flow_x_axis_names_layers_where_they_fit():
+    """Names where they fit, without their shared prefix when that fits, else numbers."""
+    names = [f"encoder.layers.{i}" for i in range(3)]
+    assert flow.x_ticks(names, 100) == {1: names[0], 2: names[1], 3: names[2]}
+    assert flow.x_ticks(names, 20) == {1: "0", 2: "1", 3: "2"}
+    assert flow.x_ticks([f"l{i}" for i in range(100)], 50) == {i: str(i) for i in range(1, 101, 10)}
 
 
 def test_neighbours_tab_draws_the_selected_node(drive):

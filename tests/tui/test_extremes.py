@@ -30,7 +30,7 @@ _HEALTH = Health(thresholds=Thresholds())
 
 
 def _layers(pairs) -> list[flow.Layer]:
-    return [flow.Layer(name, stats, _HEALTH.band(stats)) for name, stats in pairs]
+    return [flow.Layer.of(name, stats, _HEALTH.band(stats)) for name, stats in pairs]
 
 
 def _param(app, name: str) -> int:

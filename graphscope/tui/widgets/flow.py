@@ -1,13 +1,18 @@
-"""Gradient flow: each parameter layer's gradient RMS, in forward order, on a log scale.
+"""Gradient flow: each layer's gradient RMS, in forward order, on a log scale.
 
-A line plot (textual-plot) of log10(RMS) per layer, with the vanishing and exploding limits of
-the capture's ``Health`` (loss scale included) drawn across it, so a sigmoid stack visibly fades
-toward the input. Below the plot, a numbered legend names the layers with the band the findings
-use. The layers are ``health.forward_params``: the same list, in the same order, the diagnosis
-judges.
+A layer is a module: the parameters that ``health.layer_key`` groups for the depth rule
+(``fc1.weight`` and ``fc1.bias`` are layer ``fc1``; a stacked RNN has one per layer). A line plot
+(textual-plot) of log10(RMS) joins the layers' weights (● a module's largest non-bias gradient);
+its biases are marked ◆ beside them, so a bias that is tiny by construction neither zigzags the
+line nor hides. The vanishing and exploding limits of the capture's ``Health`` (loss scale
+included) are drawn across it, so a sigmoid stack visibly fades toward the input. The x axis
+names the layers where the names fit, numbers them otherwise; below the plot, a numbered legend
+lists each layer's parameters with the band the findings use, and says which layers it leaves
+out on a deep model. The parameters are ``health.forward_params``: the same list, in the same
+order, the diagnosis judges.
 
-Every layer with a gradient is drawn, whatever its numbers: NaN/Inf, RMS values far outside the
-limits (1e300, 1e-300) and all-zero gradients are clipped to the plot's edges with their own
+Every parameter with a gradient is drawn, whatever its numbers: NaN/Inf, RMS values far outside
+the limits (1e300, 1e-300) and all-zero gradients are clipped to the plot's edges with their own
 marks (``picture`` decides where), and the legend gives their real values.
 """
 
@@ -25,22 +30,27 @@ from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 from textual_plot import HiResMode, PlotWidget
-from textual_plot.axis_formatter import NumericAxisFormatter
+from textual_plot.axis_formatter import AxisFormatter, NumericAxisFormatter
 
 from graphscope import formatting
-from graphscope.health import Band, Health, forward_params
+from graphscope.health import Band, Health, forward_params, layer_key
 from graphscope.model import GradStats, Graph
 
 MAX_LEGEND = 40
+"""Layers the legend names at most; the rest are counted, and the CSV export has them all."""
 
-ON_SCALE, ABOVE, BELOW, NONFINITE = "●", "▲", "▼", "×"
-"""How a layer is marked: on the scale, clipped to the top or the bottom, or NaN/Inf (at the top)."""
+ON_SCALE, BIAS, ABOVE, BELOW, NONFINITE = "●", "◆", "▲", "▼", "×"
+"""How a parameter is marked: a layer's weights on the scale, its biases on the scale, clipped
+to the top or the bottom, or NaN/Inf (at the top)."""
 
 MARK_LABELS = {
     NONFINITE: "NaN or Inf, at the top",
     ABOVE: "above the scale, at the top",
     BELOW: "zero or below the scale, at the bottom",
 }
+BIAS_SHIFT = 0.25
+"""A bias is drawn this fraction of a layer right of its layer's weights, so an equal one is
+not hidden under the weights' mark."""
 SPAN = 24
 """Decades shown beyond the vanishing and exploding limits; values further out are clipped, so
 one 1e300 layer does not squash every other layer into a single row."""
@@ -67,6 +77,39 @@ class _PowerOfTen(NumericAxisFormatter):
         return [label.rjust(width) for label in labels]
 
 
+class _LayerNames(AxisFormatter):
+    """Layer ticks (1-based, forward order) labelled with the names ``x_ticks`` chose."""
+
+    def __init__(self, labels: dict[int, str]) -> None:
+        self.labels = labels
+
+    def get_ticks(self, min_: float, max_: float, max_ticks: int = 8) -> list[float]:
+        return [float(t) for t in self.labels if min_ <= t <= max_]
+
+    def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
+        return [self.labels.get(round(t), "") for t in ticks]
+
+
+def x_ticks(names: Sequence[str], width: int) -> dict[int, str]:
+    """The x axis's labels for ``names`` (in forward order) on a ``width``-column canvas: the
+    names where every one fits its layer's share of the width (whole, or without the prefix
+    all share), layer numbers otherwise (every few layers when even those do not fit)."""
+    n = len(names)
+    if not n:
+        return {}
+    room = width / n - 1  # one column between neighbouring labels
+    parts = [name.split(".") for name in names]
+    common = 0
+    while n > 1 and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    for labels in (list(names), [".".join(p[common:]) for p in parts]):
+        if max(map(len, labels)) <= room:
+            return {i: label for i, label in enumerate(labels, 1)}
+    # A number and two columns: ticks land on whole columns, so neighbours can be a column nearer.
+    step = max(1, math.ceil((len(str(n)) + 2) / max(width / n, 1e-9)))
+    return {i: str(i) for i in range(1, n + 1, step)}
+
+
 def log_rms(stats: GradStats | None) -> float | None:
     """log10 of the RMS, or None when there is no finite, non-zero gradient to place."""
     if stats is None or not stats.finite or not math.isfinite(stats.rms) or stats.rms <= 0:
@@ -75,88 +118,152 @@ def log_rms(stats: GradStats | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Layer:
-    """One parameter as plotted: its name, gradient statistics and band."""
+class Param:
+    """One parameter of a layer: its name, gradient statistics, band, and whether it is a bias."""
 
     name: str
     stats: GradStats | None
     band: Band
+    bias: bool = False
+
+
+def _worst(params: Sequence[Param]) -> Param | None:
+    """The parameter that stands for ``params`` on the plot: a NaN/Inf one, else the largest
+    RMS (as the depth rule takes a layer's largest); None when none has a gradient."""
+    have = [p for p in params if p.stats is not None]
+    for p in have:
+        if not p.stats.finite or math.isnan(p.stats.rms):
+            return p
+    return max(have, key=lambda p: p.stats.rms, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One layer (module) as plotted: its name and its parameters, in forward order."""
+
+    name: str
+    params: tuple[Param, ...]
+
+    @classmethod
+    def of(cls, name: str, stats: GradStats | None, band: Band, *, bias: bool = False) -> Layer:
+        """A layer of one parameter, named like it."""
+        return cls(name, (Param(name, stats, band, bias),))
+
+    @property
+    def weights(self) -> Param | None:
+        """What the weights' line shows for this layer (see ``_worst``)."""
+        return _worst([p for p in self.params if not p.bias])
+
+    @property
+    def bias(self) -> Param | None:
+        """What the bias mark shows for this layer (see ``_worst``)."""
+        return _worst([p for p in self.params if p.bias])
+
+
+def _is_bias(name: str) -> bool:
+    return "bias" in name.rpartition(".")[2]  # bias, in_proj_bias, bias_hh_l0
 
 
 def layers_of(graph: Graph, health: Health) -> list[Layer]:
-    """The parameters the diagnosis judges, in forward order, each with its band."""
-    return [Layer(n.title, n.grad, health.band(n)) for n in forward_params(graph)]
+    """The parameters the diagnosis judges, in forward order, grouped into the depth rule's
+    layers (``health.layer_key``), each parameter with its band."""
+    grouped: dict[str, list[Param]] = {}
+    for n in forward_params(graph):
+        name = n.title
+        grouped.setdefault(layer_key(n), []).append(
+            Param(name, n.grad, health.band(n), _is_bias(n.name or name)))
+    return [Layer(key, tuple(params)) for key, params in grouped.items()]
 
 
 def flow_csv(layers: Sequence[Layer]) -> str:
     """The plotted layers as CSV (what ``e`` on the flow tab writes): one row per parameter, in
-    forward order, with its gradient RMS, norm and band."""
+    forward order, with its layer's number, its gradient RMS, norm and band."""
     out = io.StringIO()
     rows = csv.writer(out, lineterminator="\n")
     rows.writerow(["layer", "parameter", "rms", "norm", "band"])
     for i, layer in enumerate(layers, 1):
-        s = layer.stats
-        rows.writerow([i, layer.name, "" if s is None else repr(s.rms),
-                       "" if s is None else repr(s.norm), layer.band.value])
+        for p in layer.params:
+            s = p.stats
+            rows.writerow([i, p.name, "" if s is None else repr(s.rms),
+                           "" if s is None else repr(s.norm), p.band.value])
     return out.getvalue()
 
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """One layer as drawn: its number (1-based, forward order), height (log10 RMS, or the
-    window's edge when clipped), mark and colour."""
+    """One layer's weights or bias as drawn: the layer's number (1-based, forward order),
+    height (log10 RMS, or the window's edge when clipped), mark, colour, and whether it is the
+    bias (drawn ``BIAS_SHIFT`` right of the number)."""
 
     layer: int
     y: float
     mark: str
     colour: str
+    bias: bool = False
+
+    @property
+    def x(self) -> float:
+        return self.layer + (BIAS_SHIFT if self.bias else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
 class Picture:
-    """Everything the plot draws: the points, the y window ``[lo, hi]`` (log10 RMS) and the
-    relative-vanishing level (None without a finite gradient)."""
+    """Everything the plot draws: the points (each layer's weights, then its bias), the y
+    window ``[lo, hi]`` (log10 RMS), the relative-vanishing level (None without a finite
+    gradient) and the clipping range ``cap``."""
 
     points: tuple[Point, ...]
     lo: float
     hi: float
     relative: float | None
+    cap: tuple[float, float]
 
 
-def _mark(stats: GradStats, y: float | None, cap: tuple[float, float]) -> str:
+def mark(param: Param, cap: tuple[float, float]) -> str:
+    """A parameter's mark, with log10 RMS values outside ``cap`` clipped."""
+    stats = param.stats
+    if stats is None:
+        return BIAS if param.bias else ON_SCALE
     if not stats.finite or math.isnan(stats.rms):
         return NONFINITE
+    y = log_rms(stats)
     if y is None:
         return ABOVE if stats.rms > 0 else BELOW  # an overflowed (inf) RMS, or an all-zero one
-    return ABOVE if y > cap[1] else BELOW if y < cap[0] else ON_SCALE
+    if y > cap[1]:
+        return ABOVE
+    if y < cap[0]:
+        return BELOW
+    return BIAS if param.bias else ON_SCALE
 
 
-def _colour(layer: Layer, y: float | None, mark: str, h: Health) -> str:
+def _colour(param: Param, y: float | None, mark_: str, h: Health) -> str:
     """The tree's colour; healthy layers shaded by their decade so the plot reads like the tree."""
-    if mark == NONFINITE:
+    if mark_ == NONFINITE:
         return formatting.BAND_COLOURS[Band.NONFINITE]
-    if layer.band is Band.HEALTHY and y is not None:
+    if param.band is Band.HEALTHY and y is not None:
         return formatting.rms_colour(10.0 ** round(y), h)
-    return formatting.BAND_COLOURS[layer.band]
+    return formatting.BAND_COLOURS[param.band]
 
 
-def _text_colour(layer: Layer, h: Health) -> str:
-    if layer.band is Band.HEALTHY and layer.stats is not None:
-        return formatting.rms_colour(layer.stats.rms, h)
-    return formatting.BAND_COLOURS[layer.band]
+def _text_colour(param: Param, h: Health) -> str:
+    if param.band is Band.HEALTHY and param.stats is not None:
+        return formatting.rms_colour(param.stats.rms, h)
+    return formatting.BAND_COLOURS[param.band]
 
 
 def picture(layers: Sequence[Layer], health: Health) -> Picture:
-    """Place each layer with a gradient on the log-RMS plot, clipping what cannot be drawn.
+    """Place each layer's weights and bias on the log-RMS plot, clipping what cannot be drawn.
 
-    The window covers the finite layers (and the relative-vanishing level) with a decade to
-    spare, but no more than ``SPAN`` decades beyond the limits; with no finite layer it is the
-    limits themselves. NaN/Inf layers and RMS values above the window sit at its top, zero and
-    tiny ones at its bottom, each with its own mark. Layers without a gradient are left out.
+    The window covers the finite points (and the relative-vanishing level) with a decade to
+    spare, but no more than ``SPAN`` decades beyond the limits; with no finite point it is the
+    limits themselves. NaN/Inf values and RMS values above the window sit at its top, zero and
+    tiny ones at its bottom, each with its own mark. Parameters without a gradient are left out.
     """
     limits = math.log10(health.vanishing_rms), math.log10(health.exploding_rms)
     cap = limits[0] - SPAN, limits[1] + SPAN
-    ys = [log_rms(layer.stats) for layer in layers]
+    drawn = [(i, p) for i, layer in enumerate(layers, 1)
+             for p in (layer.weights, layer.bias) if p is not None]
+    ys = [log_rms(p.stats) for _, p in drawn]
     finite = [y for y in ys if y is not None]
     shown = [y for y in finite if cap[0] <= y <= cap[1]]
     relative = max(finite) + math.log10(health.thresholds.vanishing_ratio) if finite else None
@@ -167,13 +274,11 @@ def picture(layers: Sequence[Layer], health: Health) -> Picture:
         lo, hi = limits[0] - 1, limits[1] + 1
     top, bottom = hi - _EDGE * (hi - lo), lo + _EDGE * (hi - lo)
     points = []
-    for i, (layer, y) in enumerate(zip(layers, ys), 1):
-        if layer.stats is None:
-            continue
-        mark = _mark(layer.stats, y, cap)
-        at = y if mark == ON_SCALE else bottom if mark == BELOW else top
-        points.append(Point(i, at, mark, _colour(layer, y, mark, health)))
-    return Picture(tuple(points), lo, hi, relative)
+    for (i, p), y in zip(drawn, ys):
+        m = mark(p, cap)
+        at = y if m in (ON_SCALE, BIAS) else bottom if m == BELOW else top
+        points.append(Point(i, at, m, _colour(p, y, m, health), p.bias))
+    return Picture(tuple(points), lo, hi, relative, cap)
 
 
 class GradientFlow(Vertical):
@@ -184,6 +289,7 @@ class GradientFlow(Vertical):
         self._layers = layers
         self._health = health
         self._plotted = False
+        self._tick_width = 0
 
     def compose(self):
         if not self._layers:
@@ -193,45 +299,65 @@ class GradientFlow(Vertical):
         with VerticalScroll(id="flow-legend"):
             yield Static(id="flow-names")
 
+    def _shown(self) -> list[tuple[int, Layer]]:
+        """The layers the legend names: all of them up to ``MAX_LEGEND``; past it the first and
+        last few, the faintest and strongest, and the clipped and NaN/Inf ones (the likely
+        reason to look)."""
+        shown = list(enumerate(self._layers, 1))
+        if len(shown) <= MAX_LEGEND:
+            return shown
+        cap = picture(self._layers, self._health).cap
+        top = {i: _worst(layer.params) for i, layer in shown}
+        ranked = sorted((i for i, p in top.items() if p is not None and log_rms(p.stats) is not None),
+                        key=lambda i: log_rms(top[i].stats))
+        odd = [i for i, layer in shown
+               if any(mark(p, cap) not in (ON_SCALE, BIAS) for p in layer.params if p.stats is not None)]
+        keep = {i for i, _ in shown[:5] + shown[-5:]} | set(ranked[:3] + ranked[-3:]) | set(odd[:MAX_LEGEND // 2])
+        return [r for r in shown if r[0] in keep]
+
     def _legend(self) -> Group | Table:
         table = Table.grid(padding=(0, 1))
         h = self._health
-        marks = {p.layer: p for p in picture(self._layers, h).points}
-        shown = list(enumerate(self._layers, 1))
-        if len(shown) > MAX_LEGEND:
-            # Many layers: name the first and last few, the faintest and strongest, and the
-            # clipped and NaN/Inf ones (the likely reason to look).
-            ranked = sorted((r for r in shown if log_rms(r[1].stats) is not None),
-                            key=lambda r: log_rms(r[1].stats))
-            odd = [i for i, p in marks.items() if p.mark != ON_SCALE][:MAX_LEGEND // 2]
-            keep = {i for i, _ in shown[:5] + shown[-5:] + ranked[:3] + ranked[-3:]} | set(odd)
-            shown = [r for r in shown if r[0] in keep]
+        cap = picture(self._layers, h).cap
+        shown = self._shown()
         previous = 0
+        present: set[str] = set()
         for i, layer in shown:
-            stats = layer.stats
             if i > previous + 1:
-                table.add_row(Text("…", style="dim"), "", Text(f"{i - previous - 1} more", style="dim"))
+                gap = i - previous - 1
+                table.add_row(Text("…", style="dim"), "",
+                              Text(f"{gap} {'layer' if gap == 1 else 'layers'}", style="dim"))
             previous = i
-            point = marks.get(i)
-            # The tree's colour for the numbers; the plot's colour (by decade) only for the mark.
-            colour = (point.colour if point is not None and point.mark == NONFINITE
-                      else _text_colour(layer, h))
-            rms = "-" if stats is None else formatting.fmt_num(stats.rms)
-            table.add_row(Text(str(i), style="dim"), Text(point.mark if point else "●", style=colour),
-                          layer.name, Text(rms, style=colour),
-                          Text(str(layer.band), style="dim"))
+            for k, p in enumerate(layer.params):
+                m = mark(p, cap)
+                present.add(m)
+                stats = p.stats
+                # The tree's colour for the numbers; the plot's colour (by decade) only for the mark.
+                colour = formatting.BAND_COLOURS[Band.NONFINITE] if m == NONFINITE else _text_colour(p, h)
+                rms = "-" if stats is None else formatting.fmt_num(stats.rms)
+                table.add_row(Text(str(i) if k == 0 else "", style="dim"), Text(m, style=colour),
+                              p.name, Text(rms, style=colour), Text(str(p.band), style="dim"))
         scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
         limits = (f"vanishing ≤ {formatting.fmt_num(h.vanishing_rms)} or "
                   f"< {h.thresholds.vanishing_ratio:g} × the largest; exploding ≥ "
                   f"{formatting.fmt_num(h.exploding_rms)}{scaled}")
         table.add_row("", "", Text(limits, style="dim italic"))
-        # The key to the clipped marks goes first, where it is seen without scrolling.
-        present = {p.mark for p in marks.values()}
+        # The key to the marks and what is left out go first, where they are seen without scrolling.
         key = Text()
-        for mark, label in MARK_LABELS.items():
-            if mark in present:
-                key.append("   " if key else "").append(mark, style="bold").append(f" {label}", style="italic")
-        return Group(key, table) if key else table
+        key.append(ON_SCALE, style="bold").append(" weights (a layer's largest)", style="italic")
+        if BIAS in present or any(layer.bias is not None for _, layer in shown):
+            key.append("   ").append(BIAS, style="bold").append(" bias", style="italic")
+        for m, label in MARK_LABELS.items():
+            if m in present:
+                key.append("   ").append(m, style="bold").append(f" {label}", style="italic")
+        lines: list = [key]
+        hidden = len(self._layers) - len(shown)
+        if hidden:
+            lines.append(Text(
+                f"… {hidden} of {len(self._layers)} layers not shown: listed are the first and last "
+                "5, the faintest and strongest 3, and the clipped or NaN/Inf ones (e exports all "
+                "as CSV)", style="dim italic"))
+        return Group(*lines, table)
 
     def on_show(self) -> None:
         # Plotted the first time the tab is shown: a deep model's thousands of layers cost
@@ -243,7 +369,7 @@ class GradientFlow(Vertical):
         plot = self.query_one(PlotWidget)
         h = self._health
         pic = picture(self._layers, h)
-        plot.set_xlabel("layer (forward order)")
+        plot.set_xlabel("layer (module, forward order)")
         plot.set_ylabel("gradient RMS")
         plot.set_y_formatter(_PowerOfTen())
         n = len(self._layers)
@@ -256,22 +382,39 @@ class GradientFlow(Vertical):
         for y, colour, label in bands:
             if y is not None and pic.lo <= y <= pic.hi:
                 plot.plot([x0, x1], [y, y], line_style=colour, hires_mode=HiResMode.BRAILLE, label=label)
-        on_scale = [p for p in pic.points if p.mark == ON_SCALE]
-        if on_scale:
-            plot.plot([p.layer for p in on_scale], [p.y for p in on_scale], line_style="white",
-                      hires_mode=HiResMode.BRAILLE, label="layer RMS")
+        weights = [p for p in pic.points if p.mark == ON_SCALE]
+        if weights:
+            plot.plot([p.x for p in weights], [p.y for p in weights], line_style="white",
+                      hires_mode=HiResMode.BRAILLE, label="weights")
         # One scatter series per (mark, colour): few series on deep models; the first series of
-        # each clipped mark carries its legend label.
-        series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # each mark carries its legend label.
+        series: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
         for p in pic.points:
             xs, ys = series.setdefault((p.mark, p.colour), ([], []))
-            xs.append(p.layer)
+            xs.append(p.x)
             ys.append(p.y)
         labelled: set[str] = set()
-        for (mark, colour), (xs, ys) in series.items():
-            label = MARK_LABELS.get(mark) if mark not in labelled else None
-            labelled.add(mark)
-            plot.scatter(xs, ys, marker=mark, marker_style=colour, label=label)
+        # Biases first: where a narrow plot puts a bias in its weights' cell, the weights show.
+        for (m, colour), (xs, ys) in sorted(series.items(), key=lambda kv: kv[0][0] != BIAS):
+            label = (MARK_LABELS.get(m) or ("biases" if m == BIAS else None)) if m not in labelled else None
+            labelled.add(m)
+            plot.scatter(xs, ys, marker=m, marker_style=colour, label=label)
         plot.set_ylimits(pic.lo, pic.hi)
-        plot.set_xlimits(x0, x1)
-        plot.set_xticks(list(range(1, n + 1)) if n <= 12 else None)
+        plot.set_xlimits(x0, x1 + (BIAS_SHIFT if any(p.bias for p in pic.points) else 0.0))
+        self._set_x_ticks()
+
+    def on_resize(self) -> None:
+        if self._plotted:
+            self._set_x_ticks()
+
+    def _set_x_ticks(self) -> None:
+        """Name the layers on the x axis where the names fit the plot's width."""
+        plot = self.query_one(PlotWidget)
+        # The canvas is right of the y axis's margin; the scale's frame takes a column each side.
+        width = max((plot.size.width or self.size.width) - plot.margin_left - 2, 1)
+        if width == self._tick_width:
+            return
+        self._tick_width = width
+        labels = x_ticks([layer.name for layer in self._layers], width)
+        plot.set_x_formatter(_LayerNames(labels))
+        plot.set_xticks(list(map(float, labels)))

@@ -55,3 +55,28 @@ def test_tour_demo_opens_with_its_lesson_and_the_learners_names():
     assert {n.title for n in graph.nodes if n.kind == "leaf"} == {"x", "w", "b"}
     w = next(n for n in graph.nodes if n.title == "w")
     assert (w.value.tolist(), w.grad_value.tolist()) == (-3.0, 2.0)
+
+
+def test_the_other_tour_demos_match_torch():
+    """tour-01, -02 and -05 build their lessons with the learner's names and gradients equal to
+    torch's: a.grad = c = 4, x.grad = 2x, and the regression's parameter gradients."""
+    import torch
+
+    g1 = DEMOS["tour-01"].build()
+    a = next(n for n in g1.nodes if n.var_name == "a")
+    assert a.grad_value.data == (4.0,) and a.value.data == (3.0,)
+    assert not any(n.var_name == "c" for n in g1.nodes)  # the constant is not in the graph
+    g2 = DEMOS["tour-02"].build()
+    x = next(n for n in g2.nodes if n.var_name == "x")
+    assert x.grad_value.data == (2.0, 4.0, 6.0)
+    g5 = DEMOS["tour-05"].build()
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(1, 2, generator=gen).requires_grad_()
+    b = torch.randn(1, generator=gen).requires_grad_()
+    xs = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    loss = torch.nn.functional.mse_loss(xs @ w.T + b, torch.tensor([[1.0], [2.0], [3.0]]))
+    gw, gb = torch.autograd.grad(loss, [w, b])
+    assert g5.find("weight").grad.norm == pytest.approx(gw.norm().item(), rel=1e-6)
+    assert g5.find("bias").grad.norm == pytest.approx(gb.norm().item(), rel=1e-6)
+    for name in ("tour-01", "tour-02", "tour-05"):
+        assert DEMOS[name].build().meta["lesson"] == DEMOS[name].lesson

@@ -133,12 +133,33 @@ DEMOS: dict[str, Demo] = {
             "_dead_relu",
         ),
         Demo(
+            "tour-01",
+            "requires_grad and grad_fn: s = a * c (examples/tour/01_requires_grad.py)",
+            "Only a, which requires grad, is a leaf in the graph; the constant c is not drawn. "
+            "s remembers the op that made it (its grad_fn, mul), and a's gradient is c = 4.",
+            "tour:requires_grad",
+        ),
+        Demo(
+            "tour-02",
+            "backward() needs one number: loss = (x ** 2).sum() (examples/tour/02_grad_and_backward.py)",
+            "x's box shows its data [1, 2, 3] and its gradient [2, 4, 6]: d(loss)/dx = 2x. "
+            "y = x ** 2 is three numbers; sum makes the one number backward() starts from.",
+            "tour:scalar_backward",
+        ),
+        Demo(
             "tour-03",
             "the chain rule on y = w * x + b (examples/tour/03_chain_rule.py)",
             "Each box shows its value and its gradient: add sends 1 to b and to mul unchanged; "
             "mul multiplies it by the other factor, so w gets x = 2 and x gets w = -3. Check it "
             "by hand: dy/dw = x, dy/dx = w, dy/db = 1.",
             "tour:chain_rule",
+        ),
+        Demo(
+            "tour-05",
+            "linear regression as a one-layer network (examples/tour/05_linear_regression.py)",
+            "weight and bias each get their gradient from one op, addmm: a linear layer is "
+            "x @ weight.T + bias, and mse_loss's gradient flows straight back to both.",
+            "tour:linear_regression",
         ),
     ]
 }

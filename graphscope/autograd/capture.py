@@ -114,7 +114,7 @@ def _mode_note(modes: dict[str, str]) -> str | None:
 
 def _train_mode_note(model: torch.nn.Module | None) -> str:
     """Evaluating (grad off) with dropout / batch norm still in train mode: say so."""
-    if model is None or not any(m == "train" for m in _modes(_uncompiled(model)).values()):
+    if model is None or not any(m == "train" for m in _modes(uncompiled(model)).values()):
         return ""
     return (
         " Also, your model is still in train mode: while you evaluate, dropout keeps dropping "
@@ -165,7 +165,7 @@ def _model_params(model: Any) -> tuple[list[tuple[str, torch.nn.Parameter]], dic
     return named, names
 
 
-def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+def uncompiled(model: torch.nn.Module) -> torch.nn.Module:
     """The module a ``torch.compile`` wrapper holds, so parameters are named as the user wrote
     them (``layers.0.weight``, not ``_orig_mod.layers.0.weight``)."""
     inner = getattr(model, "_orig_mod", None)
@@ -317,7 +317,7 @@ def _build(
     named: list[tuple[str, torch.nn.Parameter]] = []
     names: dict[int, list[str]] = {}
     if model is not None:
-        model = _uncompiled(model)
+        model = uncompiled(model)
         named, names = _model_params(model)
     modules = {pid: _module_of(ns[0]) for pid, ns in names.items()}
     if values < 0:

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from graphscope.autograd.capture import uncompiled
 from graphscope.errors import RecordingWarning
 
 
@@ -56,7 +57,7 @@ def backend() -> str | None:
 def wrapper_of(model: torch.nn.Module) -> str | None:
     """``"ddp"`` for a DistributedDataParallel model, ``"fsdp"`` for one with FSDP2
     ``fully_shard`` applied (its parameters are DTensors), else ``None``."""
-    model = getattr(model, "_orig_mod", model)
+    model = uncompiled(model)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return "ddp"
     if type(model).__name__.startswith("FSDP") or any(
@@ -125,7 +126,7 @@ class LocalCheck:
     def attach(cls, model: torch.nn.Module) -> LocalCheck | None:
         """The check of a DDP ``model`` (registering its hook the first time), or ``None``
         when ``model`` is not DDP or its communication cannot be hooked (then it warns why)."""
-        model = getattr(model, "_orig_mod", model)
+        model = uncompiled(model)
         if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
             return None
         state = getattr(model, "_graphscope_local_check", None)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphscope.autograd.capture import loss_scale_of
+from graphscope.autograd.capture import loss_scale_of, uncompiled
 from graphscope.autograd.distributed import LocalCheck, backend, local_tensor, rank_info, wrapper_of
 from graphscope.health import Thresholds
 from graphscope.model import Graph
@@ -43,10 +43,6 @@ from graphscope.trends import SPIKE_HISTORY, is_spike
 
 # Below this largest magnitude, float32 squares are subnormal or zero: the norm is redone in float64.
 _TINY_ABSMAX = 1e-18
-
-
-def _uncompiled(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "_orig_mod", model)
 
 
 def _absmax(v: torch.Tensor) -> torch.Tensor:
@@ -83,7 +79,7 @@ class FlightRecorder:
         every: int,
         thresholds: Thresholds,
     ) -> None:
-        named = [(n, p) for n, p in _uncompiled(model).named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in uncompiled(model).named_parameters() if p.requires_grad]
         self.optimizer = optimizer
         group_of: dict[int, int] = {}
         if optimizer is not None:
@@ -104,7 +100,7 @@ class FlightRecorder:
         self.writer = RunWriter(run, infos, rank=self.rank, meta={
             "graphscope_version": _version(),
             "created": time.time(),
-            "model": type(_uncompiled(model)).__name__,
+            "model": type(uncompiled(model)).__name__,
             "argv": list(sys.argv),
             "every": every,
             "thresholds": thresholds.to_dict(),

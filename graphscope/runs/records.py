@@ -26,11 +26,6 @@ class RunParam:
     dtype: str = "float32"
     group: int = -1  # optimizer param group, -1 for none
 
-    @property
-    def layer(self) -> str:
-        """The module the parameter belongs to (``""`` for a parameter of the root module)."""
-        return self.module
-
 
 @dataclass
 class StepRecord:

@@ -397,12 +397,26 @@ def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[Time
         linked = [p for p in preds if p in near and near[p][1] & params]
         if len(linked) == 1:
             before[a] = linked[0]
-    after = {p: a for a, p in before.items()}
+    # Steps per chain ending at each activation (memoised: one pass however the chains share
+    # their pasts). An LSTM step's three gates all link to the previous step's output gate, so
+    # chains branch; each activation is judged in one chain only, the longest through it.
+    depth: dict[int, int] = {}
+    for a in before:
+        path = []
+        while a in before and a not in depth and len(path) <= len(before):
+            path.append(a)
+            a = before[a]
+        base = depth.get(a, 1)
+        for k, p in enumerate(reversed(path), start=1):
+            depth[p] = base + k
+    ends = sorted(set(before) - set(before.values()), key=lambda a: (-depth.get(a, 0), a))
+    covered: set[int] = set()
     out = []
-    for last in (a for a in before if a not in after):
+    for last in ends:
         chain = [last]
-        while chain[-1] in before and len(chain) <= len(before):
+        while chain[-1] in before and before[chain[-1]] not in covered and len(chain) <= len(before):
             chain.append(before[chain[-1]])
+        covered.update(chain)
         chain.reverse()
         if len(chain) < _MIN_TIME_STEPS:
             continue

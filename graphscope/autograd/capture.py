@@ -555,12 +555,14 @@ def _attribute_ops(graph: Graph) -> None:
 
 def _neighbours(graph: Graph) -> tuple[list[list[int]], list[list[int]]]:
     """Each node's distinct producers and distinct consumers (``x * x`` is one producer)."""
-    prod: list[dict[int, None]] = [{} for _ in graph.nodes]
-    cons: list[dict[int, None]] = [{} for _ in graph.nodes]
+    prod: list[list[int]] = [[] for _ in graph.nodes]
+    cons: list[list[int]] = [[] for _ in graph.nodes]
     for e in graph.edges:
-        prod[e.dst][e.src] = None
-        cons[e.src][e.dst] = None
-    return [list(d) for d in prod], [list(d) for d in cons]
+        prod[e.dst].append(e.src)
+        cons[e.src].append(e.dst)
+    # Most nodes have one or two neighbours: only those with more can repeat one.
+    return ([list(dict.fromkeys(p)) if len(p) > 1 else p for p in prod],
+            [list(dict.fromkeys(c)) if len(c) > 1 else c for c in cons])
 
 
 def _forward_order(producers: list[list[int]], consumers: list[list[int]]) -> list[int]:
@@ -583,10 +585,16 @@ def _nearest_modules(
 ) -> list[str | None]:
     """For each node, the shared module of the nearest attributed nodes on one side."""
     found: list[str | None] = [None] * len(graph.nodes)
+    nodes = graph.nodes
     for nid in order:
-        module = graph.nodes[nid].module
+        module = nodes[nid].module
         if module is None:
-            seen = {found[m] for m in neighbours[nid]} - {None}
+            near = neighbours[nid]
+            if len(near) == 1:  # the common case: a chain passes its module along
+                found[nid] = found[near[0]]
+                continue
+            seen = {found[m] for m in near}
+            seen.discard(None)
             if len(seen) == 1:
                 module = seen.pop()
             elif seen:

@@ -32,6 +32,7 @@ user's graph or parameters alive.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import threading
@@ -123,13 +124,12 @@ class Recorder:
     def arm(self, fns: list[Any]) -> None:
         """Register one post-hook per autograd node (``fns`` indexed by node id)."""
         on_node = self._on_node
+        handles = self._handles
         with gc_paused():
             for nid, fn in enumerate(fns):
-
-                def hook(grad_inputs: Any, grad_outputs: Any, _nid: int = nid) -> None:
-                    on_node(_nid, grad_inputs, grad_outputs)
-
-                self._handles.append(fn.register_hook(hook))
+                # A partial, not a closure: built and called in C, one Python frame less per
+                # node on every backward (hook(grad_inputs, grad_outputs) -> on_node(nid, ...)).
+                handles.append(fn.register_hook(functools.partial(on_node, nid)))
             for nid in self._opaque:
                 self._handles.append(fns[nid].register_prehook(self._enter_opaque))
             for nid, fn in enumerate(fns):

@@ -63,8 +63,16 @@ _LEFT_OUT = {("padding_idx", -1), ("end", _INT64_MAX)}
 # Per-type and per-dtype caches: the walk runs once per training step, so the string work for
 # a node type is done once per process, not once per node.
 _saved_names: dict[type, tuple[str, ...]] = {}
+_plans: dict[type, tuple[tuple[str, str, str], ...]] = {}
+_custom: dict[type, bool] = {}
 _labels: dict[type, str] = {}
 _dtype_names: dict[torch.dtype, str] = {}
+# Interned descriptions (``TensorMeta`` is frozen): an unrolled LSTM's 6,000 nodes describe a
+# handful of distinct (shape, dtype, device, name) tensors and saved values, and building each
+# description again (``str(device)``, a tuple of the shape, the dataclass) was most of the walk.
+_metas: dict[tuple[Any, ...], TensorMeta] = {}
+_texts: dict[tuple[Any, ...], TensorMeta] = {}
+_INTERNED_MAX = 1 << 16
 
 
 def short_label(fn: Any) -> str:
@@ -88,15 +96,33 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+def _meta(shape: Any, dtype: torch.dtype, device: torch.device, name: str = "",
+          nested: bool = False) -> TensorMeta:
+    """The (interned) description of a tensor; ``shape`` is ignored for a nested tensor."""
+    key = (None if nested else shape, dtype, device, name)
+    try:
+        meta = _metas.get(key)
+    except TypeError:  # a symbolic size is unhashable: described, not interned
+        meta, key = None, None
+    if meta is None:
+        meta = TensorMeta(
+            shape=None if nested else tuple(shape),
+            dtype=_dtype_name(dtype),
+            device=str(device),
+            name=name,
+            value="nested tensor" if nested else None,
+        )
+        if key is not None:
+            if len(_metas) >= _INTERNED_MAX:
+                _metas.clear()
+            _metas[key] = meta
+    return meta
+
+
 def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
-    nested = t.is_nested
-    return TensorMeta(
-        shape=None if nested else tuple(t.shape),
-        dtype=_dtype_name(t.dtype),
-        device=str(t.device),
-        name=name,
-        value="nested tensor" if nested else None,
-    )
+    if t.is_nested:
+        return _meta(None, t.dtype, t.device, name, nested=True)
+    return _meta(t.shape, t.dtype, t.device, name)
 
 
 def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
@@ -106,15 +132,15 @@ def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
         return ()
     out = []
     for m in metas:
-        nested = getattr(m, "is_nested_tensor", False)
-        out.append(
-            TensorMeta(
-                shape=None if nested else tuple(m.shape),
-                dtype=_dtype_name(m.dtype),
-                device=str(m.device),
-                value="nested tensor" if nested else None,
-            )
-        )
+        if getattr(m, "is_nested_tensor", False):
+            out.append(_meta(None, m.dtype, m.device, nested=True))
+            continue
+        shape = tuple(m.shape)  # a list here, a torch.Size on a tensor: equal tuples
+        try:
+            meta = _metas.get((shape, m.dtype, m.device, ""))
+        except TypeError:
+            meta = None
+        out.append(meta if meta is not None else _meta(shape, m.dtype, m.device))
     return tuple(out)
 
 
@@ -126,6 +152,27 @@ def saved_attr_names(fn: Any) -> tuple[str, ...]:
         names = tuple(a[len("_saved_") :] for a in dir(fn) if a.startswith("_saved_"))
         _saved_names[cls] = names
     return names
+
+
+def _is_custom(fn: Any) -> bool:
+    """Whether ``fn`` is the node of a custom ``autograd.Function`` (saved via ``ctx``)."""
+    cls = type(fn)
+    custom = _custom.get(cls)
+    if custom is None:
+        custom = _custom[cls] = hasattr(cls, "_raw_saved_tensors")
+    return custom
+
+
+def _saved_plan(fn: Any) -> tuple[tuple[str, str, str], ...]:
+    """``(name, raw attribute, attribute)`` for each value ``fn`` saved, once per node type."""
+    cls = type(fn)
+    plan = _plans.get(cls)
+    if plan is None:
+        plan = _plans[cls] = tuple(
+            (name, "_raw_saved_" + name, "_saved_" + name) for name in saved_attr_names(fn)
+        )
+    return plan
+
 
 
 @dataclass
@@ -148,14 +195,15 @@ class _SavedReader:
         self._nid = nid
         out: list[TensorMeta] = []
         try:
-            raws = getattr(fn, "_raw_saved_tensors", None)
-            if raws is not None:  # a custom autograd.Function
+            # Only a custom autograd.Function's node type has the attribute (asking a built-in
+            # node would raise and catch an AttributeError per node).
+            raws = getattr(fn, "_raw_saved_tensors", None) if _is_custom(fn) else None
+            if raws is not None:
                 for i, raw in enumerate(raws):
                     out.append(self._describe(f"saved_tensors[{i}]", raw, fn, "saved_tensors"))
                 return tuple(out)
-            for name in saved_attr_names(fn):
-                raw = getattr(fn, "_raw_saved_" + name, None)
-                attr = "_saved_" + name
+            for name, raw_attr, attr in _saved_plan(fn):
+                raw = getattr(fn, raw_attr, None)
                 if raw is None:
                     out.append(self._value(name, getattr(fn, attr)))
                 elif isinstance(raw, (list, tuple)):
@@ -163,17 +211,14 @@ class _SavedReader:
                         self._describe(f"{name}[{i}]", r, fn, attr) for i, r in enumerate(raw)
                     )
                 else:
-                    out.append(self._describe(name, raw, fn, attr))
-                    if self.limit:
-                        self.note_value(name, raw)
+                    out.append(self._describe(name, raw, fn, attr, note=self.limit > 0))
         except RuntimeError:
             # "Trying to backward through the graph a second time": buffers already freed.
             self.freed = True
             return ()
         return tuple(out)
 
-    @staticmethod
-    def _describe(name: str, raw: Any, fn: Any, attr: str) -> TensorMeta:
+    def _describe(self, name: str, raw: Any, fn: Any, attr: str, note: bool = False) -> TensorMeta:
         if raw.unpack_hook is not None:
             return TensorMeta(
                 shape=None, name=name, value="<tensor packed by saved_tensors_hooks, not unpacked>"
@@ -186,20 +231,18 @@ class _SavedReader:
             return TensorMeta(shape=None, name=name, value="None")
         if not isinstance(t, torch.Tensor):
             return TensorMeta(shape=None, name=name, value=type(t).__name__)
-        if not t.layout == torch.strided and not t.is_sparse:
+        layout = t.layout
+        if layout != torch.strided and not t.is_sparse:
             return TensorMeta(
                 shape=None, dtype=_dtype_name(t.dtype), device=str(t.device), name=name,
-                value=str(t.layout),
+                value=str(layout),
             )
+        if note and small_enough(t, self.limit):
+            self._note_value(name, t)
         return _meta_of(t, name)
 
-    def note_value(self, name: str, raw: Any) -> None:
+    def _note_value(self, name: str, t: torch.Tensor) -> None:
         """Remember a small saved tensor as the forward value of the node that produced it."""
-        if raw.unpack_hook is not None:
-            return
-        t = raw.data
-        if not isinstance(t, torch.Tensor) or not small_enough(t, self.limit):
-            return
         fn = t.grad_fn
         if fn is not None:  # a saved input: the tensor the consumer got, from its producer
             nid = self.ids.get(fn)
@@ -212,8 +255,21 @@ class _SavedReader:
     def _value(name: str, value: Any) -> TensorMeta:
         if isinstance(value, torch.Tensor):
             return _meta_of(value, name)
-        text = _value_text(name, value)
-        return TensorMeta(shape=None, name=name, value=text if len(text) <= 60 else text[:57] + "...")
+        # Plain ints and tuples of ints (sizes, strides, dims) repeat across nodes: their text is
+        # interned. The type is part of the key: True == 1 and (1,) == (True,) print differently.
+        kind = type(value)
+        simple = kind is int or (kind is tuple and all(type(v) is int for v in value))
+        key = (name, kind, value) if simple else None
+        meta = _texts.get(key) if key is not None else None
+        if meta is None:
+            text = _value_text(name, value)
+            meta = TensorMeta(shape=None, name=name,
+                              value=text if len(text) <= 60 else text[:57] + "...")
+            if key is not None:
+                if len(_texts) >= _INTERNED_MAX:
+                    _texts.clear()
+                _texts[key] = meta
+        return meta
 
 
 def _signed(value: Any) -> Any:
@@ -310,11 +366,11 @@ def walk(
 def small_enough(t: torch.Tensor, limit: int) -> bool:
     """Whether ``t`` is a real floating-point dense tensor of 1 to ``limit`` elements (the ones
     whose values are kept)."""
-    return (
-        t.layout == torch.strided
+    return (  # the element count first: it rejects almost every tensor
+        0 < t.numel() <= limit
+        and t.layout == torch.strided
         and not t.is_nested
         and t.is_floating_point()
-        and 0 < t.numel() <= limit
     )
 
 

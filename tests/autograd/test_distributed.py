@@ -7,7 +7,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +23,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import graphscope
+from graphscope.cli import EXIT_FINDINGS, main
 from graphscope.ranks import analyze_ranks, first_rank, nonfinite_birth
 from graphscope.runs import open_run
 
@@ -225,3 +229,43 @@ def test_four_ranks_data_code_path_and_unreduced_parameter_are_found(tmp_path):
     assert all(f.severity == graphscope.Severity.INFO for f in findings
                if f.kind.startswith("nonfinite") and f.step > 6)
     assert first_rank(findings) == 2  # its code path, at step 1
+
+
+def test_torchrun_script_report_names_the_birth_rank(tmp_path, capsys):
+    """A DDP script launched by torchrun (2 ranks, gloo) under watch(run=): every rank's steps are
+    in the store, and `graphscope report` says the NaN was born on rank 1 at step 4 and that rank 0
+    received it; torchrun and all its workers have exited when the test ends."""
+    script = Path(__file__).with_name("torchrun_nan.py")
+    run = tmp_path / "run"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    # Its own session: on a timeout the whole group (the agent and its workers) is killed.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), str(run)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=JOIN_TIMEOUT * 2)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {JOIN_TIMEOUT * 2} s:\n{out.decode()[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out.decode()[-3000:]
+    with pytest.raises(ProcessLookupError):  # no worker of the group is left
+        os.killpg(proc.pid, 0)
+    with open_run(run) as store:
+        assert store.ranks() == [0, 1]
+        assert [list(store.steps(r).step) for r in (0, 1)] == [list(range(1, 7))] * 2
+    capsys.readouterr()
+    assert main(["report", str(run), "--json"]) == EXIT_FINDINGS
+    report = json.loads(capsys.readouterr().out)
+    assert report["ranks"] == [0, 1] and report["first_rank_wrong"] == 1
+    nonfinite = {f["rank"]: f for f in report["findings"] if f["kind"] == "nonfinite" and f["step"] == 4}
+    assert nonfinite[1]["severity"] == "error" and "born on this rank" in nonfinite[1]["message"]
+    assert "rank 0 received it" in nonfinite[1]["message"] and "module.0.scale" in nonfinite[1]["message"]
+    assert "received through the all-reduce from rank 1" in nonfinite[0]["message"]
+    assert main(["report", str(run)]) == EXIT_FINDINGS
+    assert "rank 1 went wrong first" in capsys.readouterr().out

@@ -467,6 +467,8 @@ class Graph:
     _nx: Any = field(default=None, repr=False)
     _out: list[list[int]] | None = field(default=None, repr=False)
     _in: list[list[int]] | None = field(default=None, repr=False)
+    # Distinct producers per node, filled on first ask (diagnostics ask thousands of times).
+    _prod: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
     # -- structure ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -484,11 +486,17 @@ class Graph:
         for i, e in enumerate(self.edges):
             out[e.src].append(i)
             inc[e.dst].append(i)
+        edges = self.edges
+        for ids in inc:
+            if len(ids) > 1:
+                ids.sort(key=lambda i: edges[i].input_nr)
         self._out, self._in = out, inc
+        self._prod = {}
 
     def invalidate(self) -> None:
         """Drop cached indexes and the networkx view after nodes or edges changed."""
         self._nx = self._out = self._in = None
+        self._prod = {}
 
     def out_edges(self, node_id: int) -> list[Edge]:
         """Edges to the consumers of ``node_id`` (forward direction)."""
@@ -502,11 +510,15 @@ class Graph:
         if self._in is None:
             self._index()
         assert self._in is not None
-        return sorted((self.edges[i] for i in self._in[node_id]), key=lambda e: e.input_nr)
+        return [self.edges[i] for i in self._in[node_id]]  # sorted by input_nr in _index
 
     def producers(self, node_id: int) -> list[int]:
         """Distinct producer ids of ``node_id``, in input order."""
-        return list(dict.fromkeys(e.src for e in self.in_edges(node_id)))
+        known = self._prod.get(node_id) if self._in is not None else None
+        if known is None:
+            known = self._prod[node_id] = tuple(
+                dict.fromkeys(e.src for e in self.in_edges(node_id)))
+        return list(known)
 
     def consumers(self, node_id: int) -> list[int]:
         """Distinct consumer ids of ``node_id``, in walk order."""

@@ -215,6 +215,8 @@ class Recorder:
         try:
             held = self._held_grads()
             self._write(self._batch.collect(), held)
+            if self._batch.changed:
+                self._changed_in_place(set(self._batch.changed))
         except Exception as exc:
             warnings.warn(
                 f"graphscope could not record this backward pass: {type(exc).__name__}: {exc}. "
@@ -226,6 +228,21 @@ class Recorder:
             self._task = None
             if not self._keep:
                 self.remove()
+
+    def _changed_in_place(self, rows: set[int]) -> None:
+        """Warn that a gradient changed in place after its node sent it (by a user hook)."""
+        sent = {r: nid for nid, rs in self._node_rows.items() for r in rs if r in rows}
+        sent.update((r, self.graph.edges[ei].dst) for ei, r in self._edge_rows.items() if r in rows)
+        nid = min(sent.values(), default=None)
+        at = where(self.graph.nodes[nid]) if nid is not None else "a node"
+        warnings.warn(
+            f"graphscope: a gradient of {at} was changed in place during backward after it was "
+            f"sent ({len(rows)} in all), most likely by a hook that modifies its argument; torch "
+            "asks hooks to return a new gradient instead. The statistics of those gradients are "
+            "of the changed values.",
+            RecordingWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _held_grads(self) -> dict[int, tuple[int, int]]:
         """Queue the statistics of ``.grad`` of each leaf that had one before this pass and whose

@@ -61,9 +61,13 @@ from graphscope.model import GradStats, Values
 # positions are named so that no code indexes a row by a bare number.
 NORM, MEAN, STD, MIN, MAX, ZEROS, NANS, INFS, NUMEL = range(9)
 # Gradients with at most this many elements are bucketed and reduced together.
-SMALL = 1 << 16
+SMALL = 1 << 14
 # A bucket is reduced once it holds this many elements (bounds the copies' memory).
 CHUNK = 1 << 18
+# Gradients from this many elements on are matched by the memory they cover (``_dense_span``):
+# a weight's gradient and the transposed view ``TBackward`` passes on are reduced once. Below
+# it, the lookup would cost more than the reduction it saves.
+SPAN_MIN = 1 << 12
 # Count non-zeros through a |sign(x)| temporary up to this size (2.5x faster than
 # count_nonzero); above it the temporary's page faults cost more than it saves.
 _SIGN_MAX = 1 << 20
@@ -305,28 +309,37 @@ def _dense_span(g: torch.Tensor) -> tuple[object, ...] | None:
 
 
 class _Bucket:
-    """Copies of same-shape small gradients, stacked for one row-wise reduction."""
+    """Same-shape small gradients, held until they are stacked for one row-wise reduction.
 
-    def __init__(self, like: torch.Tensor, max_rows: int) -> None:
-        self.shape = like.shape
+    Holding a reference, not a copy, is what makes a hook cheap (a copy per gradient cost more
+    than the whole reduction). It is safe because autograd only accumulates in place into a
+    gradient nobody else holds (``InputBuffer`` and ``AccumulateGrad`` check the use count):
+    holding one makes the engine add out of place instead, with the same values, and a leaf's
+    first ``.grad`` becomes a copy instead of this tensor (same layout, by the gradient layout
+    contract). Only a user hook that changes its gradient in place, which torch forbids, could
+    alter a held value: the version counters tell, and ``changed`` lists the rows.
+    """
+
+    def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.buf = like.new_empty((1, *like.shape))  # grows by doubling, up to max_rows
+        self.held: list[torch.Tensor] = []
+        self.versions: list[int] = []
         self.rows: list[int] = []
 
-    def put(self, row: int, g: torch.Tensor) -> bool:
-        """Copy ``g`` in; returns whether the bucket is now full."""
-        k = len(self.rows)
-        if k == self.buf.shape[0]:
-            grown = self.buf.new_empty((min(2 * k, self.max_rows), *self.shape))
-            grown[:k].copy_(self.buf)
-            self.buf = grown
-        self.buf[k].copy_(g)
+    def put(self, row: int, g: torch.Tensor, version: int) -> bool:
+        """Hold ``g``; returns whether the bucket is now full."""
+        self.held.append(g)
+        self.versions.append(version)
         self.rows.append(row)
-        return k + 1 >= self.max_rows
+        return len(self.rows) >= self.max_rows
 
-    def take(self) -> tuple[list[int], torch.Tensor]:
-        rows, self.rows = self.rows, []
-        return rows, self.buf[: len(rows)].view(len(rows), -1)
+    def take(self) -> tuple[list[int], torch.Tensor, list[int]]:
+        """The rows, their gradients stacked ``(rows, numel)``, and the rows changed in place
+        since they were held."""
+        rows, held, versions = self.rows, self.held, self.versions
+        self.rows, self.held, self.versions = [], [], []
+        changed = [r for r, g, v in zip(rows, held, versions) if g._version != v]
+        return rows, torch.stack(held).view(len(rows), -1), changed
 
 
 def row_to_stats(row: Row) -> GradStats:
@@ -369,6 +382,8 @@ class StatsBatch:
         # a weight's AccumulateGrad) holds the same values, so the same statistics.
         self._spans: dict[tuple[object, ...], tuple[object, int, int]] = {}
         self._buckets: dict[tuple[torch.device, torch.dtype, torch.Size], _Bucket] = {}
+        # Rows whose held gradient was changed in place before it was reduced (see _Bucket).
+        self.changed: list[int] = []
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -377,12 +392,23 @@ class StatsBatch:
         """Record the statistics of ``g``; returns its row index (shared by identical tensors)."""
         key = g._cdata
         hit = self._cache.get(key)
-        version = g._version if not g.is_sparse else -1
+        strided = g.layout is torch.strided
+        version = g._version if strided else (-1 if g.is_sparse else g._version)
         if hit is not None:
             ref, ver, idx = hit
             if ver == version and not ref.expired():  # type: ignore[attr-defined]
                 return idx
-        span = _dense_span(g) if g.numel() > self.small else None
+        n = g.numel()
+        if (strided and self.values_limit < n < SPAN_MIN and n <= self.small
+                and not g.requires_grad and not g.is_nested and not g.is_complex()):
+            # The common case, most of an unrolled RNN's gradients: a small real dense tensor,
+            # held for its bucket (what the general path below does, with fewer checks).
+            idx = len(self._rows)
+            self._rows.append(None)
+            self._cache[key] = (torch._C._WeakTensorRef(g), version, idx)
+            self._bucket(idx, g, version)
+            return idx
+        span = _dense_span(g) if n >= SPAN_MIN else None
         if span is not None:
             hit = self._spans.get(span)
             if hit is not None:
@@ -417,7 +443,7 @@ class StatsBatch:
         if values.is_complex():
             values = values.abs()
         if n <= self.small and not implicit_zeros:
-            self._bucket(idx, values)
+            self._bucket(idx, values, g._version)
             return
         if values.device.type == "cpu":
             flat, repeats = _distinct_row(values)
@@ -430,17 +456,17 @@ class StatsBatch:
             row = _fold_implicit_zeros(row, implicit_zeros)  # type: ignore[arg-type]
         self._rows[idx] = row
 
-    def _bucket(self, idx: int, g: torch.Tensor) -> None:
+    def _bucket(self, idx: int, g: torch.Tensor, version: int) -> None:
         key = (g.device, g.dtype, g.shape)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(g, max(1, self.chunk // g.numel()))
-        # A copy: autograd may accumulate into this very gradient buffer later in the pass.
-        if bucket.put(idx, g):
+            bucket = self._buckets[key] = _Bucket(max(1, self.chunk // g.numel()))
+        if bucket.put(idx, g, version):
             self._drain(bucket)
 
     def _drain(self, bucket: _Bucket) -> None:
-        rows, x = bucket.take()
+        rows, x, changed = bucket.take()
+        self.changed += changed
         stats = _rows(x)
         for i, values in zip(rows, stats):
             self._rows[i] = values

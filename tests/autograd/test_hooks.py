@@ -418,6 +418,25 @@ def test_user_hooks_fire_once_in_order_with_effects_kept():
     assert graphscope.active_hook_count() == 0
 
 
+def test_a_hook_changing_its_gradient_in_place_is_named_and_kept():
+    """A user hook that changes its gradient in place (torch asks hooks not to) still gets the
+    same gradients as without graphscope, and a RecordingWarning says which statistics it hit."""
+    model, twin = twins(TinyMLP)
+    x, y = mlp_batch()
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        h = torch.tanh(m.fc1(x))
+        h.register_hook(lambda g: g.mul_(2))  # in place: the tensor graphscope already holds
+        return nn.functional.mse_loss(m.head(torch.sigmoid(m.fc2(h))), y)
+
+    loss = loss_of(model)
+    graphscope.capture(loss, model=model, warn=False)
+    with pytest.warns(RecordingWarning, match="changed in place"):
+        loss.backward()
+    loss_of(twin).backward()
+    assert_grads_identical(model, twin)
+
+
 def test_graphscope_removes_only_its_own_hooks():
     """After graphscope's hooks are gone the user's still fire on the next backward, and that
     backward is not recorded."""

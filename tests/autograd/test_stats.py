@@ -282,20 +282,21 @@ def test_default_threshold_routes_by_size() -> None:
     _assert_exact(s_large, large)
 
 
-def test_bucket_copies_are_bounded_and_snapshots() -> None:
-    """A full bucket is reduced at once (bounded copies), and a later in-place change of the
-    gradient does not alter its recorded statistics."""
+def test_bucket_is_bounded_and_reports_in_place_changes() -> None:
+    """A full bucket is reduced at once (it holds at most ``chunk`` elements), and a gradient
+    changed in place after it was added is listed in ``changed`` (a new version gets a row)."""
     batch = StatsBatch(chunk=64)
     t = torch.ones(16)
     batch.add(t)
-    t.mul_(3)  # a new version: recorded again, the first row keeps the old value
+    t.mul_(3)  # a new version: recorded again; the first row's tensor has changed under it
     batch.add(t)
     for _ in range(6):
         batch.add(torch.ones(16))
-    bucket = batch._buckets[(t.device, t.dtype, t.shape)]
-    assert bucket.buf.numel() <= 64
+        bucket = batch._buckets[(t.device, t.dtype, t.shape)]
+        assert sum(g.numel() for g in bucket.held) <= 64
     stats = batch.collect()
-    assert stats[0].mean == 1.0 and stats[1].mean == 3.0
+    assert batch.changed == [0]
+    assert stats[1].mean == 3.0 and [s.mean for s in stats[2:]] == [1.0] * 6
 
 
 def test_same_tensor_reduced_once() -> None:

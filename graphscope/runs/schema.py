@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from graphscope.errors import RunError
@@ -131,7 +132,17 @@ def create(path: Path, meta: dict[str, object]) -> sqlite3.Connection:
     try:
         # Rows of per-parameter numbers are kilobytes: big pages hold several of them.
         con.execute("PRAGMA page_size = 16384")
-        con.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL does not wait on busy_timeout: ranks creating the store at once
+        # find it locked (SQLITE_BUSY) and retry, within the connection's timeout.
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         con.execute("PRAGMA synchronous = NORMAL")
         # IF NOT EXISTS and OR IGNORE inside one immediate transaction: several processes of
         # one run (ranks) may create it at once, and a second watch appends to it.

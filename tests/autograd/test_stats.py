@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import graphscope
+from graphscope.autograd import stats as statsmod
 from graphscope.autograd.stats import SMALL, StatsBatch
 from graphscope.model import GradStats
 from tests.models import (
@@ -211,6 +212,28 @@ def test_large_gradient_std_exact(options: dict, path: str, layout: str) -> None
     assert s.std == pytest.approx(want["std"], rel=1e-6)
     assert s.std == pytest.approx(float(t.double().std(correction=0)), rel=1e-6)
     assert s.mean == pytest.approx(want["mean"], rel=1e-6, abs=1e-6 * want["std"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_gradient_reduced_in_pieces_is_exact(dtype: torch.dtype) -> None:
+    """A gradient longer than one piece whose pieces differ wildly (1e-20 next to 1e20 values,
+    a run of zeros, a mean-dominated stretch) gets the float64 oracle's statistics, and a NaN in
+    one piece is counted with the rest."""
+    g = torch.Generator().manual_seed(7)
+    piece = statsmod._PIECE
+    t = torch.randn(4 * piece + 123, generator=g, dtype=torch.float64)
+    t[:piece] *= 1e-20
+    t[piece : 2 * piece] *= 1e20 if dtype == torch.float32 else 1e300
+    t[2 * piece : 2 * piece + 1000] = 0
+    t[2 * piece + 1000 :] = t[2 * piece + 1000 :] * 1e-3 + 5.0
+    t = t.to(dtype)
+    assert t.numel() > statsmod._WHOLE_MAX
+    _assert_exact(_stats(t), t, rtol=1e-6)
+    t[piece + 5] = float("nan")
+    s = _stats(t)
+    assert (s.nan_count, s.inf_count, s.numel) == (1, 0, t.numel())
+    assert s.zero_frac == pytest.approx(1000 / t.numel(), abs=1e-12)
+    assert math.isnan(s.norm) and math.isnan(s.std)
 
 
 def test_broadcast_gradient_exact_and_counted() -> None:

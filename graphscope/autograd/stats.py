@@ -63,8 +63,11 @@ from graphscope.model import GradStats, Values
 NORM, MEAN, STD, MIN, MAX, ZEROS, NANS, INFS, NUMEL = range(9)
 # Gradients with at most this many elements are bucketed and reduced together.
 SMALL = 1 << 14
-# A bucket is reduced once it holds this many elements (bounds the copies' memory).
+# A bucket is reduced once it holds this many elements.
 CHUNK = 1 << 18
+# All buckets together hold at most this many elements: past it every bucket is reduced, so a
+# model with many distinct small shapes holds no more than one with a few (4 MB of float32).
+HELD_MAX = 4 * CHUNK
 # Gradients from this many elements on are matched by the memory they cover (``_dense_span``):
 # a weight's gradient and the transposed view ``TBackward`` passes on are reduced once. Below
 # it, the lookup would cost more than the reduction it saves.
@@ -403,13 +406,17 @@ class StatsBatch:
     Args:
         small: Gradients with at most this many elements are bucketed (0: none).
         chunk: Reduce a bucket once it holds this many elements.
+        held_max: Reduce every bucket once they hold this many elements together.
         values: Also keep the values of real dense gradients with at most this many elements
             (0: none); after ``collect``, ``values`` maps their row index to ``Values``.
     """
 
-    def __init__(self, *, small: int = SMALL, chunk: int = CHUNK, values: int = 0) -> None:
+    def __init__(self, *, small: int = SMALL, chunk: int = CHUNK, values: int = 0,
+                 held_max: int = HELD_MAX) -> None:
         self.small = small
         self.chunk = chunk
+        self.held_max = held_max
+        self._held = 0  # elements waiting in buckets
         self.values_limit = values
         self.values: dict[int, Values] = {}
         self._copies: dict[int, tuple[tuple[int, ...], torch.Tensor]] = {}
@@ -499,11 +506,17 @@ class StatsBatch:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(max(1, self.chunk // g.numel()))
+        self._held += g.numel()
         if bucket.put(idx, g, version):
             self._drain(bucket)
+        if self._held > self.held_max:
+            for other in self._buckets.values():
+                if other.rows:
+                    self._drain(other)
 
     def _drain(self, bucket: _Bucket) -> None:
         rows, x, changed = bucket.take()
+        self._held -= x.numel()
         self.changed += changed
         stats = _rows(x)
         for i, values in zip(rows, stats):
@@ -546,4 +559,5 @@ class StatsBatch:
         self._cache.clear()
         self._spans.clear()
         self._buckets.clear()
+        self._held = 0
         return [row_to_stats(r) for r in out]  # type: ignore[arg-type]

@@ -322,6 +322,20 @@ def test_bucket_is_bounded_and_reports_in_place_changes() -> None:
     assert stats[1].mean == 3.0 and [s.mean for s in stats[2:]] == [1.0] * 6
 
 
+def test_many_shapes_hold_no_more_than_the_budget() -> None:
+    """Gradients of many distinct small shapes are held no longer than the batch's element
+    budget allows (every bucket reduced past it), and each keeps its exact statistics."""
+    batch = StatsBatch(chunk=1 << 12, held_max=1000)
+    g = torch.Generator().manual_seed(3)
+    ts = [torch.randn(10 + k, generator=g) for k in range(60)]
+    for t in ts:
+        batch.add(t)
+        held = sum(x.numel() for b in batch._buckets.values() for x in b.held)
+        assert held <= 1000 + t.numel()
+    for s, t in zip(batch.collect(), ts):
+        _assert_exact(s, t)
+
+
 def test_same_tensor_reduced_once() -> None:
     """The same gradient tensor queued twice shares one row; a new version gets a new one."""
     batch = StatsBatch()

@@ -105,7 +105,8 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "attention",
             "single-head self-attention with softmax, residual and LayerNorm",
-            "q, k and v all consume the same input: one node, three consumers.",
+            "q, k and v all read the same input x (the leaf under add): one node with four "
+            "consumers, the residual add included; its gradient is the sum of the four.",
             "_attention",
         ),
         Demo(

@@ -158,7 +158,9 @@ class SelfAttention(nn.Module):
 
 def _attention() -> tuple[nn.Module, Forward]:
     model = SelfAttention()
-    x = torch.randn(2, 6, 16)
+    # x requires grad so it is a node: q, k, v and the residual all read it, and its gradient is
+    # the sum of the four that flow back.
+    x = torch.randn(2, 6, 16, requires_grad=True)
     target = torch.randint(0, 16, (2, 6))
     return model, lambda: nn.functional.cross_entropy(model(x).flatten(0, 1), target.flatten())
 

@@ -60,11 +60,16 @@ limit falls outside the plot's canvas)."""
 
 
 class _PowerOfTen(NumericAxisFormatter):
-    """Ticks on log10 values, labelled as powers of ten (``1e-06``)."""
+    """Ticks on log10 values, labelled as powers of ten (``1e-06``); at most ``rows`` of them
+    (about one every other row of the canvas: more land on the same row, and only some show,
+    unevenly spaced, on a short plot)."""
+
+    rows: int = 8
 
     def get_ticks(self, min_: float, max_: float, max_ticks: int = 8) -> list[float]:
         if not (math.isfinite(min_) and math.isfinite(max_)):
             return []  # nothing sensible to label; the plot still draws
+        max_ticks = min(max_ticks, self.rows)
         lo, hi = math.ceil(min_), math.floor(max_)
         step = max(1, math.ceil((hi - lo + 1) / max(max_ticks, 1)))
         return [float(t) for t in range(lo, hi + 1, step)] or super().get_ticks(min_, max_, max_ticks)
@@ -290,6 +295,7 @@ class GradientFlow(Vertical):
         self._health = health
         self._plotted = False
         self._tick_width = 0
+        self._y_ticks = _PowerOfTen()
 
     def compose(self):
         if not self._layers:
@@ -369,9 +375,11 @@ class GradientFlow(Vertical):
         plot = self.query_one(PlotWidget)
         h = self._health
         pic = picture(self._layers, h)
+        plot.margin_top = 1  # the y label's row only: at 80x24 every row of data counts
         plot.set_xlabel("layer (module, forward order)")
         plot.set_ylabel("gradient RMS")
-        plot.set_y_formatter(_PowerOfTen())
+        self._y_ticks = _PowerOfTen()
+        plot.set_y_formatter(self._y_ticks)
         n = len(self._layers)
         x0, x1 = 0.5, n + 0.5
         bands = [
@@ -408,8 +416,14 @@ class GradientFlow(Vertical):
             self._set_x_ticks()
 
     def _set_x_ticks(self) -> None:
-        """Name the layers on the x axis where the names fit the plot's width."""
+        """Name the layers on the x axis where the names fit the plot's width, and give the y
+        axis as many ticks as its rows hold."""
         plot = self.query_one(PlotWidget)
+        # Rows of data: the plot less its margins and the scale's frame (a row above and below).
+        rows = max(2, (plot.size.height - plot.margin_top - plot.margin_bottom - 2 + 2) // 2)
+        if rows != self._y_ticks.rows:
+            self._y_ticks.rows = rows
+            plot.set_y_formatter(self._y_ticks)
         # The canvas is right of the y axis's margin; the scale's frame takes a column each side.
         width = max((plot.size.width or self.size.width) - plot.margin_left - 2, 1)
         if width == self._tick_width:

@@ -98,10 +98,12 @@ class LocalGraph(GraphView):
             limit = max(1, (width - 12) // 16) if compact else 5  # a compact box and its gap
             self.set_graph(*local_picture(self._graph, node, self._health, limit=limit,
                                           compact=compact))
-            # netext 0.5 keeps the previous graph's viewport after set_graph (a new picture
-            # showed a stale, off-centre crop); re-derive it from the new graph's extent.
+            # The viewport is the whole picture, and the pane scrolls over it: a viewport the
+            # pane's size cut the consumers off below and right at 80x24. Scrolled back to the
+            # top-left, so a new picture never shows the previous one's stale offset.
+            self._console_graph.reset_viewport()
+            self._strip_segments = self.pre_render_strips()
             self.scroll_to(0, 0, animate=False)
-            self._update_scroll_viewport()
             self.refresh()
 
     @on(GraphView.ElementClick)

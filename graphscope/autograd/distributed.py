@@ -19,6 +19,10 @@ one (its own compression hook), or that already ran a backward, is left alone an
 without the local check (``LocalCheck.attach`` warns once and returns ``None``). Outside a watch
 block the hook only all-reduces.
 
+A trainer that wraps the user's module in DDP itself (Lightning's ``strategy="ddp"``) hands
+``watch`` the module, not the wrapper: ``reduced_by(module, ddp)`` says which DDP reduces that
+module's gradients, so the check hooks that wrapper and the parameters keep their own names.
+
 FSDP2 (``fully_shard``) needs no hook here: its parameters' gradients are local shards
 (``DTensor``), and the recorder takes the norms of the local shard on each rank (``local_tensor``).
 
@@ -28,6 +32,7 @@ Imports torch; only the capture layer may import this module.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +59,34 @@ def backend() -> str | None:
     return str(dist.get_backend())
 
 
-def wrapper_of(model: torch.nn.Module) -> str | None:
-    """``"ddp"`` for a DistributedDataParallel model, ``"fsdp"`` for one with FSDP2
-    ``fully_shard`` applied (its parameters are DTensors), else ``None``."""
+# module -> the DDP wrapper a trainer made around it (weak both ways: the trainer owns both).
+_reducers: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
+
+
+def reduced_by(module: torch.nn.Module, ddp: torch.nn.parallel.DistributedDataParallel) -> None:
+    """Record that ``ddp`` (a wrapper a trainer made) all-reduces ``module``'s gradients, so a
+    watch over ``module`` checks each rank's gradients before that all-reduce."""
+    if not isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(f"reduced_by() takes a DistributedDataParallel wrapper, got {type(ddp).__name__}")
+    _reducers[uncompiled(module)] = weakref.ref(ddp)
+
+
+def ddp_of(model: torch.nn.Module) -> torch.nn.parallel.DistributedDataParallel | None:
+    """``model`` itself when it is DDP, the wrapper ``reduced_by`` named for it, else ``None``."""
     model = uncompiled(model)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model
+    ref = _reducers.get(model)
+    return None if ref is None else ref()
+
+
+def wrapper_of(model: torch.nn.Module) -> str | None:
+    """``"ddp"`` for a DistributedDataParallel model (or one a trainer wrapped, ``reduced_by``),
+    ``"fsdp"`` for one with FSDP2 ``fully_shard`` applied (its parameters are DTensors), else
+    ``None``."""
+    if ddp_of(model) is not None:
         return "ddp"
+    model = uncompiled(model)
     if type(model).__name__.startswith("FSDP") or any(
             is_dtensor(p) for p in model.parameters()):
         return "fsdp"
@@ -124,10 +151,11 @@ class LocalCheck:
 
     @classmethod
     def attach(cls, model: torch.nn.Module) -> LocalCheck | None:
-        """The check of a DDP ``model`` (registering its hook the first time), or ``None``
-        when ``model`` is not DDP or its communication cannot be hooked (then it warns why)."""
-        model = uncompiled(model)
-        if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        """The check of a DDP ``model`` (or of the wrapper ``reduced_by`` named for it),
+        registering its hook the first time, or ``None`` when ``model`` is not reduced by DDP or
+        its communication cannot be hooked (then it warns why)."""
+        model = ddp_of(model)
+        if model is None:
             return None
         state = getattr(model, "_graphscope_local_check", None)
         if state is None:

@@ -9,6 +9,9 @@ sum of the losses Lightning's backwards started from, which it divides by the ac
 under ``precision="16-mixed"`` the GradScaler's scale is read off the scaled loss and stored
 with each step, so readers show true gradients. ``on_nonfinite="raise"`` fails the fit with
 ``NonFiniteGradientError`` out of the backward, as Lightning re-raises a callback's error.
+Under ``strategy="ddp"`` each process records its rank into the one run, and the watch checks
+each rank's gradients before the all-reduce of the DDP wrapper Lightning made (so a NaN is traced
+to the rank where it was born), with the parameters named as in the ``LightningModule``.
 
 Works with ``lightning`` (``lightning.pytorch``) and the standalone ``pytorch_lightning``: the
 callback derives from the ``Callback`` of each one installed, so either ``Trainer`` takes it.
@@ -22,6 +25,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from graphscope.autograd.distributed import reduced_by
 from graphscope.autograd.watch import Watch
 from graphscope.health import Thresholds
 from graphscope.integrations.fit import TrainerWatch
@@ -91,6 +97,9 @@ class GraphscopeCallback(*_callback_bases()):  # type: ignore[misc]
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # The first optimizer is the one whose learning rates are recorded.
         optimizers = list(getattr(trainer, "optimizers", None) or [])
+        wrapper = getattr(getattr(trainer, "strategy", None), "model", None)
+        if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
+            reduced_by(pl_module, wrapper)  # checked before its all-reduce, named as pl_module
         self._fit.start(pl_module, optimizers[0] if optimizers else None)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:

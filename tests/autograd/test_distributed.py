@@ -7,9 +7,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -26,6 +23,7 @@ import graphscope
 from graphscope.cli import EXIT_FINDINGS, main
 from graphscope.ranks import analyze_ranks, first_rank, nonfinite_birth
 from graphscope.runs import open_run
+from tests.processes import free_port, run_session
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
@@ -141,19 +139,13 @@ def _worker(rank, world, port, run, out, scenario):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(scenario: str, world: int, tmp_path: Path) -> tuple[Path, list[dict]]:
     """Run ``scenario`` on ``world`` spawned ranks; every process is joined (or killed at the
     deadline) before this returns."""
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.start_processes(_worker, args=(world, _free_port(), str(run), str(out), scenario),
+    ctx = mp.start_processes(_worker, args=(world, free_port(), str(run), str(out), scenario),
                              nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + JOIN_TIMEOUT
     try:
@@ -237,25 +229,9 @@ def test_torchrun_script_report_names_the_birth_rank(tmp_path, capsys):
     received it; torchrun and all its workers have exited when the test ends."""
     script = Path(__file__).with_name("torchrun_nan.py")
     run = tmp_path / "run"
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    # Its own session: on a timeout the whole group (the agent and its workers) is killed.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), str(run)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=JOIN_TIMEOUT * 2)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {JOIN_TIMEOUT * 2} s:\n{out.decode()[-3000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, out.decode()[-3000:]
-    with pytest.raises(ProcessLookupError):  # no worker of the group is left
-        os.killpg(proc.pid, 0)
+    run_session([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                 "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script),
+                 str(run)], timeout=JOIN_TIMEOUT * 2)
     with open_run(run) as store:
         assert store.ranks() == [0, 1]
         assert [list(store.steps(r).step) for r in (0, 1)] == [list(range(1, 7))] * 2

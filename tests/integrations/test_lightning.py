@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from graphscope.errors import NonFiniteGradientError, RunError  # noqa: E402
 from graphscope.integrations.lightning import GraphscopeCallback  # noqa: E402
+from graphscope.ranks import analyze_ranks, first_rank, nonfinite_birth  # noqa: E402
 from graphscope.runs import open_run  # noqa: E402
+from tests.processes import free_port, run_session  # noqa: E402
 
 
 class Regressor(L.LightningModule):
@@ -172,3 +177,33 @@ def test_arguments_checked_when_made():
         GraphscopeCallback("runs/x", on_nonfinite="stop")
     with pytest.raises(ValueError, match="every"):
         GraphscopeCallback("runs/x", every=0)
+
+
+def test_ddp_strategy_records_each_rank_and_traces_the_nan_to_its_rank(tmp_path):
+    """Trainer(strategy='ddp', devices=2, accelerator='cpu') over gloo: both ranks' steps are in
+    one store at Lightning's global steps, their norms those of the gradients Lightning hands
+    each optimizer, named as in the LightningModule; the NaN born in rank 1's backward at step 3
+    is traced to rank 1 (the check before the DDP wrapper's all-reduce), rank 0 received it;
+    both processes have exited when the test ends."""
+    script = Path(__file__).with_name("lightning_ddp.py")
+    run, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    # Lightning's launcher starts rank 1 as a child of rank 0 (MASTER_PORT: a free port).
+    run_session(["env", "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={free_port()}", sys.executable,
+                 str(script), str(run), str(out)], timeout=240, cwd=tmp_path)
+    oracle = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    with open_run(run) as store:
+        assert store.ranks() == [0, 1]
+        assert store.meta["world_size"] == 2 and store.meta["distributed"]["wrapper"] == "ddp"
+        for r in (0, 1):
+            assert store.steps(r).step.tolist() == [1, 2, 3, 4, 5]
+            assert [p.name for p in store.params(r)] == oracle[r]["names"] == [
+                "scale", "net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
+            norms = store.param_series(r).norm
+            for step in (1, 2):  # the reduced gradients, equal on both ranks
+                assert norms[step - 1].tolist() == pytest.approx(oracle[r]["norms"][str(step)], rel=1e-6)
+        birth = nonfinite_birth(store)
+        findings = analyze_ranks(store)
+    assert (birth.step, birth.born, birth.received) == (3, (1,), (0,))
+    assert birth.params[1] == ("scale",)
+    assert first_rank(findings) == 1

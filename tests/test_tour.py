@@ -80,3 +80,51 @@ def test_the_other_tour_demos_match_torch():
     assert g5.find("bias").grad.norm == pytest.approx(gb.norm().item(), rel=1e-6)
     for name in ("tour-01", "tour-02", "tour-05"):
         assert DEMOS[name].build().meta["lesson"] == DEMOS[name].lesson
+
+
+def test_tour_demos_04_and_06_to_10_match_torch():
+    """tour-04 and -06..-10 carry their lessons, and their gradients equal torch's for the same
+    tensors: four sigmoids' dz, the accumulated .grad, dropout's mul, the MLP, the LSTMCell loop
+    and attention's input x."""
+    import torch
+    from torch import nn
+
+    for name in ("tour-04", "tour-06", "tour-07", "tour-08", "tour-09", "tour-10"):
+        assert DEMOS[name].build().meta["lesson"] == DEMOS[name].lesson
+    z = torch.tensor([-2.0, 0.0, 2.0], requires_grad=True)
+    h = z
+    for _ in range(4):
+        h = torch.sigmoid(h)
+    (dz,) = torch.autograd.grad(h.sum(), z)
+    got = next(n for n in DEMOS["tour-04"].build().nodes if n.var_name == "z").grad_value.data
+    assert got == pytest.approx(dz.tolist(), rel=1e-6)
+    assert sum(n.label == "sigmoid" for n in DEMOS["tour-04"].build().nodes) == 4
+    g6 = DEMOS["tour-06"].build()
+    assert any("earlier backward" in f.message for f in g6.findings)
+    assert "mul" in {n.label for n in DEMOS["tour-07"].build().nodes}
+    torch.manual_seed(3)
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    x, t = torch.randn(8, 3), torch.randn(8, 1)
+    grads = torch.autograd.grad(nn.functional.mse_loss(mlp(x), t), list(mlp.parameters()))
+    g8 = DEMOS["tour-08"].build()
+    for (pname, _), g in zip(mlp.named_parameters(), grads):
+        assert g8.find(pname).grad.norm == pytest.approx(g.norm().item(), rel=1e-5)
+    g9 = DEMOS["tour-09"].build()
+    assert sum(n.label == "sigmoid" for n in g9.nodes) == 3 * 3
+    torch.manual_seed(0)
+    cell, head = nn.LSTMCell(2, 3), nn.Linear(3, 1)
+    xs = torch.randn(3, 1, 2)
+    hh = c = xs.new_zeros(1, 3)
+    for step in xs:
+        hh, c = cell(step, (hh, c))
+    (gw,) = torch.autograd.grad(head(hh).pow(2).sum(), [cell.weight_hh])
+    assert g9.find("cell.weight_hh").grad.norm == pytest.approx(gw.norm().item(), rel=1e-5)
+    torch.manual_seed(0)
+    q, k, v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+    xa = torch.randn(3, 4).requires_grad_()
+    out = torch.softmax(q(xa) @ k(xa).T / 2.0, dim=-1) @ v(xa)
+    (gx,) = torch.autograd.grad(out.pow(2).mean(), xa)
+    g10 = DEMOS["tour-10"].build()
+    node = next(n for n in g10.nodes if n.var_name == "x")
+    assert len(g10.consumers(node.id)) == 3
+    assert node.grad.norm == pytest.approx(gx.norm().item(), rel=1e-5)

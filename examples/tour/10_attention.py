@@ -30,10 +30,10 @@ class Attention(nn.Module):
 
 
 model = Attention()
-x = torch.randn(3, 4)  # 3 tokens of 4 features
+x = torch.randn(3, 4).requires_grad_()  # 3 tokens of 4 features; requires grad, so a node
 with graphscope.record(model):
     loss = model(x).pow(2).mean()
-graph = graphscope.capture(loss, model=model)
+graph = graphscope.capture(loss, model=model, names={"x": x})
 loss.backward()
 print("Look at: x feeds q, k and v (one node, three consumers); the softmax box shows its 3x3 "
       "weights and their gradient.")

@@ -156,11 +156,59 @@ DEMOS: dict[str, Demo] = {
             "tour:chain_rule",
         ),
         Demo(
+            "tour-04",
+            "activations and their derivatives: four sigmoids on z = [-2, 0, 2] "
+            "(examples/tour/04_activations.py)",
+            "sigmoid'(z) is at most 0.25, so each sigmoid box's grad line is a quarter or less of "
+            "the one above it: after four, z's gradient is about 0.25**4 = 0.004 of what reached "
+            "the top (vanishing). tanh' is at most 1, relu' is 0 or 1.",
+            "tour:activations",
+        ),
+        Demo(
             "tour-05",
             "linear regression as a one-layer network (examples/tour/05_linear_regression.py)",
             "weight and bias each get their gradient from one op, addmm: a linear layer is "
             "x @ weight.T + bias, and mse_loss's gradient flows straight back to both.",
             "tour:linear_regression",
+        ),
+        Demo(
+            "tour-06",
+            "the training loop without zero_grad() (examples/tour/06_training_loop.py)",
+            "Three steps ran without optimizer.zero_grad(): the findings say .grad holds the "
+            "earlier steps' gradients too, summed. Call optimizer.zero_grad() before each "
+            "backward().",
+            "tour:training_loop",
+        ),
+        Demo(
+            "tour-07",
+            "train() and eval(): dropout in train mode (examples/tour/07_train_eval_no_grad.py)",
+            "In train mode dropout is the mul between relu and the last layer (by its mask, "
+            "0 or 2), so its gradient is zero where a unit was dropped; after eval() it is not in "
+            "the graph, and under "
+            "torch.no_grad() there is no graph at all.",
+            "tour:train_eval",
+        ),
+        Demo(
+            "tour-08",
+            "a multi-layer perceptron: Linear, ReLU, Linear, ReLU, Linear (examples/tour/08_mlp.py)",
+            "Each layer's weight gets its gradient through every layer above it; a relu passes "
+            "gradient only where its input was positive (the zeros in its box).",
+            "tour:mlp",
+        ),
+        Demo(
+            "tour-09",
+            "an LSTM from nn.LSTMCell over 3 steps, its gates visible (examples/tour/09_lstm.py)",
+            "Per step three sigmoid gates (input, forget, output), two tanh and the cell-state "
+            "sum c = f*c + i*g: follow the add back through the steps; gradient reaches early "
+            "steps through c as well as through the gates.",
+            "tour:lstm_cell",
+        ),
+        Demo(
+            "tour-10",
+            "attention with softmax on 3 tokens (examples/tour/10_attention.py)",
+            "x feeds q, k and v: one node with three consumers, and its gradient is the sum of "
+            "theirs; the softmax box shows its 3x3 weights (each row sums to 1) and their gradient.",
+            "tour:attention",
         ),
     ]
 }

@@ -26,7 +26,7 @@ from graphscope.autograd.walk import read_values, small_enough, walk
 from graphscope.diagnostics import diagnose
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, ModeWarning, RecordingWarning, explain
-from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus
+from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus, fmt_shape
 
 _GRAPH_KEY = "graphscope.graph"
 # Tensors of at most this many elements keep their actual values (``capture(values=)``).
@@ -132,7 +132,7 @@ def _no_graph_reason(name: str, t: torch.Tensor) -> str:
         )
     if t.requires_grad:
         return (
-            f"{name} is a leaf tensor (shape {tuple(t.shape)}): it was created directly, not "
+            f"{name} is a leaf tensor (shape {fmt_shape(t.shape)}): it was created directly, not "
             "computed, so there is no graph above it. Capture the result of a computation, "
             "e.g. loss = model(x).sum(), not a parameter or input."
         )

@@ -488,7 +488,7 @@ class StatsBatch:
         if values.is_complex():
             values = values.abs()
         if n <= self.small and not implicit_zeros:
-            self._bucket(idx, values, g._version)
+            self._bucket(idx, values, values._version)  # values may be a new tensor (abs)
             return
         if values.device.type == "cpu":
             flat, repeats = _distinct_row(values)

@@ -322,6 +322,18 @@ def test_bucket_is_bounded_and_reports_in_place_changes() -> None:
     assert stats[1].mean == 3.0 and [s.mean for s in stats[2:]] == [1.0] * 6
 
 
+def test_a_complex_gradient_edited_before_it_was_added_is_not_reported_changed() -> None:
+    """A complex gradient is held as its magnitudes (a new tensor): an in-place edit made
+    before ``add`` is not an in-place change after it."""
+    t = torch.randn(5, dtype=torch.complex64)
+    t.mul_(2)
+    batch = StatsBatch()
+    batch.add(t)
+    (s,) = batch.collect()
+    assert batch.changed == []
+    assert s.norm == pytest.approx(float(t.abs().double().norm()), rel=1e-6)
+
+
 def test_many_shapes_hold_no_more_than_the_budget() -> None:
     """Gradients of many distinct small shapes are held no longer than the batch's element
     budget allows (every bucket reduced past it), and each keeps its exact statistics."""

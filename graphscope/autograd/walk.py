@@ -113,10 +113,16 @@ def _meta(shape: Any, dtype: torch.dtype, device: torch.device, name: str = "",
             value="nested tensor" if nested else None,
         )
         if key is not None:
-            if len(_metas) >= _INTERNED_MAX:
-                _metas.clear()
-            _metas[key] = meta
+            _remember(_metas, key, meta)
     return meta
+
+
+def _remember(cache: dict[tuple[Any, ...], TensorMeta], key: tuple[Any, ...],
+              meta: TensorMeta) -> None:
+    """Intern ``meta`` under ``key``; a full cache starts over (bounded by _INTERNED_MAX)."""
+    if len(cache) >= _INTERNED_MAX:
+        cache.clear()
+    cache[key] = meta
 
 
 def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
@@ -135,12 +141,8 @@ def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
         if getattr(m, "is_nested_tensor", False):
             out.append(_meta(None, m.dtype, m.device, nested=True))
             continue
-        shape = tuple(m.shape)  # a list here, a torch.Size on a tensor: equal tuples
-        try:
-            meta = _metas.get((shape, m.dtype, m.device, ""))
-        except TypeError:
-            meta = None
-        out.append(meta if meta is not None else _meta(shape, m.dtype, m.device))
+        # A list here, a torch.Size on a tensor: as tuples they are one key.
+        out.append(_meta(tuple(m.shape), m.dtype, m.device))
     return tuple(out)
 
 
@@ -266,9 +268,7 @@ class _SavedReader:
             meta = TensorMeta(shape=None, name=name,
                               value=text if len(text) <= 60 else text[:57] + "...")
             if key is not None:
-                if len(_texts) >= _INTERNED_MAX:
-                    _texts.clear()
-                _texts[key] = meta
+                _remember(_texts, key, meta)
         return meta
 
 

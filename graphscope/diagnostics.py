@@ -1364,7 +1364,7 @@ def _params(graph: Graph) -> list[Finding]:
                     severity=Severity.WARNING,
                     node=None,
                     param=p.name,
-                    message=f"Parameter '{p.name}' {tuple(p.shape)} requires grad but the "
+                    message=f"Parameter '{p.name}' {fmt_shape(p.shape)} requires grad but the "
                     "loss does not depend on it: it gets no gradient and never learns.",
                     hint="It is unused in forward, or its output was cut off by .detach(), "
                     ".item(), .data or torch.no_grad(). If that is intended, set "

@@ -168,6 +168,7 @@ def test_findings_come_worst_first():
     found = diagnose(g)
     assert [(f.kind, f.severity) for f in found] == [
         ("unreachable_param", Severity.WARNING), ("vanishing", Severity.INFO)]
+    assert "'aux.weight' (3) requires grad" in found[0].message  # the one shape formatter
 
 
 def test_nonfinite_gradient_passed_to_backward_is_blamed_on_the_caller():

@@ -38,6 +38,15 @@ Edges run forward, producer to consumer
                      or NaN/Inf (magenta); grey otherwise
     dashed           "next copy": from one copy of a folded block into the next
 
+LSTM cells written as ops (``nn.LSTMCell`` on the CPU, or by hand; ``graphscope.export.recurrent``)
+    frame "step 3 (LSTMCell cell)"   one time step: its gates, cell update and the ops feeding them;
+                     the frame says the gradient RMS at c_t, the part sent back along the cell
+                     state to c_{t-1} and the part that goes into the gates
+    "forget gate f σ"  a gate by its role (input i, forget f, candidate g, output o), found from
+                     the graph's shape, not from names or chunk order
+    thick brown edges  the cell state path, c_{t-1} -> f*c -> c_t (the band colour wins when the
+                     gradient on it is vanishing, exploding or NaN)
+
 Values (small tensors, micrograd style)
     "data 2.0 | grad -3.0"   a tensor of at most ``capture(values=16)`` elements shows its actual
                      forward value (when the capture knew it: a leaf, the output, a tensor an op
@@ -48,8 +57,8 @@ Every node and edge has a tooltip with the full gradient statistics, dtype, devi
 saved for backward (tensors by shape and dtype, values as written: ``ignore_index = -100``),
 module and source line (hover over it in a browser or in Jupyter).
 
-Imports ``graphscope.model``, ``graphscope.formatting`` and this package's ``collapse`` and
-``options``; never graphviz, torch or textual.
+Imports ``graphscope.model``, ``graphscope.formatting`` and this package's ``collapse``,
+``options`` and ``recurrent``; never graphviz, torch or textual.
 """
 
 from __future__ import annotations
@@ -63,6 +72,19 @@ from typing import Iterable
 from graphscope.diagnostics import rediagnose
 from graphscope.export.collapse import CHAIN, MODULE, SINGLE, Box, Link, View, build_view
 from graphscope.export.options import RenderOptions
+from graphscope.export.recurrent import (
+    CANDIDATE,
+    CELL,
+    CELL_TANH,
+    FORGET_GATE,
+    FORGET_MUL,
+    HIDDEN,
+    INPUT_GATE,
+    INPUT_MUL,
+    OUTPUT_GATE,
+    LstmStep,
+    find_lstm_steps,
+)
 from graphscope.formatting import (
     BAND_COLOURS,
     fmt_count,
@@ -109,6 +131,9 @@ _XLABEL_ABOVE = 150
 # Whole recurrent layers (all gates, all time steps) that autograd records as one node.
 FUSED_RNN_OPS = frozenset({"MkldnnRnnLayerBackward0", "CudnnRnnBackward0", "MiopenRnnBackward0",
                            "ThnnFusedLstmCellBackward0", "ThnnFusedGruCellBackward0"})
+# The cell state path of an LSTM step: a colour no gradient band uses.
+CELL_COLOUR = "#8d5524"
+_STEP_FRAME = {"color": "#a1887f", "bgcolor": "#fbf8f4"}
 _BAND_RANK = {Band.NONE: 0, Band.HEALTHY: 1, Band.VANISHING: 2, Band.EXPLODING: 3, Band.NONFINITE: 4}
 
 
@@ -158,7 +183,7 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     ctx = _Context.of(graph, view, options)
     title = graph.meta.get("title")
     caption = "\n".join(x for x in (title, graph.summary(), view.note, _how_to_see_more(graph),
-                                     textwrap.fill(graph.meta.get("mode_note") or "", 110)) if x)
+                                     _lstm_note(ctx), textwrap.fill(graph.meta.get("mode_note") or "", 110)) if x)
     lines = [
         "digraph graphscope {",
         f"  graph {_attrs(rankdir=options.rankdir, fontname='Helvetica', fontsize=10, nodesep=0.3, ranksep=0.4, labelloc='b', label=caption, tooltip='graphscope', newrank='true')}",
@@ -167,9 +192,12 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
         "  edge [fontname=\"Helvetica\" fontsize=9 color=\"#757575\" fontcolor=\"#424242\" arrowsize=0.6]",
     ]
     framed: dict[object, list[Box]] = {}
+    stepped: dict[int, list[Box]] = {}
     for box in view.boxes:
         if box.repeat is not None and ctx.repeat_boxes[box.repeat] > 1:
             framed.setdefault(box.repeat, []).append(box)
+        elif box.kind == SINGLE and box.node in ctx.step_of:
+            stepped.setdefault(ctx.step_of[box.node], []).append(box)  # type: ignore[index]
         else:
             lines.append(f"  {box.name} {_attrs(**_box_attrs(graph, box, ctx))}")
     for k, (repeat, boxes) in enumerate(framed.items()):
@@ -178,6 +206,9 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
         lines.append(f'    label={_q(label)}; labelloc="t"; style="dashed,rounded"; color="#616161"; fontsize=10;')
         lines.extend(f"    {b.name} {_attrs(**_box_attrs(graph, b, ctx))}" for b in boxes)
         lines.append("  }")
+    for k in sorted(stepped):
+        lines.extend(_step_cluster(graph, k, stepped[k], ctx))
+    lines.extend(_step_order(graph, ctx))
     for link in view.links:
         lines.append(f"  {link.src} -> {link.dst} {_attrs(**_link_attrs(graph, link, ctx))}")
     lines.extend(_unreached(graph, ctx))
@@ -197,6 +228,9 @@ class _Context:
     repeat_boxes: Counter  # Repeat -> how many boxes it has
     edge_label: str  # "label" or "xlabel"
     show_shapes: bool
+    steps: list[LstmStep]  # LSTM time steps written as ops (recurrent.find_lstm_steps)
+    step_of: dict[int, int]  # node id -> index into steps
+    cell_edges: dict[int, int]  # edge index -> the step whose cell state path it is on
 
     @classmethod
     def of(cls, graph: Graph, view: View, options: RenderOptions) -> _Context:
@@ -204,6 +238,7 @@ class _Context:
         for f in graph.findings:
             for nid in f.nodes:  # a finding about a cause marks every node it names
                 findings.setdefault(nid, []).append(f)
+        steps = find_lstm_steps(graph)
         return cls(
             boxes={b.name: b for b in view.boxes},
             findings=findings,
@@ -213,6 +248,9 @@ class _Context:
             repeat_boxes=Counter(b.repeat for b in view.boxes if b.repeat is not None),
             edge_label="label" if len(view.boxes) <= _XLABEL_ABOVE else "xlabel",
             show_shapes=options.show_shapes,
+            steps=steps,
+            step_of={nid: k for k, s in enumerate(steps) for nid in s.members},
+            cell_edges={e: k for k, s in enumerate(steps) for e in s.cell_edges},
         )
 
 
@@ -309,7 +347,7 @@ def _node_label(node: Node, stats: GradStats | None, ctx: _Context) -> str:
         if ctx.backward and stats is not None and node.grad_value is None:
             label += f"\ngrad rms {fmt_num(stats.rms)}"
     else:
-        label = node.label or op_label(node.op)
+        label = _role_label(node, ctx) or node.label or op_label(node.op)
         if node.kind == OP and node.var_name:
             label = f"{node.var_name} = {label}"
     if values:
@@ -321,6 +359,9 @@ def _node_label(node: Node, stats: GradStats | None, ctx: _Context) -> str:
 
 def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
     lines = [f"{node.op}  (node {node.id}, {node.kind}{', output' if node.is_root else ''})"]
+    role = _role_label(node, ctx)
+    if role:
+        lines.append(f"LSTM {_step_title(graph, ctx, ctx.step_of[node.id])}: {role.replace(chr(10), ' ')}")
     if node.names:
         lines.append("parameter: " + ", ".join(node.names))
     if node.module is not None:
@@ -386,6 +427,95 @@ def _group_tooltip(graph: Graph, box: Box, nodes: list[Node], stats: GradStats |
     lines.append("ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in ops.most_common(8)))
     lines.extend(dict.fromkeys(str(f) for n in nodes for f in ctx.findings.get(n.id, ())))
     return "\n".join(lines)
+
+
+# -- LSTM steps -------------------------------------------------------------------------------
+
+
+def _role_label(node: Node, ctx: _Context) -> str:
+    """What a node of an LSTM step does there (``forget gate f σ``, ``c3 = f*c2 + i*g``), or
+    ``""`` for a node of no step, or one whose op is label enough (the gates' inputs)."""
+    k = ctx.step_of.get(node.id)
+    if k is None:
+        return ""
+    step = ctx.steps[k]
+    t = step.index
+    roles = {
+        INPUT_GATE: "input gate i σ",
+        FORGET_GATE: "forget gate f σ",
+        CANDIDATE: "candidate g tanh",
+        OUTPUT_GATE: "output gate o σ",
+        FORGET_MUL: f"f * c{t - 1}",
+        INPUT_MUL: "i * g",
+        CELL: f"cell state c{t}\n= f*c{t - 1} + i*g",
+        CELL_TANH: f"tanh(c{t})",
+        HIDDEN: f"h{t} = o * tanh(c{t})",
+    }
+    return roles.get(step.roles()[node.id], "")
+
+
+def _step_title(graph: Graph, ctx: _Context, k: int) -> str:
+    """``step 3 (LSTMCell cell)``: the time step and the module that ran it; with the
+    sequence when one module ran several chains (two sequences through one cell)."""
+    step = ctx.steps[k]
+    cls = (graph.meta.get("module_classes") or {}).get(step.module) if step.module is not None else None
+    where = " ".join(x for x in (cls, step.module) if x) or "LSTM cell"
+    chains = {s.chain for s in ctx.steps if s.module == step.module}
+    return f"{f'sequence {step.chain + 1}, ' if len(chains) > 1 else ''}step {step.index} ({where})"
+
+
+def _step_cluster(graph: Graph, k: int, boxes: list[Box], ctx: _Context) -> list[str]:
+    """One frame per time step, titled with the step and where its gradient goes: the RMS at
+    c_t, the part sent back along the cell state, the part that goes into the gates."""
+    step = ctx.steps[k]
+    label = _step_title(graph, ctx, k)
+    if ctx.backward and step.cell_grad is not None:
+        t = step.index
+        back = [f"to c{t - 1} along the cell state {fmt_num(step.carried_grad.rms)}"] if step.carried_grad else []
+        into = [f"into the gates {fmt_num(step.gate_grad.rms)}"] if step.gate_grad else []
+        label += f"\ngrad rms at c{t} {fmt_num(step.cell_grad.rms)}" + "".join(f"; {x}" for x in back + into)
+    frame = ";".join(f" {k}={_q(v)}" for k, v in _STEP_FRAME.items())
+    lines = [f"  subgraph cluster_step{k} {{",
+             f'    label={_q(label)}; labelloc="t"; style="rounded"; fontsize=10;{frame};']
+    lines.extend(f"    {b.name} {_attrs(**_box_attrs(graph, b, ctx))}" for b in boxes)
+    lines.append("  }")
+    return lines
+
+
+def _step_order(graph: Graph, ctx: _Context) -> list[str]:
+    """Invisible edges that keep each step's frame below the step before it.
+
+    The ops that read only x_t and the weights (``x_t @ W_ih``) would otherwise be ranked by
+    their weights, at the top of the picture, and stretch every frame over the whole height.
+    """
+    by_place = {(s.chain, s.index): s for s in ctx.steps}
+    lines = []
+    for step in ctx.steps:
+        before = by_place.get((step.chain, step.index - 1))
+        anchor = None if before is None else before.hidden if before.hidden is not None else before.cell
+        if anchor is None or not _drawn_alone(ctx, anchor):
+            continue
+        for m in step.preactivation:
+            if _drawn_alone(ctx, m) and not any(p in ctx.step_of or p == anchor for p in graph.producers(m)):
+                lines.append(f"  n{anchor} -> n{m} [style=\"invis\"]")
+    return lines
+
+
+def _drawn_alone(ctx: _Context, nid: int) -> bool:
+    box = ctx.boxes.get(f"n{nid}")
+    return box is not None and box.kind == SINGLE and box.node == nid
+
+
+def _lstm_note(ctx: _Context) -> str:
+    """The caption's line about the LSTM steps found, and how to see them when grouped away."""
+    if not ctx.steps:
+        return ""
+    drawn = {ctx.step_of[b.node] for b in ctx.boxes.values() if b.kind == SINGLE and b.node in ctx.step_of}  # type: ignore[operator]
+    n = fmt_count(len(ctx.steps), "LSTM time step")
+    if not drawn:
+        return f"{n} found, grouped away here: raise max_nodes (or render a shorter sequence) to see their gates"
+    return (f"{n} found: a frame each, gates named by role; thick brown edges carry the cell "
+            "state c_{t-1} -> f*c -> c_t")
 
 
 _UNREACHED_SHOWN = 12
@@ -456,10 +586,16 @@ def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
         attrs.update(style="dashed", constraint="false", color="#616161")
     if parts:
         attrs[ctx.edge_label] = "  ".join(parts)
+    cell = next((ctx.cell_edges[i] for i in link.edges if i in ctx.cell_edges), None)
+    if cell is not None:
+        step = ctx.steps[cell]
+        if first.src == step.prev_cell:  # the carry itself: name the state it carries
+            attrs[ctx.edge_label] = "  ".join([f"c{step.index - 1}", *parts])
+        attrs.update(color=CELL_COLOUR, fontcolor=CELL_COLOUR, penwidth=3, style="bold")
     stats = _stats(_worst((e.grad for e in edges), ctx.health))
     if ctx.backward and ctx.health.band(stats) in (Band.VANISHING, Band.EXPLODING, Band.NONFINITE):
         colour = magnitude_colour(stats, ctx.health)
-        attrs.update(color=colour, fontcolor=colour, penwidth=2)
+        attrs.update(color=colour, fontcolor=colour, penwidth=3 if cell is not None else 2)
     producer = graph.nodes[first.src]
     meta = producer.outputs[first.output_nr] if first.output_nr < len(producer.outputs) else None
     tip = [
@@ -469,6 +605,9 @@ def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
         + (f" (output {first.output_nr})" if len(producer.outputs) > 1 else ""),
         f"grad sent back: {fmt_stats(stats)}",
     ]
+    if cell is not None:
+        t = ctx.steps[cell].index
+        tip.append(f"cell state path of {_step_title(graph, ctx, cell)}: c{t - 1} -> f*c{t - 1} -> c{t}")
     attrs["tooltip"] = "\n".join(tip)
     return attrs
 
@@ -508,6 +647,8 @@ def _legend(graph: Graph, ctx: _Context) -> list[str]:
         samples.append(("box", "not run by backward", {**NOT_RUN, "style": "rounded,filled,dashed"}))
     if ctx.repeat_boxes:
         samples.append(("box", "xN: N identical blocks", {"style": "rounded,dashed"}))
+    if ctx.cell_edges:
+        samples.append(("plaintext", "thick brown edge: LSTM cell state", {"fontcolor": CELL_COLOUR, "style": ""}))
     # The colour scale is the cluster's own (HTML-like) label: a separate node would sit a rank
     # or two below the samples, as far apart as the graph's labelled edges make its ranks.
     title = _colour_table(ctx.health) if ctx.backward else '"legend"'

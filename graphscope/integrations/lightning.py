@@ -5,10 +5,16 @@ into the run store: the watch is entered at ``on_train_start`` (after the sanity
 ``trainer.global_step + 1`` at each batch start (the step the batch's gradients go into), and
 left at ``on_train_end``, ``on_exception`` and ``teardown``. Under ``accumulate_grad_batches``
 the batches of one optimizer step are one step (the row holds the accumulated gradients and the
-sum of the losses Lightning's backwards started from, which it divides by the accumulation);
-under ``precision="16-mixed"`` the GradScaler's scale is read off the scaled loss and stored
-with each step, so readers show true gradients. ``on_nonfinite="raise"`` fails the fit with
-``NonFiniteGradientError`` out of the backward, as Lightning re-raises a callback's error.
+sum of the losses Lightning's backwards started from, which it divides by the accumulation).
+Mixed precision: with a GradScaler (``precision="16-mixed"`` on a GPU, or
+``plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]``) the
+scale is read off the scaled loss and stored with each step, so readers show true gradients,
+and a step whose scaled gradients overflowed (the scaler skips it) is recorded with its
+non-finite gradients and finite loss, which the run's analysis names a skipped step, not a NaN.
+On the CPU Lightning turns ``precision="16-mixed"`` into ``"bf16-mixed"`` (it warns):
+bfloat16 autocast without a scaler, float32 parameters and gradients, bfloat16 activations in
+the captures; ``"bf16-true"`` records bfloat16 parameters. ``on_nonfinite="raise"`` fails the
+fit with ``NonFiniteGradientError`` out of the backward, as Lightning re-raises a callback's error.
 Under ``strategy="ddp"`` each process records its rank into the one run, and the watch checks
 each rank's gradients before the all-reduce of the DDP wrapper Lightning made (so a NaN is traced
 to the rank where it was born), with the parameters named as in the ``LightningModule``.

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -22,18 +23,23 @@ from tests.processes import free_port, run_session  # noqa: E402
 
 
 class Regressor(L.LightningModule):
-    """A two-layer regressor; ``poison_at`` makes the loss NaN from that global step on."""
+    """A two-layer regressor; ``poison_at`` makes the loss NaN from that global step on;
+    ``overflow_at`` multiplies it by 1e30 at that global step (finite in float32, but its
+    gradients overflow float16 under a GradScaler's scale)."""
 
-    def __init__(self, poison_at: int | None = None) -> None:
+    def __init__(self, poison_at: int | None = None, overflow_at: int | None = None) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         self.poison_at = poison_at
+        self.overflow_at = overflow_at
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         if self.poison_at is not None and self.global_step >= self.poison_at:
             loss = loss * float("nan")
+        if self.global_step == self.overflow_at:
+            loss = loss * 1e30
         return loss
 
     def configure_optimizers(self):
@@ -56,10 +62,10 @@ class Oracle(L.Callback):
             n: p.grad.detach().clone() for n, p in pl_module.named_parameters()}
 
 
-def _fit(callbacks, *, steps=6, accumulate=2, seed=0, poison_at=None, **trainer_kw):
+def _fit(callbacks, *, steps=6, accumulate=2, seed=0, poison_at=None, overflow_at=None, **trainer_kw):
     torch.manual_seed(seed)
     data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
-    model = Regressor(poison_at)
+    model = Regressor(poison_at, overflow_at)
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", accumulate_grad_batches=accumulate, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -135,6 +141,117 @@ def test_grad_scaler_scale_recorded_with_each_step(tmp_path):
         if step in oracle.grads and math.isfinite(steps.grad_norm[i]):
             assert (series.norm[i] / scale).tolist() == pytest.approx(
                 _norms(oracle.grads[step], names), rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_on_the_cpu_is_bfloat16_autocast(tmp_path, precision):
+    """Trainer(precision='16-mixed' or 'bf16-mixed') on the CPU runs bfloat16 autocast without a
+    GradScaler (Lightning turns 16-mixed into bf16-mixed there, with a warning): no loss scale
+    is recorded, the norms are those of the gradients the optimizer got (float32 parameters),
+    and the capture shows the bfloat16 activations autocast made."""
+    oracle = Oracle()
+    cb = GraphscopeCallback(tmp_path / "run", every=3)
+    if precision == "16-mixed":
+        with pytest.warns(UserWarning, match="not supported on CPU"):
+            trainer, _ = _fit([cb, oracle], precision=precision)
+    else:
+        trainer, _ = _fit([cb, oracle], precision=precision)
+    assert trainer.precision == "bf16-mixed"
+    with open_run(tmp_path / "run") as run:
+        steps = run.steps()
+        params = run.params()
+        series = run.param_series()
+        graph = run.capture(1)
+    assert steps.step.tolist() == [1, 2, 3, 4, 5, 6]
+    assert not np.isfinite(steps.loss_scale).any()
+    assert {p.dtype for p in params} == {"float32"}
+    names = [p.name for p in params]
+    for i, step in enumerate(steps.step.tolist()):
+        assert steps.loss[i] == pytest.approx(sum(oracle.losses[step]), rel=1e-6)
+        assert series.norm[i].tolist() == pytest.approx(_norms(oracle.grads[step], names), rel=1e-6)
+    linears = [n for n in graph.nodes if n.op == "AddmmBackward0"]
+    assert len(linears) == 2 and {n.dtype for n in linears} == {"bfloat16"}
+
+
+def test_bf16_true_records_bfloat16_parameters(tmp_path):
+    """precision='bf16-true' (the weights themselves in bfloat16): the parameters are recorded
+    as bfloat16 and their norms (taken in float32) equal torch's of the bfloat16 gradients."""
+    oracle = Oracle()
+    _fit([GraphscopeCallback(tmp_path / "run", every=3), oracle], precision="bf16-true")
+    with open_run(tmp_path / "run") as run:
+        params = run.params()
+        series = run.param_series()
+        steps = run.steps()
+    assert {p.dtype for p in params} == {"bfloat16"}
+    assert all(g.dtype == torch.bfloat16 for g in oracle.grads[1].values())
+    for i, step in enumerate(steps.step.tolist()):
+        want = [float(oracle.grads[step][p.name].norm(dtype=torch.float32)) for p in params]
+        assert series.norm[i].tolist() == pytest.approx(want, rel=1e-6)
+
+
+class Weights(L.Callback):
+    """The first weight after each batch (with no accumulation: after its optimizer step)."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after[trainer.global_step] = pl_module.net[0].weight.detach().clone()
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_grad_scaler_overflow_recorded_as_a_skipped_step(tmp_path, every):
+    """A GradScaler step whose float16 gradients overflow (finite loss, step 3) is recorded
+    with its scale and its non-finite gradients, so the run's analysis names it a skipped
+    step (information), not a NaN; on_nonfinite='raise' lets the fit go on, as the scaler
+    does; the other steps, divided by their scale, are the gradients the optimizer got, and the
+    export reports them so."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from graphscope.export.metrics import run_metrics
+    from graphscope.trends import analyze
+
+    oracle, weights = Oracle(), Weights()
+    scaler = torch.amp.GradScaler("cpu")
+    _fit([GraphscopeCallback(tmp_path / "run", every=every, on_nonfinite="raise"), oracle, weights],
+         accumulate=1, overflow_at=2, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert torch.equal(weights.after[2], weights.after[3])  # the scaler skipped step 3
+    with open_run(tmp_path / "run") as run:
+        steps = run.steps()
+        names = [p.name for p in run.params()]
+        series = run.param_series()
+        findings = analyze(run)
+        metrics = run_metrics(run)
+    assert steps.step.tolist() == [1, 2, 3, 4, 5, 6]
+    assert steps.loss_scale.tolist() == [65536.0] * 3 + [32768.0] * 3
+    assert steps.nonfinite[2] > 0 and not steps.loss_nonfinite[2] and np.isfinite(steps.loss[2])
+    skipped = [f for f in findings if f.kind == "skipped_steps"]
+    assert [(f.step, f.last_step) for f in skipped] == [(3, 3)]
+    assert not [f for f in findings if f.kind == "nonfinite"]
+    exported = {step: value for step, _, value in metrics.scalars["grad_norm"]}
+    assert sorted(exported) == [1, 2, 4, 5, 6]
+    for i, step in enumerate(steps.step.tolist()):
+        if step == 3:
+            continue
+        want = _norms(oracle.grads[step], names)
+        assert (series.norm[i] / steps.loss_scale[i]).tolist() == pytest.approx(want, rel=1e-5)
+        assert exported[step] == pytest.approx(math.sqrt(sum(w * w for w in want)), rel=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "flight.py counts the GradScaler's overflow at step 3 as the run's first non-finite step "
+    "(FlightRecorder._seen_nonfinite), so the NaN loss at step 5 gets no capture and "
+    "on_nonfinite='raise' never fires between captures"))
+def test_a_nan_after_a_skipped_overflow_still_stops_the_fit(tmp_path):
+    """A real NaN (step 5) after a GradScaler overflow the scaler skipped (step 3) still
+    stops the fit under on_nonfinite='raise', though neither step is a regular capture."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    with pytest.raises(NonFiniteGradientError) as info:
+        _fit([GraphscopeCallback(tmp_path / "run", every=100, on_nonfinite="raise")],
+             accumulate=1, overflow_at=2, poison_at=4,
+             plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))])
+    assert info.value.step == 5
 
 
 def test_on_nonfinite_raise_stops_the_fit_and_unpatches(tmp_path):

@@ -6,9 +6,15 @@ optimizer step into the run store: the watch is entered at ``on_train_begin``, g
 ``state.global_step + 1`` at each ``on_step_begin`` (once per optimizer step, before its first
 micro-batch) and left at ``on_train_end``. Under ``gradient_accumulation_steps`` the
 micro-batches of a step are one step (the row holds the accumulated gradients and the sum of
-the losses the backwards started from, which the Trainer divides by the accumulation); with a
-GradScaler (``fp16=True`` on a GPU) its scale is read off the scaled loss and stored with each
-step. ``on_nonfinite="raise"`` ends ``trainer.train()`` with ``NonFiniteGradientError``.
+the losses the backwards started from, which the Trainer divides by the accumulation).
+Mixed precision: with a GradScaler (``fp16=True`` on a GPU) its scale is read off the scaled
+loss and stored with each step, so readers show true gradients, and a step whose scaled
+gradients overflowed (the scaler skips it) is recorded with its non-finite gradients and finite
+loss, which the run's analysis names a skipped step, not a NaN. On the CPU (transformers 5,
+accelerate 1.x) ``bf16=True`` is bfloat16 autocast without a scaler (bfloat16 activations in
+the captures, float32 gradients), and ``fp16=True`` gets neither autocast nor a scaler: it
+trains in float32, as the captures show. ``on_nonfinite="raise"`` ends ``trainer.train()``
+with ``NonFiniteGradientError``.
 
 The Trainer has no exception hook: a watch that raises leaves itself first, and a fit that
 failed otherwise (an interrupt, an error in your code) leaves its watch open until the next

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 
+import numpy as np
 import pytest
 
 # Never the network: the model is built from a config, and nothing is reported anywhere.
@@ -59,14 +61,18 @@ class LossTrainer(transformers.Trainer):
         return loss
 
 
-def _train(tmp_path, callbacks, *, steps=4, accumulate=2, model=None):
+def _train(tmp_path, callbacks, *, steps=4, accumulate=2, model=None, trainer_cls=None,
+           before_train=None, **args_kw):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=2,
         gradient_accumulation_steps=accumulate, learning_rate=1e-3, max_grad_norm=0.0,
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0)
-    trainer = LossTrainer(model=model or _model(), args=args, train_dataset=_data(), callbacks=callbacks)
+        use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0, **args_kw)
+    trainer = (trainer_cls or LossTrainer)(model=model or _model(), args=args, train_dataset=_data(),
+                                           callbacks=callbacks)
     trainer.losses = {}
+    if before_train is not None:
+        before_train(trainer)
     trainer.train()
     return trainer
 
@@ -107,6 +113,96 @@ def test_gradients_bit_identical_with_and_without_the_callback(tmp_path):
             assert torch.equal(g, watched.grads[step][name]), (step, name)
     for (name, a), (_, b) in zip(t0.model.named_parameters(), t1.model.named_parameters()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("flag", "activations"), [("bf16", "bfloat16"), ("fp16", "float32")])
+def test_mixed_precision_on_the_cpu(tmp_path, flag, activations):
+    """bf16=True on the CPU is bfloat16 autocast without a GradScaler; fp16=True on the CPU
+    gets neither autocast nor a scaler from accelerate (it trains in float32). Either way no
+    loss scale is recorded, the norms are those of the float32 gradients the optimizer got, and
+    the capture shows the activations' real dtype."""
+    oracle = Oracle()
+    trainer = _train(tmp_path, [GraphscopeCallback(tmp_path / "run", every=2), oracle], **{flag: True})
+    assert trainer.accelerator.scaler is None
+    with open_run(tmp_path / "run") as run:
+        steps = run.steps()
+        params = run.params()
+        series = run.param_series()
+        graph = run.capture(1)
+    assert steps.step.tolist() == [1, 2, 3, 4]
+    assert not np.isfinite(steps.loss_scale).any()
+    assert {p.dtype for p in params} == {"float32"}
+    for i, step in enumerate(steps.step.tolist()):
+        for p in params:
+            assert series.norm[i, p.idx] == pytest.approx(float(oracle.grads[step][p.name].norm()), rel=1e-5)
+    linears = [n for n in graph.nodes if n.op == "AddmmBackward0"]
+    assert linears and {n.dtype for n in linears} == {activations}
+
+
+class Overflow(LossTrainer):
+    """Multiplies the loss by 1e30 at global step ``overflow_at`` (finite in float32; its
+    float16 gradients overflow under the GradScaler's scale)."""
+
+    overflow_at = 2
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        loss = super().compute_loss(model, inputs, *args, **kwargs)
+        return loss * 1e30 if self.state.global_step == self.overflow_at else loss
+
+
+class Weights(transformers.TrainerCallback):
+    """One weight after each optimizer step, by global step."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, torch.Tensor] = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.after[state.global_step] = model.transformer.h[0].mlp.c_fc.weight.detach().clone()
+
+
+def test_grad_scaler_overflow_recorded_as_a_skipped_step(tmp_path):
+    """fp16 with a GradScaler (what fp16=True sets up on a GPU; here accelerate's CPU scaler and
+    float16 autocast): each step is recorded with its scale, the step whose float16 gradients
+    overflowed (step 3, which the scaler skips) with its non-finite gradients and finite loss,
+    so the run's analysis names it a skipped step, not a NaN, and on_nonfinite='raise' lets
+    the training go on; the other steps, divided by their scale, are the gradients the
+    optimizer got (unscaled by the Trainer's norm), and the export reports them so."""
+    from graphscope.export.metrics import run_metrics
+    from graphscope.trends import analyze
+
+    oracle, weights = Oracle(), Weights()
+
+    def fp16_scaler(trainer):
+        # Set before train() prepares the model and optimizer, as Accelerator does on a GPU.
+        trainer.accelerator.scaler = torch.amp.GradScaler("cpu")
+        trainer.accelerator.native_amp = True
+
+    cb = GraphscopeCallback(tmp_path / "run", every=100, on_nonfinite="raise")
+    trainer = _train(tmp_path, [cb, oracle, weights], steps=5, accumulate=1, trainer_cls=Overflow,
+                     before_train=fp16_scaler, fp16=True)
+    assert trainer.state.global_step == 5
+    assert torch.equal(weights.after[2], weights.after[3])  # the scaler skipped step 3
+    with open_run(tmp_path / "run") as run:
+        steps = run.steps()
+        params = run.params()
+        series = run.param_series()
+        findings = analyze(run)
+        metrics = run_metrics(run)
+        graph = run.capture(1)
+    assert {n.dtype for n in graph.nodes if n.op == "AddmmBackward0"} == {"float16"}
+    assert steps.loss_scale.tolist() == [65536.0] * 3 + [32768.0] * 2
+    assert steps.nonfinite[2] > 0 and not steps.loss_nonfinite[2] and np.isfinite(steps.loss[2])
+    assert [(f.step, f.last_step) for f in findings if f.kind == "skipped_steps"] == [(3, 3)]
+    assert not [f for f in findings if f.kind == "nonfinite"]
+    exported = {step: value for step, _, value in metrics.scalars["grad_norm"]}
+    assert sorted(exported) == [1, 2, 4, 5]
+    for i, step in enumerate(steps.step.tolist()):
+        if step == 3:
+            continue
+        want = {p.name: float(oracle.grads[step][p.name].norm()) for p in params}
+        for p in params:
+            assert series.norm[i, p.idx] / steps.loss_scale[i] == pytest.approx(want[p.name], rel=1e-5)
+        assert exported[step] == pytest.approx(math.sqrt(sum(w * w for w in want.values())), rel=1e-5)
 
 
 class Poison(transformers.TrainerCallback):

@@ -380,7 +380,8 @@ class _Bucket:
         rows, held, versions = self.rows, self.held, self.versions
         self.rows, self.held, self.versions = [], [], []
         changed = [r for r, g, v in zip(rows, held, versions) if g._version != v]
-        return rows, torch.stack(held).view(len(rows), -1), changed
+        # reshape, not view: stacking channels_last gradients (a conv weight's) keeps their layout
+        return rows, torch.stack(held).reshape(len(rows), -1), changed
 
 
 def row_to_stats(row: Row) -> GradStats:

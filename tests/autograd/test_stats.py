@@ -371,6 +371,25 @@ def test_norm_equals_parameter_grad_norm() -> None:
         assert s.zero_frac == pytest.approx(float((p.grad == 0).double().mean()))
 
 
+def test_channels_last_gradients_are_stacked_and_exact() -> None:
+    """Small channels_last gradients (a conv net run in channels_last, as vision models are)
+    stack into a non-contiguous block: the capture still gives every parameter the statistics
+    of its p.grad (it once failed the whole pass with a view error)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 2))
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    loss = model(x).square().mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RecordingWarning (a failed pass) fails the test
+        graph = graphscope.capture(loss, model=model, warn=False)
+        loss.backward()
+    assert not model[2].weight.grad.is_contiguous()  # the case: channels_last weight gradients
+    for name, p in model.named_parameters():
+        _assert_exact(graph.find(name).grad, p.grad)
+
+
 def test_exploding_capture_norm_equals_float64_grad_norm() -> None:
     """A real capture + backward whose parameter gradients are ~1e18 records each norm as
     p.grad.double().norm() (finite; float32 sums of squares overflow), std as torch's, no Inf."""

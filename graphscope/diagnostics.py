@@ -41,9 +41,10 @@ from graphscope.health import (
     Health,
     Reason,
     Thresholds,
-    TimeTrend,
+    ChainTrend,
     Verdict,
     forward_params,
+    depth_trends,
     time_trends,
 )
 from graphscope.model import (
@@ -245,6 +246,12 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     covered = {n for f in explained for n in f.nodes}
     findings += _magnitudes(graph, health, covered)
     findings += _through_time(graph, t, findings)
+    deep = _through_depth(graph, t, findings)
+    if any(f.kind == FindingKind.EXPLODING for f in deep):
+        # Gradients "far below the largest" were measured against an exploded one.
+        findings = [f for f in findings
+                    if not (f.kind == FindingKind.VANISHING and f.severity < Severity.WARNING)]
+    findings += deep
     findings += explained
     broken = any(f.kind in _NONFINITE_KINDS and f.severity >= Severity.WARNING for f in findings)
     findings += _dead(graph, t, idle, covered, after_nonfinite=broken)
@@ -634,7 +641,7 @@ def _through_time(graph: Graph, t: Thresholds, found: list[Finding]) -> list[Fin
     return out
 
 
-def _time_finding(graph: Graph, trend: TimeTrend, kind: FindingKind) -> Finding:
+def _time_finding(graph: Graph, trend: ChainTrend, kind: FindingKind) -> Finding:
     # time_trends keeps only chains whose every step has a finite, non-zero gradient
     first_rms, last_rms = (graph.nodes[i].grad.rms  # type: ignore[union-attr]
                            for i in (trend.steps[0], trend.steps[-1]))
@@ -672,6 +679,63 @@ def _time_finding(graph: Graph, trend: TimeTrend, kind: FindingKind) -> Finding:
         )
     return Finding(kind=kind, severity=Severity.WARNING, node=weight,
                    param=graph.nodes[weight].name, nodes=(*trend.shared, *trend.steps),
+                   message=message, hint=hint)
+
+
+def _through_depth(graph: Graph, t: Thresholds, found: list[Finding]) -> list[Finding]:
+    """One warning per stack of layers whose activations' gradient grows (or fades) through
+    depth, unless a finding of the same kind already names one of its weights (the parameter
+    depth rule, or the absolute limit, said it first)."""
+    out = []
+    for trend in depth_trends(graph, t):
+        kind = FindingKind.VANISHING if trend.band is Band.VANISHING else FindingKind.EXPLODING
+        named = {n for f in found + out if f.kind == kind for n in (*f.nodes, f.node)}
+        if not trend.shared or set(trend.shared) & named:
+            continue
+        out.append(_depth_finding(graph, trend, kind))
+    return out
+
+
+def _depth_finding(graph: Graph, trend: ChainTrend, kind: FindingKind) -> Finding:
+    # depth_trends keeps only chains whose every layer has a finite, non-zero gradient
+    first, last = graph.nodes[trend.steps[0]], graph.nodes[trend.steps[-1]]
+    first_rms, last_rms = first.grad.rms, last.grad.rms  # type: ignore[union-attr]
+    layers = len(trend.steps)
+    per_layer = trend.growth ** (1.0 / max(1, layers - 1))
+    weights = [i for i in trend.shared if graph.nodes[i].grad is not None]
+    spread = [graph.nodes[i].grad.rms for i in weights]  # type: ignore[union-attr]
+    even = (f" The layers' parameter gradients do not follow it layer by layer (RMS "
+            f"{fmt_num(min(spread))} to {fmt_num(max(spread))}): each weight's gradient is its "
+            "input, grown or shrunk forward, times the gradient it receives, grown or shrunk "
+            "backward.") if spread else ""
+    params = [i for i in trend.shared if graph.nodes[i].kind == PARAM]
+    place = ([f"after '{graph.nodes[params[0]].title}'"] if params else []) + (
+        [f"created at {first.source}"] if first.source is not None else [])
+    near = f" ({', '.join(place)})" if place else ""
+    more, less = ("more", "x") if kind is FindingKind.EXPLODING else ("less", "")
+    factor = per_layer if kind is FindingKind.EXPLODING else 1 / per_layer
+    message = (
+        f"{'Exploding' if kind is FindingKind.EXPLODING else 'Vanishing'} gradient through "
+        f"{layers} {trend.label} layers: the gradient the first {trend.label}{near} "
+        f"receives is {fmt_num(trend.growth)}{less} the last one's (RMS {fmt_num(first_rms)} "
+        f"against {fmt_num(last_rms)}), about {factor:.2g}x {more} per layer toward the "
+        f"input.{even}"
+    )
+    if kind is FindingKind.EXPLODING:
+        hint = (
+            f"Each layer multiplies the gradient (and, forward, the activations) by roughly its "
+            f"weights' scale times {trend.label}'s slope, here {per_layer:.2g}x: the weights are "
+            "initialised too large for this depth. Use the initialisation made for the "
+            "activation (nn.init.kaiming_normal_ for ReLU, xavier with calculate_gain for "
+            "tanh/sigmoid), add normalisation (LayerNorm/BatchNorm) or residual connections, and "
+            "clip gradients (torch.nn.utils.clip_grad_norm_) while you fix it."
+        )
+    else:
+        hint = _FADE_HINTS.get(trend.label, _FADE_HINTS[""]).format(
+            count=layers, bound=fmt_num(0.25 ** layers), factor=f"{factor:.2g}")
+    node = params[0] if params else first.id
+    return Finding(kind=kind, severity=Severity.WARNING, node=node,
+                   param=graph.nodes[node].name, nodes=(*trend.shared, *trend.steps),
                    message=message, hint=hint)
 
 

@@ -14,6 +14,9 @@ gradient falls in (``Band``), and the judgement of a graph's parameter gradients
 - lost gradients: a parameter gradient so far below the model's typical layer that neither a
   structural cause (a layer-scale factor of 1e-6, a rounding residual of a gradient that cancels)
   nor anything else by design explains it: it is vanishing however isolated it is;
+- the activation depth trend (``depth_trends``): along a stack of layers, the gradient each
+  layer's activation receives. A too-large init grows it layer by layer toward the input while
+  the parameter gradients stay even (the activations grow forward as fast), so only this sees it;
 - the time trend (``time_trends``): along an unrolled recurrence (the same tanh or sigmoid,
   step after step, fed through ops that share a weight), the gradient each step's activation
   receives, fitted like the depth trend from the first time step to the last. An RNN's
@@ -347,18 +350,25 @@ _RECURRENT_HOPS = 5
 # own spread (the benchmark's 10- and 12-step healthy RNNs fade 4e-3 and 2e-4, above the
 # vanishing ratio; the 100-step one 1e-26).
 _MIN_TIME_STEPS = 8
+# Activations whose chains through depth are judged (the same op in every layer of a stack).
+_DEPTH_ACTIVATIONS = frozenset({
+    "relu", "tanh", "sigmoid", "gelu", "silu", "elu", "leaky_relu", "softplus", "mish", "selu",
+    "celu", "hardtanh", "relu6", "hardswish",
+})
 
 
 @dataclass(frozen=True)
-class TimeTrend:
-    """A gradient fading (or growing) along the time axis of an unrolled recurrence.
+class ChainTrend:
+    """A gradient fading (or growing) along a chain of one activation: the time axis of an
+    unrolled recurrence (``time_trends``) or the layers of a stack (``depth_trends``).
 
     Attributes:
         band: ``Band.VANISHING`` or ``Band.EXPLODING``.
         growth: The fitted first-step over last-step RMS of the gradient the steps'
             activations receive.
-        steps: The activation node of each time step, first step first.
-        shared: The parameters every step uses (the recurrent weights), in forward order.
+        steps: The activation node of each time step (or layer), first (input side) first.
+        shared: Through time, the parameters every step uses (the recurrent weights); through
+            depth, the weights of all the layers; in forward order.
         label: The activation's op label (``tanh``).
     """
 
@@ -369,11 +379,31 @@ class TimeTrend:
     label: str
 
 
-def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[TimeTrend]:
+def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[ChainTrend]:
     """The recurrences of ``graph`` whose gradient fades or grows through time past the
     thresholds' ratios (the depth rule's fit, ``_trend``, along the time steps)."""
     t = thresholds or Thresholds.of(graph)
-    acts = [n for n in graph.nodes if n.kind == "op" and n.label in _RECURRENT and n.executed]
+    return _chain_trends(graph, t, _RECURRENT, shared=True, min_steps=_MIN_TIME_STEPS)
+
+
+def depth_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[ChainTrend]:
+    """The stacks of layers whose activations' gradient grows (or fades) through depth past
+    the thresholds' ratios: the same activation, layer after layer, each fed through ops with
+    weights of its own (``ChainTrend.shared`` is then the weights of every layer, input side
+    first). Unlike the parameter depth rule of ``Health``, this reads the gradient the
+    activations receive, which a too-large init makes grow toward the input while the parameter
+    gradients stay even (each is an activation, grown forward, times a gradient, grown
+    backward)."""
+    t = thresholds or Thresholds.of(graph)
+    return _chain_trends(graph, t, _DEPTH_ACTIVATIONS, shared=False, min_steps=t.min_layers)
+
+
+def _chain_trends(graph: Graph, t: Thresholds, labels: frozenset[str], *, shared: bool,
+                  min_steps: int) -> list[ChainTrend]:
+    """Chains of one activation (``labels``), each link a predecessor a few ops back that
+    shares a weight with it (``shared``: time steps) or whose weights are all its own (layers),
+    judged by ``_trend`` on the gradient each link's activation receives."""
+    acts = [n for n in graph.nodes if n.kind == "op" and n.label in labels and n.executed]
     near: dict[int, tuple[set[int], set[int]]] = {}  # act -> (predecessor acts, params)
     for a in acts:
         preds, params = set(), set()
@@ -391,10 +421,15 @@ def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[Time
             elif n.kind == "op" and hops < _RECURRENT_HOPS:
                 todo += [(p, hops + 1) for p in graph.producers(nid)]
         near[a.id] = (preds, params)
-    # A step's predecessor: the one earlier activation that shares a weight with it.
+    # A link's predecessor: the one earlier activation that shares a weight with it (time), or
+    # the one whose weights and its own are both there and disjoint (depth).
     before: dict[int, int] = {}
     for a, (preds, params) in near.items():
-        linked = [p for p in preds if p in near and near[p][1] & params]
+        if shared:
+            linked = [p for p in preds if p in near and near[p][1] & params]
+        else:
+            linked = [p for p in preds
+                      if p in near and params and near[p][1] and not near[p][1] & params]
         if len(linked) == 1:
             before[a] = linked[0]
     # Steps per chain ending at each activation (memoised: one pass however the chains share
@@ -411,6 +446,7 @@ def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[Time
             depth[p] = base + k
     ends = sorted(set(before) - set(before.values()), key=lambda a: (-depth.get(a, 0), a))
     covered: set[int] = set()
+    order = {n.id: k for k, n in enumerate(forward_params(graph))}
     out = []
     for last in ends:
         chain = [last]
@@ -418,7 +454,7 @@ def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[Time
             chain.append(before[chain[-1]])
         covered.update(chain)
         chain.reverse()
-        if len(chain) < _MIN_TIME_STEPS:
+        if len(chain) < min_steps:
             continue
         grads = [graph.nodes[i].grad for i in chain]
         if any(g is None or not g.finite or not 0 < g.rms < math.inf for g in grads):
@@ -426,10 +462,9 @@ def time_trends(graph: Graph, thresholds: Thresholds | None = None) -> list[Time
         growth, band = _trend([g.rms for g in grads], t)  # type: ignore[union-attr]
         if band is None:
             continue
-        shared = set.intersection(*(near[i][1] for i in chain))
-        order = {n.id: k for k, n in enumerate(forward_params(graph))}
-        out.append(TimeTrend(band, growth, tuple(chain),
-                             tuple(sorted(shared, key=lambda i: (order.get(i, len(order)), i))),
+        weights = (set.intersection if shared else set.union)(*(near[i][1] for i in chain))
+        out.append(ChainTrend(band, growth, tuple(chain),
+                             tuple(sorted(weights, key=lambda i: (order.get(i, len(order)), i))),
                              graph.nodes[chain[0]].label))
     return out
 

@@ -16,7 +16,14 @@ from graphscope.demos import DEMOS
 from graphscope.diagnostics import diagnose
 from graphscope.export import to_dot
 from graphscope.formatting import BAND_COLOURS, magnitude_colour
-from graphscope.health import Band, Health, Thresholds, forward_params, time_trends
+from graphscope.health import (
+    Band,
+    Health,
+    Thresholds,
+    depth_trends,
+    forward_params,
+    time_trends,
+)
 from graphscope.model import PARAM, Graph, load
 from graphscope.tui.app import InspectorApp
 from graphscope.tui.widgets.local_graph import local_picture
@@ -186,6 +193,21 @@ def test_a_gradient_fading_through_time_is_a_time_trend_on_the_shared_weight():
     assert [g.nodes[i].title for i in trend.shared] == ["rnn.weight_hh_l0"]
     assert len(trend.steps) == 100 and g.nodes[trend.steps[0]].grad.rms < 1e-20
     assert math.isclose(trend.growth, 0.5 ** 99, rel_tol=1e-6)
+
+
+def test_a_gradient_growing_through_a_stack_of_layers_is_a_depth_trend_on_all_its_weights():
+    """20 tanh layers, each with its own weight, the gradient growing 2x a layer toward the
+    input: one exploding depth trend over all 20 weights, first layer first; the same graph
+    with one shared weight is time, not depth."""
+    g = recurrence(20, 2.0, shared=False)
+    (trend,) = depth_trends(g)
+    assert trend.band is Band.EXPLODING and trend.label == "tanh"
+    assert len(trend.steps) == 20 and math.isclose(trend.growth, 2.0 ** 19, rel_tol=1e-6)
+    assert [g.nodes[i].title for i in trend.shared] == [f"l{t}.weight" for t in range(20)]
+    assert g.nodes[trend.steps[0]].grad.rms == 2.0 ** 19
+    assert depth_trends(recurrence(20, 2.0)) == []
+    assert depth_trends(recurrence(20, 1.3, shared=False)) == []  # 190x over 20 layers
+    assert depth_trends(recurrence(2, 1e3, shared=False)) == []  # too shallow for a trend
 
 
 def test_no_time_trend_for_a_stack_of_layers_a_short_or_a_healthy_recurrence():

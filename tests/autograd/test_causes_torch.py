@@ -63,6 +63,41 @@ def test_tanh_fade_is_found_for_other_seeds_too():
         assert [f.severity for f in _of(g, "vanishing")] == [Severity.WARNING]
 
 
+def _relu_stack(gain: float) -> tuple[nn.Sequential, Graph]:
+    """20 ReLU layers with Kaiming init times ``gain`` (zero biases), classifying noise."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(20):
+        layers += [nn.Linear(64 if i else 32, 64), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(64, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=gain * math.sqrt(2.0 / m.in_features))
+            nn.init.zeros_(m.bias)
+    loss = F.cross_entropy(model(torch.randn(32, 32)), torch.randint(0, 10, (32,)))
+    return model, _captured(model, loss)
+
+
+def test_too_large_init_is_exploding_through_depth_though_parameter_gradients_stay_even():
+    """Twice the Kaiming std doubles activations forward and gradients backward in every layer,
+    so parameter gradients stay even (none past the absolute limit) while the gradient the
+    first ReLU receives is ~1e6x the last one's: one exploding warning on the stack, naming
+    its first weight, with no "far below the largest" information beside it. Kaiming itself
+    gives none."""
+    model, g = _relu_stack(2.0)
+    rms = [_rms(p) for p in model.parameters()]
+    assert max(rms) < 1e6  # below the absolute limit: only a trend finds it
+    (f,) = [x for x in g.findings if x.severity >= Severity.WARNING]
+    assert f.kind == "exploding" and f.param == "0.weight"
+    assert "through 20 relu layers" in f.message and "kaiming" in f.hint
+    first = g.nodes[[i for i in f.nodes if g.nodes[i].kind == "op"][0]]
+    assert first.label == "relu" and first.grad.rms > 1e4 * min(
+        g.nodes[i].grad.rms for i in f.nodes if g.nodes[i].kind == "op")
+    assert _of(g, "vanishing") == []
+    _, healthy = _relu_stack(1.0)
+    assert [x for x in healthy.findings if x.severity >= Severity.WARNING] == []
+
+
 def test_relu_before_a_global_max_pool_is_not_dead():
     """The max-pool passes back one position in 144; the ReLU passes those on: no dead units."""
     torch.manual_seed(0)

@@ -39,11 +39,13 @@ class Metrics:
         scalars: Tag -> (step, wall time, value) points, steps ascending; only finite values.
         histograms: (step, wall time, values) per step, for ``HISTOGRAM``.
         findings: (step, text) per finding, by first step.
+        wall: Step -> the wall time (Unix seconds) the step was recorded at (``steps.time``).
     """
 
     scalars: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     histograms: list[tuple[int, float, np.ndarray]] = field(default_factory=list)
     findings: list[tuple[int, str]] = field(default_factory=list)
+    wall: dict[int, float] = field(default_factory=dict)
 
     def steps(self) -> list[int]:
         """Every step with a number, ascending."""
@@ -63,7 +65,7 @@ def run_metrics(run: Run, *, rank: int = 0) -> Metrics:
     steps = run.steps(rank)
     if not len(steps):
         return out
-    when = dict(zip(steps.step.tolist(), steps.time.tolist()))
+    when = out.wall = dict(zip(steps.step.tolist(), steps.time.tolist()))
     scale = np.where(np.isfinite(steps.loss_scale) & (steps.loss_scale > 0), steps.loss_scale, 1.0)
     scale_at = dict(zip(steps.step.tolist(), scale.tolist()))
 

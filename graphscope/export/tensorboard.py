@@ -71,7 +71,7 @@ def to_tensorboard(run: Run, logdir: str | Path, *, rank: int = 0) -> Path:
         for step, text in metrics.findings:
             by_step.setdefault(step, []).append(text)
         for step, texts in by_step.items():
-            write(step, 0.0, text_pb("findings", "\n\n".join(texts)))
+            write(step, metrics.wall.get(step, 0.0), text_pb("findings", "\n\n".join(texts)))
     finally:
         writer.close()
     return out

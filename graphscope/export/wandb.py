@@ -2,9 +2,11 @@
 
 ``to_wandb(run, folder)`` writes the run's numbers (``export.metrics``: loss, gradient norm
 and per-layer gradient RMS, update ratios, learning rates, loss scale) as a W&B history, one
-row per recorded step at the run's own step number, a histogram per step of the parameters'
-log10 gradient RMS, and the findings over time as a table (``findings``, logged at the last
-step: W&B steps only go forward) and in the run's summary. Always offline (``mode="offline"``,
+row per recorded step at the run's own step number and wall time (the store's ``steps.time``
+as the row's ``_timestamp``, which W&B's charts use for their wall-time axis, as its own
+TensorBoard import does; ``_runtime`` W&B computes itself, from the export's start), a histogram per step of the parameters' log10 gradient RMS, and the
+findings over time as a table (``findings``, logged at the last step: W&B steps only go
+forward) and in the run's summary. Always offline (``mode="offline"``,
 nothing leaves the machine): ``wandb sync DIR/wandb/offline-run-*`` uploads it when you want.
 
 Imports the run store, ``export.metrics`` and (lazily, when writing) ``wandb``; never torch or
@@ -57,6 +59,13 @@ def to_wandb(run: Run, folder: str | Path, *, rank: int = 0, project: str = "gra
             rows.setdefault(step, {})[tag] = value
     for step, _, values in metrics.histograms:
         rows.setdefault(step, {})[HISTOGRAM] = wandb.Histogram(values.tolist())
+    if metrics.findings:
+        last = max(rows) if rows else metrics.findings[-1][0]
+        rows.setdefault(last, {})["findings"] = wandb.Table(
+            columns=["step", "finding"], data=[[s, text] for s, text in metrics.findings])
+    for step, row in rows.items():
+        if step in metrics.wall:
+            row["_timestamp"] = metrics.wall[step]  # else wandb stamps the time of the export
     config = {k: run.meta.get(k) for k in ("model", "every", "graphscope_version", "created")}
     config["graphscope_run"] = str(run.path)
     # Offline whatever the environment says: an export never talks to a server.
@@ -72,10 +81,6 @@ def to_wandb(run: Run, folder: str | Path, *, rank: int = 0, project: str = "gra
             for step in sorted(rows):
                 wb.log(rows[step], step=step)
             if metrics.findings:
-                table = wandb.Table(columns=["step", "finding"],
-                                    data=[[s, text] for s, text in metrics.findings])
-                last = max(rows) if rows else metrics.findings[-1][0]
-                wb.log({"findings": table}, step=last)
                 wb.summary["findings"] = [text for _, text in metrics.findings]
             folder_written = Path(wb.dir).parent
         finally:

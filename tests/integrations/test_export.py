@@ -37,7 +37,8 @@ def diverging(tmp_path):
 
 def test_tensorboard_scalars_histograms_and_findings(diverging, tmp_path):
     """The export's event files hold every step's per-layer RMS, loss, update ratios, a
-    histogram per step and the findings at the step each started, as the store has them."""
+    histogram per step and the findings at the step each started, as the store has them,
+    each event at the wall time its step was recorded at."""
     pytest.importorskip("tensorboard")
     assert main(["export", str(diverging), "--tensorboard", str(tmp_path / "tb"), "-q"]) == 0
     acc = _tensorboard_events(tmp_path / "tb")
@@ -62,6 +63,11 @@ def test_tensorboard_scalars_histograms_and_findings(diverging, tmp_path):
     for f in findings:
         assert f.message in texts[f.step]
     assert any("divergence" in t for t in texts.values())
+    wall = dict(zip(steps.step.tolist(), steps.time.tolist()))
+    assert len(set(wall.values())) == len(wall)
+    for tag in ("loss", "grad_rms/fc1", "grad_rms/log10_params", "findings", "update_ratio/fc0.weight"):
+        events = acc.Tensors(tag)
+        assert events and all(e.wall_time == wall[e.step] for e in events), tag
 
 
 def test_loss_scale_divided_out(tmp_path):
@@ -95,8 +101,9 @@ def test_decimated_stretches_are_one_point_each(tmp_path):
 
 
 def test_wandb_offline_run_read_back(diverging, tmp_path, monkeypatch):
-    """The offline W&B run's history holds every step's numbers at the store's step numbers,
-    and the findings table; WANDB_MODE is offline while writing and restored after."""
+    """The offline W&B run's history holds every step's numbers at the store's step numbers
+    and wall times (``_timestamp``), and the findings table; WANDB_MODE is offline while
+    writing and restored after."""
     pytest.importorskip("wandb")
     from tests.integrations.wandb_files import history, records
 
@@ -112,6 +119,10 @@ def test_wandb_offline_run_read_back(diverging, tmp_path, monkeypatch):
     assert "grad_rms/fc1" not in rows[78]  # NaN: no point
     assert rows[20]["update_ratio/fc0.weight"] == pytest.approx(3e-3)
     assert rows[80]["findings/_type"] == "table-file"
+    with open_run(diverging) as run:
+        steps = run.steps()
+    assert {s: row["_timestamp"] for s, row in rows.items()} == dict(
+        zip(steps.step.tolist(), steps.time.tolist()))
     (path,) = (tmp_path / "wb").glob("wandb/offline-run-*/run-*.wandb")
     kinds = {r.WhichOneof("record_type") for r in records(path)}
     assert {"run", "history", "exit"} <= kinds

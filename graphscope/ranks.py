@@ -21,6 +21,10 @@ module reads the ranks side by side, from the store only (nothing here talks to 
   step (a parameter DDP does not all-reduce), or update-to-weight ratios that differ while the
   gradients agree (ranks applying different updates, so their weights drift apart).
 
+Under FSDP2 each rank records the norms of its own shard of every reduced gradient;
+``full_grad_norms`` puts the shards back together (the L2 norm of a parameter's full gradient is
+the root of its shards' squared norms), so the numbers are those of the whole parameter.
+
 ``analyze_ranks`` gives every rank's findings (each with its ``rank``) and the cross-rank ones
 together; ``first_rank`` names the rank that went wrong first, for the timeline.
 
@@ -68,6 +72,52 @@ class Birth:
     params: dict[int, tuple[str, ...]]
     origin: dict[int, tuple[int, str]]
     checked: bool
+
+
+@dataclass(frozen=True)
+class FullNorms:
+    """Every parameter's full gradient norm per step, put together from the ranks' shards.
+
+    Attributes:
+        step: The steps every rank recorded exactly (decimated stretches left out: a mean of
+            shard norms does not add up to a norm).
+        names: The parameters' qualified names, the columns of ``norm``.
+        norm: (steps, parameters); NaN where a rank holding part of the parameter recorded no
+            gradient for it (or a non-finite one).
+    """
+
+    step: np.ndarray
+    names: tuple[str, ...]
+    norm: np.ndarray
+
+
+def full_grad_norms(run: Run) -> FullNorms | None:
+    """The full gradient norms of an FSDP2 run's parameters, from every rank's shard norms;
+    ``None`` for a run that is not FSDP2's or whose ranks recorded different parameters.
+
+    Example:
+        >>> full = full_grad_norms(open_run("runs/fsdp"))  # doctest: +SKIP
+        >>> dict(zip(full.names, full.norm[-1]))  # doctest: +SKIP
+    """
+    dist = run.meta.get("distributed") or {}
+    if not isinstance(dist, dict) or dist.get("wrapper") != "fsdp":
+        return None
+    ranks = run.ranks()
+    params = {r: run.params(r) for r in ranks}
+    names = tuple(p.name for p in params[ranks[0]])
+    if any(tuple(p.name for p in params[r]) != names for r in ranks):
+        return None
+    exact: dict[int, dict[int, np.ndarray]] = {}  # rank -> step -> squared shard norms
+    for r in ranks:
+        series = run.param_series(r)
+        # A rank's empty shard (more ranks than rows) has no gradient and adds nothing.
+        empty = np.array([p.numel == 0 for p in params[r]], dtype=bool)
+        for i in np.flatnonzero(series.n == 1):
+            sq = np.where(empty, 0.0, series.norm[i] ** 2)
+            exact.setdefault(r, {})[int(series.lo[i])] = sq
+    steps = sorted(set.intersection(*(set(exact.get(r, {})) for r in ranks)))
+    norm = np.array([np.sqrt(sum(exact[r][s] for r in ranks)) for s in steps]).reshape(len(steps), len(names))
+    return FullNorms(np.array(steps, dtype=np.int64), names, norm)
 
 
 def analyze_ranks(run: Run, *, ranks: Sequence[int] | None = None,

@@ -162,6 +162,14 @@ def _model_params(model: Any) -> tuple[list[tuple[str, torch.nn.Parameter]], dic
     names: dict[int, list[str]] = {}
     for name, p in named:
         names.setdefault(id(p), []).append(name)
+    # Under FSDP2 the graph's leaves are the unsharded parameters, the modules may hold the
+    # sharded ones: both go by the qualified name. (Imported here: distributed imports capture.)
+    from graphscope.autograd.distributed import unsharded_pairs
+
+    for sharded, unsharded in unsharded_pairs(model):
+        got = names.get(id(sharded)) or names.get(id(unsharded))
+        if got:
+            names[id(sharded)] = names[id(unsharded)] = got
     return named, names
 
 

@@ -25,6 +25,12 @@ module's gradients, so the check hooks that wrapper and the parameters keep thei
 
 FSDP2 (``fully_shard``) needs no hook here: its parameters' gradients are local shards
 (``DTensor``), and the recorder takes the norms of the local shard on each rank (``local_tensor``).
+A capture, though, walks the autograd graph, whose leaves are not those registered parameters:
+``fully_shard`` all-gathers each sharded parameter into an unsharded one of the full shape (a
+plain ``nn.Parameter`` it keeps for good, its storage freed between uses) and swaps it into the
+module for the forward, so the ``AccumulateGrad`` nodes hold the unsharded parameters, and after
+the forward the module holds the sharded one again (unless ``reshard_after_forward=False``).
+``unsharded_pairs`` gives both of each parameter, so a capture names either by the qualified name.
 
 Imports torch; only the capture layer may import this module.
 """
@@ -100,6 +106,35 @@ def is_dtensor(t: Any) -> bool:
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """This rank's part of ``t``: the local shard of a DTensor, else ``t`` itself."""
     return t.to_local() if is_dtensor(t) else t
+
+
+def unsharded_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(sharded, unsharded)`` of each FSDP2 parameter of ``model`` (``fully_shard`` applied to
+    it or to its submodules) whose unsharded parameter exists (made at the first forward's
+    all-gather); empty for a model without FSDP2.
+
+    Reads FSDP2's own records (``FSDPState`` -> ``FSDPParamGroup.fsdp_params`` -> ``FSDPParam``),
+    private in this torch: a torch that moves them gives no pairs (the capture then names only the
+    parameters the modules hold), never an error.
+    """
+    pairs = []
+    for m in model.modules():
+        get_state = getattr(m, "_get_fsdp_state", None)
+        if get_state is None:
+            continue
+        try:
+            state = get_state()
+            groups = getattr(state, "_fsdp_param_groups", None)
+            if groups is None:  # torch before per-parameter meshes: one group or none
+                groups = [g for g in (getattr(state, "_fsdp_param_group", None),) if g is not None]
+            for group in groups:
+                for fp in group.fsdp_params:
+                    unsharded = getattr(fp, "_unsharded_param", None)
+                    if isinstance(unsharded, torch.Tensor):
+                        pairs.append((fp.sharded_param, unsharded))
+        except (AttributeError, AssertionError, RuntimeError):
+            continue
+    return pairs
 
 
 @dataclass

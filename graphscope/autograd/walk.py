@@ -371,7 +371,20 @@ def small_enough(t: torch.Tensor, limit: int) -> bool:
         and t.layout == torch.strided
         and not t.is_nested
         and t.is_floating_point()
+        and _allocated(t)
     )
+
+
+def _allocated(t: torch.Tensor) -> bool:
+    """Whether ``t``'s storage holds its elements now: FSDP2 frees its unsharded parameters'
+    storage (resized to 0 bytes) between the forward and the backward's all-gather, and reading
+    such a tensor reads freed memory (a segmentation fault, not an error)."""
+    try:
+        last = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+        need = (last + 1) * t.element_size()
+        return t.untyped_storage().nbytes() >= need
+    except (RuntimeError, NotImplementedError):  # a wrapper subclass without a storage
+        return False
 
 
 def read_values(tensors: dict[int, torch.Tensor]) -> dict[int, Values]:

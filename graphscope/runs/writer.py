@@ -76,6 +76,8 @@ def finding_summary(graph: Graph) -> list[dict[str, Any]]:
     out = []
     for f in graph.findings:
         names = [graph.nodes[i].title for i in f.nodes if 0 <= i < len(graph.nodes)]
+        if not names and f.param:  # an unused parameter has no node: its name is the subject
+            names = [f.param]
         out.append({"kind": str(f.kind), "severity": str(f.severity), "message": f.message,
                     "hint": f.hint or "", "names": names})
     return out

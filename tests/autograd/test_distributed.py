@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -126,22 +127,21 @@ def _ranks_scenario(rank, world, run, out):
     }))
 
 
-SCENARIOS = {"nan": _nan_scenario, "ranks": _ranks_scenario}
-
-
 def _worker(rank, world, port, run, out, scenario):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
-        SCENARIOS[scenario](rank, world, run, out)
+        scenario(rank, world, run, out)
     finally:
         dist.destroy_process_group()
 
 
-def _launch(scenario: str, world: int, tmp_path: Path) -> tuple[Path, list[dict]]:
-    """Run ``scenario`` on ``world`` spawned ranks; every process is joined (or killed at the
-    deadline) before this returns."""
+def launch(scenario: Callable[[int, int, str, str], None], world: int,
+           tmp_path: Path) -> tuple[Path, list[dict]]:
+    """Run ``scenario(rank, world, run, out)`` (a module-level function: spawn pickles it by
+    name) on ``world`` spawned ranks over gloo, each writing ``out/rank{rank}.json``; every
+    process is joined (or killed at the deadline) before this returns."""
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -152,7 +152,7 @@ def _launch(scenario: str, world: int, tmp_path: Path) -> tuple[Path, list[dict]
         # join() returns at each process's exit (raising if it failed): until all have.
         while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
             if time.monotonic() > deadline:
-                pytest.fail(f"{world} ranks did not finish {scenario!r} in {JOIN_TIMEOUT} s")
+                pytest.fail(f"{world} ranks did not finish {scenario.__name__} in {JOIN_TIMEOUT} s")
     finally:
         for p in ctx.processes:
             if p.is_alive():
@@ -166,7 +166,7 @@ def test_nan_born_on_one_rank_is_traced_there_and_training_is_unchanged(tmp_path
     """Two ranks: gradients stay bit-identical to unwatched DDP; each rank's steps are in one
     store under its rank; the NaN is born on rank 1 at step 5 (its op, module and line named) and
     rank 0's finding says it received it through the all-reduce."""
-    run, results = _launch("nan", 2, tmp_path)
+    run, results = launch(_nan_scenario, 2, tmp_path)
     assert all(r["same"] for r in results)
     # DDP put the NaN in both ranks' reduced gradients at step 5: what the reports must untangle.
     assert [r["finite"].index(False) + 1 for r in results] == [5, 5]
@@ -192,7 +192,7 @@ def test_four_ranks_data_code_path_and_unreduced_parameter_are_found(tmp_path):
     """Four ranks writing one store at once: rank 3's wild local gradient norm, the branch rank 2
     never reaches, head.bias's gradients differing across ranks (not all-reduced), and the NaN
     born in rank 1's backward at step 6 are each a finding on the right rank."""
-    run, results = _launch("ranks", 4, tmp_path)
+    run, results = launch(_ranks_scenario, 4, tmp_path)
     with open_run(run) as store:
         assert store.ranks() == [0, 1, 2, 3]
         names = [p.name for p in store.params(0)]

@@ -168,6 +168,9 @@ def test_module_docstring_is_the_legend() -> None:
         assert words[shape] in doc
     for meaning in ("blue", "red", "magenta", "grey", "dashed", ORIGIN_MARK, "x12", "out 1", "in 1"):
         assert meaning in doc
+    # and what an LSTM step's picture adds (tests/export/test_recurrent.py draws one)
+    for meaning in ("step 3 (LSTMCell cell)", "forget gate f σ", "thick brown edges", "c_{t-1} -> f*c -> c_t"):
+        assert meaning in doc
 
 
 def test_quotes_and_backslashes_are_escaped() -> None:

@@ -30,10 +30,22 @@ def build(name: str, description: str, make: Callable[[], tuple[nn.Module, Forwa
         model, forward = make()
         with record(model):  # every op learns its module path and source line
             loss = forward()
-    graph = capture(loss, model=model, warn=False)
+    graph = capture(loss, model=model, warn=False, names=_names(forward, loss))
     loss.backward()
     graph.meta["title"] = f"{name}: {description}"
     return graph
+
+
+def _names(forward: Forward, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The demo's own names for its tensors, which ``capture`` cannot see from here: the
+    variables its ``forward`` closes over (``x``, ``y``) and the loss. A tensor held by two of
+    them is left unnamed, as capture does."""
+    code, cells = getattr(forward, "__code__", None), getattr(forward, "__closure__", None) or ()
+    held = [(n, c.cell_contents) for n, c in zip(code.co_freevars if code else (), cells)
+            if isinstance(c.cell_contents, torch.Tensor)]
+    held.append(("loss", loss))
+    once = {id(t) for t in (t for _, t in held) if sum(u is t for _, u in held) == 1}
+    return {n: t for n, t in held if id(t) in once}
 
 
 def mlp(depth: int, width: int, activation: type[nn.Module] | None) -> nn.Sequential:

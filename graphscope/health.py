@@ -5,7 +5,9 @@ gradient falls in (``Band``), and the judgement of a graph's parameter gradients
 
 - absolute limits on the RMS, multiplied by the capture's ``GradScaler`` loss scale (a scaled
   loss scales every gradient; that is not an explosion);
-- relative vanishing: a parameter gradient far below the largest one in the same graph;
+- relative vanishing: a parameter gradient far below the largest one in the same graph (not
+  judged while the largest is past the exploding limit: it would be measured against exploded
+  numbers; the same holds for lost gradients);
 - the depth trend, relative to the model's own scale: gradients fading (or growing) by orders
   of magnitude from the output layers to the input layers, layer after layer. It is fitted
   through the layers (a module's parameters are one layer), so a 20-layer tanh MLP whose first
@@ -267,6 +269,10 @@ class Health:
         ref = max(groups[-1], key=lambda i: rms[i])
         ref_rms = rms[ref]
         lost = typical * _lost_fraction(graph)
+        # Next to gradients past the exploding limit, "far below the others" is measured against
+        # exploded numbers (an output bias, bounded by its loss, beside 1e16 weight gradients):
+        # the explosion is the finding, and only the absolute vanishing limit still applies.
+        calm = top_rms < t.exploding_rms * scale
         verdicts: dict[int, Verdict] = {}
         for n in layers:
             r = rms[n.id]
@@ -278,11 +284,11 @@ class Health:
                 verdicts[n.id] = Verdict(n.id, Band.EXPLODING, Reason.LIMIT, r, r / top_rms)
             elif trend is Band.EXPLODING:
                 continue  # an explosion through depth is the finding; small ones are its tail
-            elif r <= lost:
+            elif calm and r <= lost:
                 verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LOST, r, r / top_rms)
             elif r <= t.vanishing_rms * scale:
                 verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.LIMIT, r, r / top_rms)
-            elif deep and r <= top_rms * t.vanishing_ratio:
+            elif calm and deep and r <= top_rms * t.vanishing_ratio:
                 verdicts[n.id] = Verdict(n.id, Band.VANISHING, Reason.RELATIVE, r, r / top_rms)
         return cls(
             thresholds=t,

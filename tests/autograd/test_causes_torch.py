@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 import graphscope
 from graphscope.demos import DEMOS, mlp
+from graphscope.health import Band, Health
 from graphscope.model import Graph, Severity
 
 
@@ -96,6 +97,23 @@ def test_too_large_init_is_exploding_through_depth_though_parameter_gradients_st
     assert _of(g, "vanishing") == []
     _, healthy = _relu_stack(1.0)
     assert [x for x in healthy.findings if x.severity >= Severity.WARNING] == []
+
+
+def test_a_bounded_output_bias_beside_exploded_weights_is_not_vanishing():
+    """Weights blown up 1e8x (a diverging run's state): weight gradients past the exploding
+    limit, while the output bias's gradient (softmax minus one-hot, at most 1) stays small. It
+    is measured against exploded numbers, so it is neither a vanishing warning nor
+    "far below the rest": the one finding is the explosion."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+    with torch.no_grad():
+        model[0].weight.mul_(1e8)
+        model[2].weight.mul_(1e8)
+    g = _captured(model, F.cross_entropy(model(torch.randn(16, 32)), torch.randint(0, 10, (16,))))
+    assert _rms(model[4].bias) < 1 and _rms(model[4].weight) > 1e6
+    assert [f.kind for f in g.findings if f.kind in ("vanishing", "exploding")] == ["exploding"]
+    assert all(v.band is Band.EXPLODING for v in Health.of(g).verdicts.values())
 
 
 def test_relu_before_a_global_max_pool_is_not_dead():

@@ -196,7 +196,7 @@ def view_to_dot(graph: Graph, view: View, *, options: RenderOptions) -> str:
     for box in view.boxes:
         if box.repeat is not None and ctx.repeat_boxes[box.repeat] > 1:
             framed.setdefault(box.repeat, []).append(box)
-        elif box.kind == SINGLE and box.node in ctx.step_of:
+        elif box.kind == SINGLE and ctx.step_of.get(box.node) in ctx.framed:  # type: ignore[arg-type]
             stepped.setdefault(ctx.step_of[box.node], []).append(box)  # type: ignore[index]
         else:
             lines.append(f"  {box.name} {_attrs(**_box_attrs(graph, box, ctx))}")
@@ -231,6 +231,7 @@ class _Context:
     steps: list[LstmStep]  # LSTM time steps written as ops (recurrent.find_lstm_steps)
     step_of: dict[int, int]  # node id -> index into steps
     cell_edges: dict[int, int]  # edge index -> the step whose cell state path it is on
+    framed: set[int]  # the steps drawn whole, one box per node: each gets its frame
 
     @classmethod
     def of(cls, graph: Graph, view: View, options: RenderOptions) -> _Context:
@@ -239,6 +240,7 @@ class _Context:
             for nid in f.nodes:  # a finding about a cause marks every node it names
                 findings.setdefault(nid, []).append(f)
         steps = find_lstm_steps(graph)
+        alone = {b.node for b in view.boxes if b.kind == SINGLE and b.repeat is None}
         return cls(
             boxes={b.name: b for b in view.boxes},
             findings=findings,
@@ -251,6 +253,7 @@ class _Context:
             steps=steps,
             step_of={nid: k for k, s in enumerate(steps) for nid in s.members},
             cell_edges={e: k for k, s in enumerate(steps) for e in s.cell_edges},
+            framed={k for k, s in enumerate(steps) if alone.issuperset(s.members)},
         )
 
 
@@ -490,8 +493,10 @@ def _step_order(graph: Graph, ctx: _Context) -> list[str]:
     """
     by_place = {(s.chain, s.index): s for s in ctx.steps}
     lines = []
-    for step in ctx.steps:
+    for k, step in enumerate(ctx.steps):
         before = by_place.get((step.chain, step.index - 1))
+        if k not in ctx.framed:
+            continue
         anchor = None if before is None else before.hidden if before.hidden is not None else before.cell
         if anchor is None or not _drawn_alone(ctx, anchor):
             continue
@@ -510,11 +515,12 @@ def _lstm_note(ctx: _Context) -> str:
     """The caption's line about the LSTM steps found, and how to see them when grouped away."""
     if not ctx.steps:
         return ""
-    drawn = {ctx.step_of[b.node] for b in ctx.boxes.values() if b.kind == SINGLE and b.node in ctx.step_of}  # type: ignore[operator]
     n = fmt_count(len(ctx.steps), "LSTM time step")
-    if not drawn:
-        return f"{n} found, grouped away here: raise max_nodes (or render a shorter sequence) to see their gates"
-    return (f"{n} found: a frame each, gates named by role; thick brown edges carry the cell "
+    how = "raise max_nodes (or render a shorter sequence) to see their gates"
+    if not ctx.framed:
+        return f"{n} found, grouped away here: {how}"
+    each = "a frame each" if len(ctx.framed) == len(ctx.steps) else f"{len(ctx.framed)} drawn whole in frames ({how})"
+    return (f"{n} found: {each}, gates named by role; thick brown edges carry the cell "
             "state c_{t-1} -> f*c -> c_t")
 
 

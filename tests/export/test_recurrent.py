@@ -282,3 +282,20 @@ def test_steps_grouped_away_are_named_in_the_caption() -> None:
     text = to_dot(graph, options=RenderOptions(max_nodes=12))
     assert "cluster_step" not in text
     assert "4 LSTM time steps found, grouped away here: raise max_nodes" in text
+
+
+def test_a_step_cut_by_the_budget_gets_no_frame() -> None:
+    """A step the node budget cut into pieces (some of its ops merged into chains) gets no frame
+    of a few stray nodes; those drawn alone keep their role labels."""
+    torch.manual_seed(0)
+    model = CellNet()
+    loss = model(torch.randn(STEPS, 2, 3))
+    graph = graphscope.capture(loss, warn=False)  # no record(): no modules to group by
+    loss.backward()
+    text = to_dot(graph, options=RenderOptions(max_nodes=60))
+    dot = parse(text)
+    alone = [m for s in find_lstm_steps(graph) for m in (s.hidden, s.output_gate) if f"n{m}" in dot.nodes]
+    assert alone  # parts of steps are drawn, one box each
+    assert "cluster_step" not in text
+    assert "4 LSTM time steps found, grouped away here" in text
+    assert any(dot.nodes[f"n{m}"]["label"].startswith(("h", "output gate o σ")) for m in alone)

@@ -230,6 +230,8 @@ class _Context:
     show_shapes: bool
     steps: list[LstmStep]  # LSTM time steps written as ops (recurrent.find_lstm_steps)
     step_of: dict[int, int]  # node id -> index into steps
+    role_of: dict[int, str]  # node id -> its role in its step (recurrent.INPUT_GATE, ...)
+    step_titles: list[str]  # "step 3 (LSTMCell cell)", one per step
     cell_edges: dict[int, int]  # edge index -> the step whose cell state path it is on
     framed: set[int]  # the steps drawn whole, one box per node: each gets its frame
 
@@ -252,6 +254,8 @@ class _Context:
             show_shapes=options.show_shapes,
             steps=steps,
             step_of={nid: k for k, s in enumerate(steps) for nid in s.members},
+            role_of={nid: role for s in steps for nid, role in s.roles().items()},
+            step_titles=_step_titles(graph, steps),
             cell_edges={e: k for k, s in enumerate(steps) for e in s.cell_edges},
             framed={k for k, s in enumerate(steps) if alone.issuperset(s.members)},
         )
@@ -364,7 +368,7 @@ def _node_tooltip(graph: Graph, node: Node, box: Box, ctx: _Context) -> str:
     lines = [f"{node.op}  (node {node.id}, {node.kind}{', output' if node.is_root else ''})"]
     role = _role_label(node, ctx)
     if role:
-        lines.append(f"LSTM {_step_title(graph, ctx, ctx.step_of[node.id])}: {role.replace(chr(10), ' ')}")
+        lines.append(f"LSTM {ctx.step_titles[ctx.step_of[node.id]]}: {role.replace(chr(10), ' ')}")
     if node.names:
         lines.append("parameter: " + ", ".join(node.names))
     if node.module is not None:
@@ -436,13 +440,12 @@ def _group_tooltip(graph: Graph, box: Box, nodes: list[Node], stats: GradStats |
 
 
 def _role_label(node: Node, ctx: _Context) -> str:
-    """What a node of an LSTM step does there (``forget gate f σ``, ``c3 = f*c2 + i*g``), or
+    """What a node of an LSTM step does there (``forget gate f σ``, ``h3 = o * tanh(c3)``), or
     ``""`` for a node of no step, or one whose op is label enough (the gates' inputs)."""
     k = ctx.step_of.get(node.id)
     if k is None:
         return ""
-    step = ctx.steps[k]
-    t = step.index
+    t = ctx.steps[k].index
     roles = {
         INPUT_GATE: "input gate i σ",
         FORGET_GATE: "forget gate f σ",
@@ -454,30 +457,35 @@ def _role_label(node: Node, ctx: _Context) -> str:
         CELL_TANH: f"tanh(c{t})",
         HIDDEN: f"h{t} = o * tanh(c{t})",
     }
-    return roles.get(step.roles()[node.id], "")
+    return roles.get(ctx.role_of[node.id], "")
 
 
-def _step_title(graph: Graph, ctx: _Context, k: int) -> str:
-    """``step 3 (LSTMCell cell)``: the time step and the module that ran it; with the
+def _step_titles(graph: Graph, steps: list[LstmStep]) -> list[str]:
+    """``step 3 (LSTMCell cell)``: each step's time step and the module that ran it; with the
     sequence when one module ran several chains (two sequences through one cell)."""
-    step = ctx.steps[k]
-    cls = (graph.meta.get("module_classes") or {}).get(step.module) if step.module is not None else None
-    where = " ".join(x for x in (cls, step.module) if x) or "LSTM cell"
-    chains = {s.chain for s in ctx.steps if s.module == step.module}
-    return f"{f'sequence {step.chain + 1}, ' if len(chains) > 1 else ''}step {step.index} ({where})"
+    classes = graph.meta.get("module_classes") or {}
+    chains: dict[str | None, set[int]] = {}
+    for s in steps:
+        chains.setdefault(s.module, set()).add(s.chain)
+    titles = []
+    for s in steps:
+        where = " ".join(x for x in (classes.get(s.module) if s.module is not None else None, s.module) if x)
+        sequence = f"sequence {s.chain + 1}, " if len(chains[s.module]) > 1 else ""
+        titles.append(f"{sequence}step {s.index} ({where or 'LSTM cell'})")
+    return titles
 
 
 def _step_cluster(graph: Graph, k: int, boxes: list[Box], ctx: _Context) -> list[str]:
     """One frame per time step, titled with the step and where its gradient goes: the RMS at
     c_t, the part sent back along the cell state, the part that goes into the gates."""
     step = ctx.steps[k]
-    label = _step_title(graph, ctx, k)
+    label = ctx.step_titles[k]
     if ctx.backward and step.cell_grad is not None:
         t = step.index
         back = [f"to c{t - 1} along the cell state {fmt_num(step.carried_grad.rms)}"] if step.carried_grad else []
         into = [f"into the gates {fmt_num(step.gate_grad.rms)}"] if step.gate_grad else []
         label += f"\ngrad rms at c{t} {fmt_num(step.cell_grad.rms)}" + "".join(f"; {x}" for x in back + into)
-    frame = ";".join(f" {k}={_q(v)}" for k, v in _STEP_FRAME.items())
+    frame = ";".join(f" {name}={_q(v)}" for name, v in _STEP_FRAME.items())
     lines = [f"  subgraph cluster_step{k} {{",
              f'    label={_q(label)}; labelloc="t"; style="rounded"; fontsize=10;{frame};']
     lines.extend(f"    {b.name} {_attrs(**_box_attrs(graph, b, ctx))}" for b in boxes)
@@ -494,9 +502,9 @@ def _step_order(graph: Graph, ctx: _Context) -> list[str]:
     by_place = {(s.chain, s.index): s for s in ctx.steps}
     lines = []
     for k, step in enumerate(ctx.steps):
-        before = by_place.get((step.chain, step.index - 1))
         if k not in ctx.framed:
             continue
+        before = by_place.get((step.chain, step.index - 1))
         anchor = None if before is None else before.hidden if before.hidden is not None else before.cell
         if anchor is None or not _drawn_alone(ctx, anchor):
             continue
@@ -613,7 +621,7 @@ def _link_attrs(graph: Graph, link: Link, ctx: _Context) -> dict[str, object]:
     ]
     if cell is not None:
         t = ctx.steps[cell].index
-        tip.append(f"cell state path of {_step_title(graph, ctx, cell)}: c{t - 1} -> f*c{t - 1} -> c{t}")
+        tip.append(f"cell state path of {ctx.step_titles[cell]}: c{t - 1} -> f*c{t - 1} -> c{t}")
     attrs["tooltip"] = "\n".join(tip)
     return attrs
 
@@ -653,7 +661,7 @@ def _legend(graph: Graph, ctx: _Context) -> list[str]:
         samples.append(("box", "not run by backward", {**NOT_RUN, "style": "rounded,filled,dashed"}))
     if ctx.repeat_boxes:
         samples.append(("box", "xN: N identical blocks", {"style": "rounded,dashed"}))
-    if ctx.cell_edges:
+    if ctx.framed:
         samples.append(("plaintext", "thick brown edge: LSTM cell state", {"fontcolor": CELL_COLOUR, "style": ""}))
     # The colour scale is the cluster's own (HTML-like) label: a separate node would sit a rank
     # or two below the samples, as far apart as the graph's labelled edges make its ranks.

@@ -32,11 +32,19 @@ module for the forward, so the ``AccumulateGrad`` nodes hold the unsharded param
 the forward the module holds the sharded one again (unless ``reshard_after_forward=False``).
 ``unsharded_pairs`` gives both of each parameter, so a capture names either by the qualified name.
 
+FSDP2 has no communication hook, and its reduce-scatter leaves each element of a gradient on one
+rank only: a NaN born on rank 1 can land in rank 0's shard alone, and the stored gradients would
+name the wrong rank. ``LocalCheck`` takes the rank's own gradient there from a post-accumulate-grad
+hook on each unsharded parameter (the gradient before FSDP reads it for the reduce-scatter), one
+norm per parameter, armed after the model's first forward (when FSDP has made the unsharded
+parameters); the recorder reads those norms as DDP's bucket norms, each "bucket" one parameter.
+
 Imports torch; only the capture layer may import this module.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -117,7 +125,12 @@ def unsharded_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Te
     private in this torch: a torch that moves them gives no pairs (the capture then names only the
     parameters the modules hold), never an error.
     """
-    pairs = []
+    return _fsdp_params(model)[0]
+
+
+def _fsdp_params(model: torch.nn.Module) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """``unsharded_pairs`` and the count of FSDP parameters, with an unsharded one or not yet."""
+    pairs, total = [], 0
     for m in model.modules():
         get_state = getattr(m, "_get_fsdp_state", None)
         if get_state is None:
@@ -129,12 +142,27 @@ def unsharded_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Te
                 groups = [g for g in (getattr(state, "_fsdp_param_group", None),) if g is not None]
             for group in groups:
                 for fp in group.fsdp_params:
+                    total += 1
                     unsharded = getattr(fp, "_unsharded_param", None)
                     if isinstance(unsharded, torch.Tensor):
                         pairs.append((fp.sharded_param, unsharded))
         except (AttributeError, AssertionError, RuntimeError):
             continue
-    return pairs
+    return pairs, total
+
+
+def _check_unsharded(state: _State, ids: list[int], p: torch.Tensor) -> None:
+    """An unsharded FSDP2 parameter's gradient, this rank's own, before the reduce-scatter."""
+    if not state.on or p.grad is None:
+        return
+    g = local_tensor(p.grad)
+    norm = torch.linalg.vector_norm(g, dtype=torch.float32).reshape(1)
+    state.norms.append(norm)
+    state.buckets.append(ids)
+    if g.device.type == "cpu" and not bool(torch.isfinite(norm)):  # as DDP's check: CPU only
+        n = int((~torch.isfinite(g)).sum())
+        for i in ids:
+            state.bad[i] = n
 
 
 @dataclass
@@ -175,7 +203,8 @@ _check_then_allreduce.__annotations__ = {}
 
 
 class LocalCheck:
-    """Each DDP bucket's local gradient norm, taken before its all-reduce; see the module doc.
+    """This rank's own gradient norms, taken before the reduction (per DDP bucket, or per FSDP2
+    parameter); see the module doc.
 
     Use ``LocalCheck.attach(ddp_model)``; the recorder calls ``start`` on entering a watch,
     ``take`` after each backward, ``stop`` on leaving.
@@ -186,9 +215,11 @@ class LocalCheck:
 
     @classmethod
     def attach(cls, model: torch.nn.Module) -> LocalCheck | None:
-        """The check of a DDP ``model`` (or of the wrapper ``reduced_by`` named for it),
-        registering its hook the first time, or ``None`` when ``model`` is not reduced by DDP or
-        its communication cannot be hooked (then it warns why)."""
+        """The check of a DDP ``model`` (or of the wrapper ``reduced_by`` named for it), or of
+        an FSDP2 one, registering its hooks the first time, or ``None`` when ``model`` is
+        neither or its communication cannot be hooked (then it warns why)."""
+        if wrapper_of(model) == "fsdp":
+            return cls._attach_fsdp(uncompiled(model))
         model = ddp_of(model)
         if model is None:
             return None
@@ -212,6 +243,31 @@ class LocalCheck:
                     RecordingWarning, stacklevel=4)
                 return None
             model._graphscope_local_check = state
+        return cls(state)
+
+    @classmethod
+    def _attach_fsdp(cls, model: torch.nn.Module) -> LocalCheck:
+        state = getattr(model, "_graphscope_local_check", None)
+        if state is None:
+            state = _State()
+            model._graphscope_local_check = state
+            armed: set[int] = set()
+
+            def arm(*_: Any) -> None:
+                # The unsharded parameters exist from their first all-gather on: arm each once,
+                # until every FSDP parameter is (a submodule may skip the first forward).
+                pairs, total = _fsdp_params(model)
+                for sharded, unsharded in pairs:
+                    if id(unsharded) not in armed:
+                        armed.add(id(unsharded))
+                        ids = [id(sharded), id(unsharded)]
+                        unsharded.register_post_accumulate_grad_hook(
+                            functools.partial(_check_unsharded, state, ids))
+                if len(armed) >= total:
+                    handle.remove()
+
+            handle = model.register_forward_hook(arm)
+            arm()
         return cls(state)
 
     def start(self) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from graphscope.autograd.walk import saved_attr_names
+from graphscope.autograd.walk import allocated, saved_attr_names
 
 # How many of the unseen nodes before a birth are listed (nearest first).
 UNSEEN_LISTED = 8
@@ -80,6 +80,9 @@ def trace_nonfinite(
                 slots.setdefault(("data", nid, name), t)
     for nid, t in roots:
         slots.setdefault(("out", nid, t.output_nr), t)
+    # A tensor whose storage is freed (FSDP2's unsharded parameters until the backward's
+    # all-gather) cannot be read: it counts as unseen.
+    slots = {slot: t for slot, t in slots.items() if allocated(t)}
     values = dict(zip(slots, _reduce(list(slots.values()))))
     return _judge(values, producers, order)
 

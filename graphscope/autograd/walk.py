@@ -371,11 +371,11 @@ def small_enough(t: torch.Tensor, limit: int) -> bool:
         and t.layout == torch.strided
         and not t.is_nested
         and t.is_floating_point()
-        and _allocated(t)
+        and allocated(t)
     )
 
 
-def _allocated(t: torch.Tensor) -> bool:
+def allocated(t: torch.Tensor) -> bool:
     """Whether ``t``'s storage holds its elements now: FSDP2 frees its unsharded parameters'
     storage (resized to 0 bytes) between the forward and the backward's all-gather, and reading
     such a tensor reads freed memory (a segmentation fault, not an error)."""

@@ -17,9 +17,9 @@ from torch import nn
 
 import graphscope
 from graphscope.model import ParamStatus
-from graphscope.ranks import analyze_ranks, full_grad_norms
+from graphscope.ranks import analyze_ranks, first_rank, full_grad_norms, nonfinite_birth
 from graphscope.runs import open_run
-from tests.autograd.test_distributed import launch
+from tests.autograd.test_distributed import Pre, launch
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 pytestmark = pytest.mark.skipif(
@@ -160,6 +160,52 @@ def test_fully_shard_capture_names_every_parameter_and_the_unused_one(tmp_path):
     unused = sorted((f.rank, f.params) for f in findings if f.kind == "unreachable_param")
     assert unused == sorted((r, (n,)) for r in (0, 1) for n in UNUSED)
     assert all("spare" in f.message for f in findings if f.kind == "unreachable_param")
+
+
+def _nan_scenario(rank, world, run, out):
+    """Rank 1 reads a 0 at step 4: sqrt(0) gives pre's scale a NaN gradient in its element 0,
+    which the reduce-scatter puts in rank 0's shard only."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Pre("sqrt"), nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
+    fsdp.fully_shard(model[1])
+    fsdp.fully_shard(model[3])
+    fsdp.fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    shards = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with graphscope.watch(model, optimizer=opt, run=run, every=1, keep=0):
+            for step in range(1, 7):
+                g = torch.Generator().manual_seed(10 * rank + step)
+                x, y = torch.rand(8, 6, generator=g) + 0.5, torch.randn(8, 1, generator=g)
+                if rank == 1 and step == 4:
+                    x[0, 0] = 0.0
+                opt.zero_grad()
+                ((model(x) - y) ** 2).mean().backward()
+                shards.append(bool(torch.isfinite(model[0].scale.grad.to_local()).all()))
+                opt.step()
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"finite_scale_shard": shards}))
+
+
+def test_nan_born_on_one_rank_is_traced_there_under_fully_shard(tmp_path):
+    """FSDP2: the NaN born in rank 1's backward lands in rank 0's shard only; the check on the
+    unsharded gradients still names rank 1 (its parameter, op and module) and says rank 0
+    received it."""
+    run, results = launch(_nan_scenario, 2, tmp_path)
+    # What the stored (sharded, reduced) gradients alone would say: rank 0 went bad, rank 1 not.
+    assert [r["finite_scale_shard"][3] for r in results] == [False, True]
+    with open_run(run) as store:
+        birth = nonfinite_birth(store)
+        findings = analyze_ranks(store)
+    assert (birth.step, birth.born, birth.received) == (4, (1,), (0,))
+    assert birth.params[1] == ("0.scale",)
+    born = [f for f in findings if f.rank == 1 and f.step == 4 and f.kind.startswith("nonfinite")]
+    assert born and born[0].severity == graphscope.Severity.ERROR
+    assert "SqrtBackward0" in born[0].message and "module 0" in born[0].message
+    got = next(f for f in findings if f.rank == 0 and f.step == 4 and f.kind == "nonfinite")
+    assert got.severity == graphscope.Severity.INFO
+    assert "received through the all-reduce from rank 1" in got.message
+    assert first_rank(findings) == 1
 
 
 def test_capture_reads_no_value_of_a_freed_parameter():

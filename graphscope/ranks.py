@@ -10,6 +10,9 @@ module reads the ranks side by side, from the store only (nothing here talks to 
   or a non-finite loss, names the rank(s) where it was born; the other ranks' findings say they
   received it through the all-reduce (information, not a second error: one cause, one finding).
   The birth rank's finding carries the op, module and line of its capture's origin finding.
+  Under FSDP2 the reduce-scatter puts each gradient element on one rank, so the NaN can reach
+  only some ranks' stored shards and miss the birth rank's own: the check (on the unsharded
+  gradients) still names it, and its finding says its stored share stayed finite.
 - ``rank_grad_norm``: a rank whose own gradient norm before the reduction (``local`` events, on
   captured steps) is ``RANK_NORM_FACTOR`` times above or below the ranks' median (of two ranks,
   the larger is named): its data shard
@@ -64,6 +67,8 @@ class Birth:
         origin: Per birth rank, its capture's origin finding (op, module, line) and the step of
             that capture.
         checked: Whether the ranks recorded their gradients before the all-reduce.
+        via: The reduction that spread it: ``all-reduce`` (DDP), ``reduce-scatter`` (FSDP2,
+            where each element lands on one rank only).
     """
 
     step: int
@@ -72,6 +77,7 @@ class Birth:
     params: dict[int, tuple[str, ...]]
     origin: dict[int, tuple[int, str]]
     checked: bool
+    via: str = "all-reduce"
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,11 @@ def analyze_ranks(run: Run, *, ranks: Sequence[int] | None = None,
     out: list[RunFinding] = []
     birth = nonfinite_birth(run) if len(every) > 1 else None
     for r in wanted:
-        out += [_with_birth(f, birth) for f in analyze(run, rank=r, thresholds=thresholds)]
+        found = analyze(run, rank=r, thresholds=thresholds)
+        if birth is not None and r in birth.born and not any(
+                f.kind == "nonfinite" and f.step == birth.step for f in found):
+            found.append(_born_unstored(birth, r))
+        out += [_with_birth(f, birth) for f in found]
     if len(every) > 1:
         cross = _norm_outliers(run) + _unused(run, every) + _desync(run, every)
         out += [f for f in cross if f.rank in wanted]
@@ -181,8 +191,10 @@ def nonfinite_birth(run: Run) -> Birth | None:
     checked = any(e.kind == "local" or e.kind == "local_nonfinite" for e in events)
     local = {e.rank: e for e in events if e.kind == "local_nonfinite" and e.step == step}
     born = sorted(set(local) | {r for r in at if first[r][1]})
-    if not born and not checked and len(at) < len(run.ranks()):
-        born = at  # not every rank went bad: no all-reduce carried it
+    via = _reduction(run)
+    # Not every rank went bad: no all-reduce carried it (a reduce-scatter carries it to a few).
+    if not born and not checked and len(at) < len(run.ranks()) and via == "all-reduce":
+        born = at
     received = tuple(r for r in at if r not in born)
     origin: dict[int, tuple[int, str]] = {}
     for r in born:
@@ -194,7 +206,23 @@ def nonfinite_birth(run: Run) -> Birth | None:
                 origin[r] = (c.step, str(hit.get("message", "")))
                 break
     params = {r: tuple(e.detail.get("params", ())) for r, e in local.items()}
-    return Birth(step, tuple(born), received, params, origin, checked)
+    return Birth(step, tuple(born), received, params, origin, checked, via)
+
+
+def _reduction(run: Run) -> str:
+    """What averages the ranks' gradients in this run: ``reduce-scatter`` under FSDP2, else
+    ``all-reduce``."""
+    dist = run.meta.get("distributed") or {}
+    return "reduce-scatter" if isinstance(dist, dict) and dist.get("wrapper") == "fsdp" else "all-reduce"
+
+
+def _born_unstored(birth: Birth, rank: int) -> RunFinding:
+    """The birth rank's finding where its stored gradients stayed finite: under FSDP2 its shard
+    of the reduced gradient can miss the elements its own NaN/Inf went into."""
+    params = birth.params.get(rank, ())
+    msg = (f"Step {birth.step}: this rank's stored share of the reduced gradients stayed finite "
+           f"(its NaN/Inf went into other ranks' shards)")
+    return RunFinding("nonfinite", Severity.ERROR, birth.step, None, params, msg, "", rank)
 
 
 def _ranks_text(ranks: Sequence[int]) -> str:
@@ -206,35 +234,37 @@ def _with_birth(f: RunFinding, birth: Birth | None) -> RunFinding:
     if birth is None or not f.kind.startswith("nonfinite") or f.step < birth.step:
         return f
     if f.rank in birth.born:
-        if f.kind != "nonfinite":
+        # Its first non-finite step of the birth is decorated; later ones (a shard that went
+        # non-finite only through the weights) are information.
+        if f.kind != "nonfinite" or f.step > birth.step:
             if f.step == birth.step:
                 return f  # the capture of the step it was born at: the op, module and line
             msg = (f"Step {f.step}: non-finite through the weights, after this rank's NaN/Inf of "
-                   f"step {birth.step} went through the all-reduce ({f.message})")
+                   f"step {birth.step} went through the {birth.via} ({f.message})")
             return dataclasses.replace(f, severity=Severity.INFO, message=msg,
                                        hint=f"See this rank's finding of step {birth.step}")
-        msg = f.message + "; born on this rank, before the all-reduce"
+        msg = f.message + f"; born on this rank, before the {birth.via}"
         local = birth.params.get(f.rank)
         if local:
             msg += f" (its own gradients of {', '.join(local[:3])}{' ...' if len(local) > 3 else ''} were non-finite)"
         others = [r for r in birth.received]
         if others:
-            msg += f"; {_ranks_text(others)} received it through the all-reduce"
+            msg += f"; {_ranks_text(others)} received it through the {birth.via}"
         if f.rank in birth.origin:
             at, text = birth.origin[f.rank]
             msg += f". In the capture of step {at}: {text}"
         hint = (f"Look at what rank {f.rank} did differently at step {birth.step}: its batch (the "
                 f"data shard this rank reads), a rank-dependent branch, or its own numerics; "
                 f"open the capture with graphscope view RUN (rank {f.rank}) to see the op where the "
-                f"NaN was born. " + f.hint)
+                f"NaN was born." + (f" {f.hint}" if f.hint else ""))
         return dataclasses.replace(f, message=msg, hint=hint)
     if birth.born and f.rank not in birth.born:
         src = _ranks_text(birth.born)
-        msg = (f"Step {f.step}: non-finite values received through the all-reduce from {src}, "
+        msg = (f"Step {f.step}: non-finite values received through the {birth.via} from {src}, "
                f"where they were born at step {birth.step}; this rank's own gradients were finite"
                if f.step == birth.step and f.rank in birth.received else
                f"Step {f.step}: non-finite through the weights, after {src} sent NaN/Inf through "
-               f"the all-reduce at step {birth.step}")
+               f"the {birth.via} at step {birth.step}")
         if f.kind != "nonfinite":
             msg += f" ({f.message})"
         hint = f"Not this rank's doing: see the finding on {src}"
@@ -270,10 +300,11 @@ def _norm_outliers(run: Run) -> list[RunFinding]:
             if ratio >= RANK_NORM_FACTOR or ratio <= 1 / RANK_NORM_FACTOR:
                 hits.setdefault(r, []).append((step, ratio, norms[r]))
     out = []
+    via = _reduction(run)
     for r, h in sorted(hits.items()):
         step, ratio, v = h[0]
         what = "above" if ratio > 1 else "below"
-        msg = (f"Rank {r}'s own gradient norm before the all-reduce was {fmt_num(v)} at step {step}, "
+        msg = (f"Rank {r}'s own gradient norm before the {via} was {fmt_num(v)} at step {step}, "
                f"{fmt_num(ratio if ratio > 1 else 1 / ratio)}x {what} the ranks' median"
                + (f" (on {len(h)} captured steps, the last {h[-1][0]})" if len(h) > 1 else ""))
         hint = (f"Every rank averages its gradient with the others, so rank {r}'s batch outweighs "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphscope.model import Graph, ParamInfo, Severity
-from graphscope.ranks import analyze_ranks, first_rank, nonfinite_birth
+from graphscope.ranks import analyze_ranks, first_rank, full_grad_norms, nonfinite_birth
 from graphscope.runs import RunParam, RunWriter, StepRecord, open_run
 
 PARAMS = [RunParam(0, "fc.weight", "fc", (4, 4), 16), RunParam(1, "fc.bias", "fc", (4,), 4),
@@ -94,3 +94,45 @@ def test_reduced_gradients_that_differ_across_ranks_are_a_desync(tmp_path):
     assert (f.params, f.step, f.severity) == (("fc.bias",), 1, Severity.ERROR)
     assert "ranks 1, 2 against rank 0" in f.message
     assert {x.rank for x in only} <= {2}
+
+
+def _write_fsdp(path, shards, *, bad=None):
+    """Two FSDP2 ranks' shard norms, ``shards[rank][step]`` per parameter (numel 0 where a rank
+    holds no part of it), with no check before the reduction; ``bad`` = (rank, step) makes that
+    rank's first parameter NaN from that step."""
+    for rank, rows in enumerate(shards):
+        numel = [0 if all(s[i] is None for s in rows) else 8 for i in range(len(PARAMS))]
+        params = [RunParam(p.idx, p.name, p.module, p.shape, numel[p.idx]) for p in PARAMS]
+        w = RunWriter(path, params, rank=rank, meta={"world_size": 2,
+                                                      "distributed": {"wrapper": "fsdp"}})
+        for step, row in enumerate(rows, 1):
+            norms = np.array([-1.0 if v is None else v for v in row])
+            nan = bad is not None and rank == bad[0] and step >= bad[1]
+            if nan:
+                norms[0] = np.nan
+            w.add_step(StepRecord(step, 0.0, 1.0, float("nan") if nan else 1.0, norms, norms,
+                                  np.zeros(3), nonfinite=1 if nan else 0,
+                                  nonfinite_params={0: 1} if nan else {}, rank=rank))
+        w.close()
+    return open_run(path)
+
+
+def test_fsdp_shard_norms_add_up_to_each_parameter_norm(tmp_path):
+    """full_grad_norms is the root of the ranks' squared shard norms per parameter and step; a
+    rank's empty shard adds nothing; a DDP run has none."""
+    shards = [[[3.0, 1.0, None], [6.0, 2.0, None]], [[4.0, None, 5.0], [8.0, None, 12.0]]]
+    with _write_fsdp(tmp_path / "run", shards) as run:
+        full = full_grad_norms(run)
+    assert list(full.step) == [1, 2] and full.names == tuple(p.name for p in PARAMS)
+    np.testing.assert_allclose(full.norm, [[5.0, 1.0, 5.0], [10.0, 2.0, 12.0]])
+    with _write(tmp_path / "ddp", 2) as run:
+        assert full_grad_norms(run) is None
+
+
+def test_fsdp_without_a_check_blames_no_rank_for_a_shard_nan(tmp_path):
+    """Under FSDP2 a NaN reaches only the ranks holding its elements: without the check before
+    the reduce-scatter, the rank whose shard went bad is not taken for the birth rank."""
+    shards = [[[3.0, 1.0, 2.0]] * 4, [[4.0, 1.0, 2.0]] * 4]
+    with _write_fsdp(tmp_path / "run", shards, bad=(0, 3)) as run:
+        birth = nonfinite_birth(run)
+    assert (birth.step, birth.born, birth.received, birth.via) == (3, (), (0,), "reduce-scatter")

@@ -15,9 +15,16 @@ steps (the default 100, as in the README: steps 1, 101, ...). Plain and graphsco
 alternate round by round so machine load hits each alike; the table gives the median step,
 the mean step (captures included) and their ratios to plain, the medians over rounds.
 
+Steps are timed with ``time.process_time`` by default (``--clock process``): the CPU seconds
+of the whole process, every thread's (torch's intra-op threads and the run store's writer
+thread alike), which other programs on a shared machine do not inflate as they do wall time;
+``--clock wall`` times with ``perf_counter`` instead. ``--flush-denormal`` flushes subnormal
+floats to zero: MLP-50's sigmoid gradients are float32 subnormals, which on some CPUs make
+plain backward (and each of the recorder's passes) many times slower.
+
 Usage: ``python benchmarks/bench_trainers.py [--trainers lightning,hf] [--rounds 3]
-[--steps 200] [--every 100] [--threads N]``. Prints a Markdown table. Needs the
-``[lightning]`` and ``[hf]`` extras.
+[--steps 200] [--every 100] [--threads N] [--clock process|wall] [--flush-denormal]``.
+Prints a Markdown table. Needs the ``[lightning]`` and ``[hf]`` extras.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 
+# The step clock (main() sets it from --clock): process CPU seconds, or wall seconds.
+_clock: Callable[[], float] = time.process_time
+
 
 def _summary(times: list[float]) -> tuple[float, float]:
     warm = times[2:] or times  # the first steps warm the allocator and caches
@@ -65,11 +75,11 @@ def lightning_fit(*, steps: int, accumulate: int, callback: Any | None) -> list[
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if self._t0 is None:
-                self._t0 = time.perf_counter()
+                self._t0 = _clock()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if (batch_idx + 1) % accumulate == 0:
-                self.times.append(time.perf_counter() - self._t0)
+                self.times.append(_clock() - self._t0)
                 self._t0 = None
 
     class Module(L.LightningModule):
@@ -109,10 +119,10 @@ def hf_fit(*, steps: int, accumulate: int, callback: Any | None, out: Path) -> l
             self._t0 = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
+            self._t0 = _clock()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self._t0)
+            self.times.append(_clock() - self._t0)
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=1000, n_positions=64, n_embd=128, n_layer=4, n_head=4)
@@ -127,6 +137,7 @@ def hf_fit(*, steps: int, accumulate: int, callback: Any | None, out: Path) -> l
     timer = Timer()
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data,
                                    callbacks=[timer] + ([callback] if callback is not None else []))
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # keeps stdout the table
     trainer.train()
     return timer.times
 
@@ -154,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--clock", choices=("process", "wall"), default="process")
+    ap.add_argument("--flush-denormal", action="store_true")
     a = ap.parse_args(argv)
+    global _clock
+    _clock = time.process_time if a.clock == "process" else time.perf_counter
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.flush_denormal:
+        torch.set_flush_denormal(True)
     warnings.filterwarnings("ignore")
     import logging
 
@@ -182,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"h{acc}", lambda callback, acc=acc: hf_fit(steps=a.steps, accumulate=acc, callback=callback,
                                                                 out=tmp / "hf-out"),
                     lambda run: HCallback(run, every=a.every, warn=False), rounds=a.rounds, tmp=tmp)))
+    clock = "time.process_time (CPU seconds, all threads)" if a.clock == "process" else "perf_counter (wall)"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.steps} steps per fit, "
-          f"capture every {a.every}, {a.rounds} rounds\n")
+          f"capture every {a.every}, {a.rounds} rounds, {clock}"
+          + (", subnormals flushed" if a.flush_denormal else "") + "\n")
     print("| trainer, model | plain step (median / mean) | with GraphscopeCallback (median / mean) | ratio (median / mean) |")
     print("|---|---|---|---|")
     for name, r in rows:

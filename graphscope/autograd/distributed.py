@@ -45,6 +45,7 @@ Imports torch; only the capture layer may import this module.
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -130,13 +131,19 @@ def unsharded_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Te
 
 def _fsdp_params(model: torch.nn.Module) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
     """``unsharded_pairs`` and the count of FSDP parameters, with an unsharded one or not yet."""
-    pairs, total = [], 0
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    total = 0
+    # A script that shards a model has imported FSDP2 (torch 2.4-2.5 kept it in _composable):
+    # for every other one, this costs nothing.
+    types = tuple(t for name in ("torch.distributed.fsdp", "torch.distributed._composable.fsdp")
+                  if (t := getattr(sys.modules.get(name), "FSDPModule", None)) is not None)
+    if not types:
+        return pairs, total
     for m in model.modules():
-        get_state = getattr(m, "_get_fsdp_state", None)
-        if get_state is None:
+        if not isinstance(m, types):
             continue
         try:
-            state = get_state()
+            state = m._get_fsdp_state()
             groups = getattr(state, "_fsdp_param_groups", None)
             if groups is None:  # torch before per-parameter meshes: one group or none
                 groups = [g for g in (getattr(state, "_fsdp_param_group", None),) if g is not None]

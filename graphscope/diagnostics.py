@@ -1111,6 +1111,15 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int], *,
         elif not any(s.zero_frac >= 1.0 for _, s in sent):
             continue
         region = _zero_region(graph, node.id)
+        if not gating and _times_constant_zero(node):
+            # x * 0 on purpose: the idiom that keeps a loss term in the graph when it has
+            # nothing to learn from this batch (torchvision's mask loss without a positive).
+            starved = _forward_ordered(graph, {i for i in region if graph.nodes[i].kind == PARAM}
+                                       - explained)
+            starved_by_op.update(starved)
+            if starved:
+                out.append(_times_zero_finding(graph, node, starved))
+            continue
         if not gating and not any(graph.nodes[i].kind != OP for i in region):
             # A product with a zero factor (a zero initial state h0 or c0): the zeros are
             # absorbed, everything below still gets a gradient along its other paths.
@@ -1176,6 +1185,29 @@ def _dead(graph: Graph, t: Thresholds, idle: set[int], explained: set[int], *,
             node=first.id, param=first.name, nodes=tuple(zero), message=message, hint=hint,
         ))
     return out
+
+
+def _times_constant_zero(node: Node) -> bool:
+    """Whether ``node`` multiplies by a constant 0 written in the code (``x * 0``): autograd
+    saves the number as a 0-dim constant, which the capture keeps with its value."""
+    return node.label == "mul" and any(
+        m.shape == () and m.value is not None and m.value in ("0", "0.0", "-0.0", "False")
+        for m in node.saved)
+
+
+def _times_zero_finding(graph: Graph, node: Node, starved: list[int]) -> Finding:
+    first = graph.nodes[starved[0]]
+    what = f"parameter {where(first)}" if len(starved) == 1 else \
+        f"{len(starved)} parameters ({_listed(graph, starved)})"
+    return Finding(
+        kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=node.id, param=first.name,
+        nodes=(node.id, *starved),
+        message=f"{where(node)} multiplies by the constant 0, so {what} get an exactly-zero "
+        "gradient through it this step.",
+        hint="Written on purpose, x * 0 keeps a loss term in the graph when it has nothing to "
+        "learn from (a detection head with no positive region in the batch): nothing is "
+        "broken. If it was not meant, the 0 is a weight or a mask set to zero by mistake.",
+    )
 
 
 def _learning_operand(graph: Graph, sent: list[tuple[Edge, GradStats]]) -> int | None:

@@ -85,6 +85,8 @@ def fmt_saved(meta: TensorMeta) -> str:
     name = meta.name or "?"
     if meta.shape is None and meta.dtype is None and meta.value is not None:
         return f"{name} = {meta.value}"
+    if meta.shape == () and meta.value is not None:  # a constant: a number autograd wrapped
+        return f"{name} = {meta.value} ({meta.dtype})"
     return f"{name} {fmt_meta(meta)}"
 
 

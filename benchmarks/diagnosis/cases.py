@@ -1542,6 +1542,110 @@ def convnext_like() -> Setup:
     return _trainer(ConvNeXtLike(), _images(), **_ADAM)
 
 
+class PackedLSTM(nn.Module):
+    """Token sequences of different lengths through a packed nn.LSTM from a zero state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(64, 16, padding_idx=0)
+        self.lstm = nn.LSTM(16, 32, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        idx, lengths = batch
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(idx), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.head(h[-1])
+
+
+def _ragged_tokens(step: int) -> tuple:
+    g = torch.Generator().manual_seed(9500 + step)
+    lengths = torch.randint(3, 13, (8,), generator=g)
+    idx = torch.randint(1, 64, (8, 12), generator=g)
+    idx[torch.arange(12)[None, :] >= lengths[:, None]] = 0  # padding after each length
+    return (idx, lengths), idx[:, 0] % 10
+
+
+@case(HEALTHY, evidence=_param_rms)
+def packed_lstm() -> Setup:
+    """Healthy. A packed nn.LSTM over ragged sequences from a zero initial state: the forget
+    gate times the zero c0 has a zero derivative by construction, the padding embedding row gets
+    no gradient (padding_idx), and neither is a fault."""
+    return _trainer(PackedLSTM(), _ragged_tokens, **_ADAM)
+
+
+class MaskRCNNLike(nn.Module):
+    """A two-stage detector's shape in plain PyTorch: a BatchNorm backbone, an RPN head
+    (objectness and box deltas per anchor), region features cropped from fixed proposals, and
+    box (class + box) and mask heads, as Mask R-CNN's; its loss sums five terms, and the
+    box-regression and mask terms see only the positive regions (none in some batches)."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        )
+        self.rpn_conv = nn.Conv2d(32, 32, 3, 1, 1)
+        self.rpn_logits = nn.Conv2d(32, 3, 1)  # 3 anchors per position
+        self.rpn_deltas = nn.Conv2d(32, 12, 1)
+        self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU())
+        self.cls_score = nn.Linear(64, classes + 1)
+        self.bbox_pred = nn.Linear(64, 4 * (classes + 1))
+        self.mask_head = nn.Sequential(
+            nn.Conv2d(32, 16, 3, 1, 1), nn.ReLU(), nn.ConvTranspose2d(16, 16, 2, 2), nn.ReLU(),
+            nn.Conv2d(16, classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        f = self.backbone(x)  # (B, 32, 8, 8)
+        r = F.relu(self.rpn_conv(f))
+        # Four fixed proposals per image (the quadrants), pooled to 4x4 as RoIAlign would.
+        rois = torch.cat([f[:, :, i:i + 4, j:j + 4] for i in (0, 4) for j in (0, 4)])
+        h = self.box_head(rois)
+        return self.rpn_logits(r), self.rpn_deltas(r), self.cls_score(h), self.bbox_pred(h), \
+            self.mask_head(rois)
+
+
+def _detection_batches(step: int) -> tuple:
+    g = torch.Generator().manual_seed(9700 + step)
+    x = torch.randn(4, 3, 16, 16, generator=g)
+    objectness = (torch.rand(4, 3, 8, 8, generator=g) < 0.1).float()
+    labels = torch.randint(0, 6, (16,), generator=g)
+    if step % 3 == 0:
+        labels.zero_()  # every region background: no positive, no box or mask loss
+    boxes = torch.randn(16, 4, generator=g)
+    masks = (torch.rand(16, 8, 8, generator=g) < 0.5).float()
+    return x, (objectness, labels, boxes, masks)
+
+
+def _detection_loss(out: tuple, y: tuple) -> torch.Tensor:
+    rpn_logits, rpn_deltas, cls, bbox, mask = out
+    objectness, labels, boxes, masks = y
+    pos = labels > 0
+    loss = F.binary_cross_entropy_with_logits(rpn_logits, objectness)
+    loss = loss + 0.1 * rpn_deltas.square().mean()  # no box targets: keep the deltas small
+    loss = loss + F.cross_entropy(cls, labels)
+    # As torchvision's fastrcnn_loss and maskrcnn_loss: summed over the positives and divided
+    # by the regions, and 0 * the logits without a positive, so the graph always reaches both.
+    deltas = bbox.view(-1, bbox.shape[1] // 4, 4)[pos, labels[pos]]
+    loss = loss + F.smooth_l1_loss(deltas, boxes[pos], reduction="sum") / labels.numel()
+    if pos.any():
+        loss = loss + F.binary_cross_entropy_with_logits(mask[pos, labels[pos] - 1], masks[pos])
+    else:
+        loss = loss + mask.sum() * 0
+    return loss
+
+
+@case(HEALTHY, evidence=_param_rms)
+def mask_rcnn_like() -> Setup:
+    """Healthy. A Mask R-CNN-shaped detector (BatchNorm backbone, RPN, box and mask heads) at
+    random init; every third batch has no positive region, so the box-regression and mask heads
+    get no gradient from that batch's loss (not dead: idle)."""
+    return _trainer(MaskRCNNLike(), _detection_batches, _detection_loss, **_ADAM)
+
+
 # -- the peer suite's classes (issue 17): one set-up per class of false alarm or silent miss ------
 _section("peer suite")
 

@@ -131,6 +131,22 @@ def _meta_of(t: torch.Tensor, name: str = "") -> TensorMeta:
     return _meta(t.shape, t.dtype, t.device, name)
 
 
+def _constant(name: str, t: torch.Tensor) -> TensorMeta:
+    """A saved 0-dim constant (a Python number autograd wrapped, ``x * 0``, ``x / 8``) with its
+    value: on the CPU, where wrapped numbers live, reading it costs no device sync."""
+    try:
+        value = t.item()
+    except RuntimeError:  # a tensor subclass without data
+        return _meta_of(t, name)
+    key = (name, t.dtype, value)
+    meta = _texts.get(key)
+    if meta is None:
+        meta = TensorMeta(shape=(), dtype=_dtype_name(t.dtype), device="cpu", name=name,
+                          value=repr(value))
+        _remember(_texts, key, meta)
+    return meta
+
+
 def _outputs_of(fn: Any) -> tuple[TensorMeta, ...]:
     try:
         metas = fn._input_metadata
@@ -241,6 +257,8 @@ class _SavedReader:
             )
         if note and small_enough(t, self.limit):
             self._note_value(name, t)
+        if not t.dim() and t.grad_fn is None and not t.requires_grad and t.device.type == "cpu":
+            return _constant(name, t)
         return _meta_of(t, name)
 
     def _note_value(self, name: str, t: torch.Tensor) -> None:

@@ -116,6 +116,33 @@ def test_a_bounded_output_bias_beside_exploded_weights_is_not_vanishing():
     assert all(v.band is Band.EXPLODING for v in Health.of(g).verdicts.values())
 
 
+def test_a_loss_term_times_the_constant_zero_is_information_not_dead():
+    """torchvision's idiom for a mask loss without a positive region, ``mask_logits.sum() * 0``:
+    the capture keeps the saved constant with its value, and the zeros it sends the mask head
+    are one information finding naming the multiplication and the head's parameters, not dead
+    units. The same head behind an all-zero mask tensor built from data stays a warning."""
+    torch.manual_seed(0)
+    body, head, mask_head = nn.Linear(8, 16), nn.Linear(16, 3), nn.Linear(16, 4)
+    model = nn.ModuleDict({"body": body, "head": head, "mask_head": mask_head})
+    h = torch.relu(body(torch.randn(5, 8)))
+    loss = F.cross_entropy(head(h), torch.randint(0, 3, (5,))) + mask_head(h).sum() * 0
+    g = _captured(model, loss)
+    assert mask_head.weight.grad.count_nonzero() == 0
+    (mul,) = [n for n in g.nodes if n.label == "mul"]
+    assert any(m.shape == () and m.value == "0" for m in mul.saved)
+    assert [f for f in g.findings if f.severity >= Severity.WARNING] == []
+    (f,) = _of(g, "structural_zero")
+    assert f.node == mul.id and "constant 0" in f.message
+    assert {g.nodes[i].name for i in f.nodes if g.nodes[i].kind == "param"} == {
+        "mask_head.weight", "mask_head.bias"}
+
+    h = torch.relu(body(torch.randn(5, 8)))
+    off = torch.zeros(5, 4)  # a mask that happens to be all off: a real dead path
+    loss = F.cross_entropy(head(h), torch.randint(0, 3, (5,))) + (mask_head(h) * off).sum()
+    g = _captured(model, loss)
+    assert [f.kind for f in g.findings if f.severity >= Severity.WARNING] == ["dead"]
+
+
 def test_relu_before_a_global_max_pool_is_not_dead():
     """The max-pool passes back one position in 144; the ReLU passes those on: no dead units."""
     torch.manual_seed(0)

@@ -257,6 +257,7 @@ def diagnose(graph: Graph, *, thresholds: Thresholds | None = None) -> list[Find
     findings += _dead(graph, t, idle, covered, after_nonfinite=broken)
     findings += _params(graph)
     findings += _opaque(graph)
+    findings += _eval_modes(graph)
     findings.sort(key=lambda f: -f.severity)  # stable: each rule already put its worst first
     return findings
 
@@ -1482,6 +1483,42 @@ def _params(graph: Graph) -> list[Finding]:
             )
         )
     return out
+
+
+def mode_note(modes: dict[str, str]) -> str | None:
+    """What to say when a capture (made to train: a backward follows) sees dropout or batch-norm
+    modules in eval mode (``modes``: module path -> ``"train"`` | ``"eval"``, as a capture's
+    ``meta["modes"]`` keeps them); ``None`` when every one trains."""
+    evals = [p or "(root)" for p, m in modes.items() if m == "eval"]
+    if not evals:
+        return None
+    listed = f"{', '.join(evals[:3])}{', ...' if len(evals) > 3 else ''}"
+    if len(evals) == len(modes):
+        return (
+            f"the model is in eval mode while you train it ({listed} in eval): dropout drops "
+            "nothing and batch norm uses its running statistics and stops updating them, so "
+            "training sees a different network than you think. Call model.train() before the "
+            "training step (model.eval() is for evaluation, usually inside torch.no_grad())."
+        )
+    return (
+        f"{listed} in eval mode while the rest trains: fine if you froze them on purpose (a "
+        "fine-tuned batch norm); otherwise call model.train()."
+    )
+
+
+def _eval_modes(graph: Graph) -> list[Finding]:
+    """One information finding when a trained pass runs dropout / batch norm in eval mode."""
+    modes = graph.meta.get("modes") or {}
+    note = mode_note(modes) if isinstance(modes, dict) else None
+    if note is None:
+        return []
+    return [Finding(
+        kind=FindingKind.EVAL_MODE, severity=Severity.INFO, node=None,
+        message=note[0].upper() + note[1:],
+        hint="model.train() before each training step, model.eval() (with torch.no_grad()) "
+        "before evaluating; a module frozen on purpose can stay in eval: "
+        "model.train(); model.bn.eval().",
+    )]
 
 
 def _opaque(graph: Graph) -> list[Finding]:

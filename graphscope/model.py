@@ -355,6 +355,7 @@ class FindingKind(str, enum.Enum):
     ACCUMULATED = "accumulated_grad"  # .grad also holds an earlier backward's gradient
     UNDERFLOW = "underflow"  # float16 gradients flushed to zero without a loss scale
     STRUCTURAL = "structural_zero"  # ~0 by mathematics (a bias before BatchNorm): no fix needed
+    EVAL_MODE = "eval_mode"  # dropout / batch norm in eval mode in a pass that is trained
 
     def __str__(self) -> str:
         return self.value

@@ -23,7 +23,7 @@ from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.origin import trace_nonfinite
 from graphscope.autograd.recording import module_classes
 from graphscope.autograd.walk import read_values, small_enough, walk
-from graphscope.diagnostics import diagnose
+from graphscope.diagnostics import diagnose, mode_note
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, ModeWarning, RecordingWarning, explain
 from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus, fmt_shape
@@ -90,26 +90,6 @@ def _modes(model: torch.nn.Module) -> dict[str, str]:
     """``path -> "train" | "eval"`` for each dropout and batch-norm module of ``model``."""
     return {path: "train" if m.training else "eval" for path, m in model.named_modules()
             if isinstance(m, _MODE_SENSITIVE)}
-
-
-def _mode_note(modes: dict[str, str]) -> str | None:
-    """What to say when a capture (made to train: a backward follows) sees eval-mode layers."""
-    evals = [p or "(root)" for p, m in modes.items() if m == "eval"]
-    if not evals:
-        return None
-    if len(evals) == len(modes):
-        return (
-            f"the model is in eval mode while you train it ({', '.join(evals[:3])}"
-            f"{', ...' if len(evals) > 3 else ''} in eval): dropout drops nothing and batch norm "
-            "uses its running statistics and stops updating them, so training sees a different "
-            "network than you think. Call model.train() before the training step (model.eval() "
-            "is for evaluation, usually inside torch.no_grad())."
-        )
-    return (
-        f"{', '.join(evals[:3])}{', ...' if len(evals) > 3 else ''} in eval mode while the rest "
-        "trains: fine if you froze them on purpose (a fine-tuned batch norm); otherwise call "
-        "model.train()."
-    )
 
 
 def _train_mode_note(model: torch.nn.Module | None) -> str:
@@ -265,7 +245,7 @@ def capture(
         recorder = Recorder(graph, warn=warn, thresholds=thresholds, values=values)
         recorder.arm(fns)
     graph._recorder = recorder
-    note = _mode_note(graph.meta.get("modes", {}))
+    note = mode_note(graph.meta.get("modes", {}))
     if note is not None:
         graph.meta["mode_note"] = note
         if warn and all(m == "eval" for m in graph.meta["modes"].values()):

@@ -97,12 +97,23 @@ def test_training_a_model_in_eval_mode_warns_and_the_picture_says_so():
         graph = graphscope.capture(loss, model=model)
     assert graph.meta["modes"] == {"1": "eval", "2": "eval"} and graph.meta["training"] is False
     assert "eval mode while you train" in to_dot(graph)
+    loss.backward()
+    (f,) = [f for f in graph.findings if f.kind == "eval_mode"]  # in the findings panel too
+    assert f.severity == graphscope.Severity.INFO and "model.train()" in f.message
+    assert "1, 2 in eval" in f.message
+    model[1].eval()  # a batch norm frozen on purpose: said, more gently
+    model[2].train()
+    loss = model(torch.randn(5, 3)).pow(2).mean()
+    graph = graphscope.capture(loss, model=model, warn=False)
+    (f,) = [f for f in graph.findings if f.kind == "eval_mode"]
+    assert f.message.startswith("1 in eval mode while the rest trains")
     model.train()
     loss = model(torch.randn(5, 3)).pow(2).mean()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ModeWarning)
         graph = graphscope.capture(loss, model=model)
     assert "mode_note" not in graph.meta
+    assert not [f for f in graph.findings if f.kind == "eval_mode"]
 
 
 def test_forgotten_zero_grad_is_a_finding_that_names_zero_grad():

@@ -8,10 +8,12 @@ noisy step is not a finding:
 - ``nonfinite``: the first step whose loss or gradients held NaN/Inf (an error); a GradScaler's
   skipped overflow steps are not it (``skipped_steps``, info, unless they never stop).
 - ``divergence``: loss and gradient norm growing together, geometrically (fast: 5x a step twice
-  running; sustained: 10x over 4 growing steps), or both jumping two decades above their first
-  step's and staying there (Adam at a huge learning rate); found while the numbers are still
-  finite, with how many steps before they were not (``found_at``), naming the parameters whose
-  gradient grew fastest. Loss and gradient norm are judged unscaled (GradScaler).
+  running; sustained: 10x over 4 growing steps), rising in a zigzag (their medians over a few
+  steps far above their best: SGD with momentum at too high a learning rate), or both jumping
+  two decades above their first step's and staying there (Adam at a huge learning rate); found
+  while the numbers are still finite, with how many steps before they were not (``found_at``),
+  naming the parameters whose gradient grew fastest. Loss and gradient norm are judged unscaled
+  (GradScaler).
 - ``spike``: a gradient norm far above the run's recent median (``is_spike``, the rule the
   recorder also uses to take a capture at that moment).
 - ``dying_layer``: a layer whose weight gradient's share of exact zeros jumped and stayed
@@ -69,6 +71,21 @@ DIVERGE_GROWTH = 10.0
 #   healthy loss falls from its first step, and one bad batch is one step, not five.
 DIVERGE_JUMP = 100.0
 DIVERGE_JUMP_STEPS = 5
+# - rising while oscillating: SGD with momentum at too high a learning rate (its updates add up
+#   to lr / (1 - momentum) per step, 10x lr at momentum 0.9) overshoots back and forth, so the
+#   loss and gradient norm rise in a zigzag: no run of growing steps for the rules above, until
+#   the last few steps blow up at once. Judged on robust levels instead of single steps: the
+#   median over the last DIVERGE_WINDOW steps (two bad batches in them move it little), against
+#   the lowest such median so far (the run's best level). The loss's level DIVERGE_LOSS_RISE x
+#   its best and DIVERGE_LOSS_START x its first step's (all progress lost, and more), with the
+#   gradient norm's level DIVERGE_GRAD_RISE x its own best, both still rising over the last
+#   half window. A healthy run's loss falls from its first step and its noise or one spike does
+#   not move a median this far (benchmark: 150 steps of every healthy set-up; momentum runs at
+#   sound learning rates in tests/test_trends.py).
+DIVERGE_WINDOW = 6
+DIVERGE_LOSS_RISE = 4.0
+DIVERGE_LOSS_START = 2.0
+DIVERGE_GRAD_RISE = 4.0
 DYING_JUMP = 0.5  # a zero fraction this much above the layer's early level ...
 DYING_STAY = 5  # ... for at least this many recorded steps, to the end of the run
 # Update-to-weight ratios: ~1e-3 is the usual rule of thumb for a healthy learning rate. Above
@@ -164,7 +181,8 @@ def _analyze(run: Run, rank: int, t: Thresholds) -> list[RunFinding]:
         nonfinite = _nonfinite(run, steps, params, rank, skipped)
         first_bad = nonfinite.step if nonfinite else None
         out += _skipped_steps(steps, skipped, first_bad, rank)
-        out += _divergence(steps, run.param_series(rank), params, first_bad, rank)
+        out += _divergence(steps, run.param_series(rank), params, first_bad, rank,
+                           run.meta.get("optimizer"))
         out += _spikes(steps, first_bad, rank)
         if nonfinite:
             out.append(nonfinite)
@@ -293,52 +311,34 @@ def _runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _divergence(steps: Steps, series, params: list[RunParam], first_bad: int | None,
-                rank: int) -> list[RunFinding]:
+                rank: int, optimizer: dict | None = None) -> list[RunFinding]:
     """A training run diverging, found while its numbers are still finite: loss and gradient
-    norm growing together geometrically (fast or sustained), or both blown far above their
-    first step's and staying there (see ``DIVERGE_*``)."""
+    norm growing together geometrically (fast or sustained), rising in a zigzag, or both blown
+    far above their first step's and staying there (see ``DIVERGE_*``); ``optimizer`` is the
+    run's meta about it (its momentum names the cause in the hint)."""
     g, loss = _unscaled(steps, steps.grad_norm), _loss(steps)
-    n = len(steps)
     finite = np.isfinite(g) & np.isfinite(loss) & (g > 0)
     if first_bad is not None:
         finite &= steps.step < first_bad
-    grow = np.ones(n)
-    up = np.zeros(n, dtype=bool)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        grow[1:] = np.where(finite[1:] & finite[:-1], g[1:] / g[:-1], 1.0)
-    up[1:] = finite[1:] & finite[:-1] & (grow[1:] > 1) & (loss[1:] > loss[:-1])
-    found: tuple[int, int, str] | None = None  # (lo, hi, how): from step lo's numbers to hi's
-    for start, end in _runs_of(up):
-        lo = start - 1  # up[i] says step i grew from step i-1: the stretch begins one earlier
-        for hi in range(start, end):
-            k = DIVERGE_FAST_STEPS
-            if hi - lo >= k and (grow[hi - k + 1:hi + 1] >= DIVERGE_FAST_FACTOR).all():
-                found = (hi - k, hi, "grew")
-            elif hi - lo >= DIVERGE_STEPS and g[hi] >= DIVERGE_GROWTH * g[lo]:
-                found = (lo, hi, "grew")
-            else:
-                continue
-            break
-        if found is not None:
-            break
-    first = int(np.argmax(finite)) if finite.any() else None
-    if first is not None:
-        high = finite & (g >= DIVERGE_JUMP * g[first]) & (loss >= DIVERGE_JUMP * loss[first])
-        for start, end in _runs_of(high):
-            if end - start >= DIVERGE_JUMP_STEPS:
-                hi = start + DIVERGE_JUMP_STEPS - 1
-                if found is None or hi < found[1]:
-                    found = (first, hi, "jumped")
-                break
-    if found is None:
+    # (lo, hi, how): the evidence runs from step lo's numbers to step hi's; the earliest found.
+    found = [f for f in (_grew(g, loss, finite), _rose(g, loss, finite), _jumped(g, loss, finite))
+             if f is not None]
+    if not found:
         return []
-    lo, hi, how = found
+    lo, hi, how = min(found, key=lambda f: f[1])
     onset, seen = int(steps.step[lo + 1]), int(steps.step[hi])
     if how == "grew":
         per = (g[hi] / g[lo]) ** (1 / (hi - lo))
         msg = (f"Divergence from step {onset}: the gradient norm grew {fmt_num(g[hi] / g[lo])}x "
                f"in {hi - lo} steps ({per:.2g}x per step, {fmt_num(g[lo])} -> {fmt_num(g[hi])}) "
                f"while the loss rose {fmt_num(loss[lo])} -> {fmt_num(loss[hi])}")
+    elif how == "rose":
+        last = np.flatnonzero(finite[:hi + 1] & (loss[:hi + 1] > 0))[-DIVERGE_WINDOW:]
+        msg = (f"Divergence from step {onset}: the loss and the gradient norm rose while "
+               f"swinging up and down, from {fmt_num(loss[lo])} and {fmt_num(g[lo])} at step "
+               f"{int(steps.step[lo])} to medians of {fmt_num(float(np.median(loss[last])))} "
+               f"and {fmt_num(float(np.median(g[last])))} over steps {int(steps.step[last[0]])}-"
+               f"{seen} (no run of growing steps: one step up, the next down)")
     else:
         onset = int(steps.step[hi - DIVERGE_JUMP_STEPS + 1])
         at = hi - DIVERGE_JUMP_STEPS + 1
@@ -352,13 +352,102 @@ def _divergence(steps: Steps, series, params: list[RunParam], first_bad: int | N
     if first_bad is not None and first_bad > seen:
         msg += (f"; found at step {seen}, {first_bad - seen} steps before the values became "
                 f"non-finite (step {first_bad})")
-    hint = ("Each update overshoots and makes the next gradient larger: lower the learning "
-            "rate (or its warm-up peak), clip gradients with torch.nn.utils.clip_grad_norm_, "
-            "and check that lr x weight_decay is well below 1 (for Adam, that the learning rate "
-            "is ~1e-3 or less: its steps are lr-sized however small the gradient)")
     end = first_bad - 1 if first_bad is not None else int(steps.step[-1])
     return [RunFinding("divergence", Severity.WARNING, onset, end,
-                       tuple(params[i].name for i in fastest), msg, hint, rank, seen)]
+                       tuple(params[i].name for i in fastest), msg,
+                       _divergence_hint(steps, lo + 1, how, optimizer), rank, seen)]
+
+
+def _grew(g: np.ndarray, loss: np.ndarray, finite: np.ndarray) -> tuple[int, int, str] | None:
+    """Loss and gradient norm growing step after step: fast (``DIVERGE_FAST_*``) or sustained
+    (``DIVERGE_STEPS``, ``DIVERGE_GROWTH``)."""
+    n = len(g)
+    grow = np.ones(n)
+    up = np.zeros(n, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grow[1:] = np.where(finite[1:] & finite[:-1], g[1:] / g[:-1], 1.0)
+    up[1:] = finite[1:] & finite[:-1] & (grow[1:] > 1) & (loss[1:] > loss[:-1])
+    for start, end in _runs_of(up):
+        lo = start - 1  # up[i] says step i grew from step i-1: the stretch begins one earlier
+        for hi in range(start, end):
+            k = DIVERGE_FAST_STEPS
+            if hi - lo >= k and (grow[hi - k + 1:hi + 1] >= DIVERGE_FAST_FACTOR).all():
+                return hi - k, hi, "grew"
+            if hi - lo >= DIVERGE_STEPS and g[hi] >= DIVERGE_GROWTH * g[lo]:
+                return lo, hi, "grew"
+    return None
+
+
+def _rose(g: np.ndarray, loss: np.ndarray, finite: np.ndarray) -> tuple[int, int, str] | None:
+    """Loss and gradient norm rising in a zigzag: their medians over ``DIVERGE_WINDOW`` steps
+    far above the lowest such medians so far (see ``DIVERGE_LOSS_RISE``); the onset is the
+    last step at or below the loss's best level."""
+    w = DIVERGE_WINDOW
+    idx = np.flatnonzero(finite & (loss > 0))
+    if idx.size < w + w // 2:
+        return None
+    # Judged over the finite steps in order (a GradScaler's skipped steps drop out).
+    lg, ll = np.log(g[idx]), np.log(loss[idx])
+    mg = np.median(np.lib.stride_tricks.sliding_window_view(lg, w), axis=1)
+    ml = np.median(np.lib.stride_tricks.sliding_window_view(ll, w), axis=1)
+    bg, bl = np.minimum.accumulate(mg), np.minimum.accumulate(ml)
+    h = w // 2
+    hit = ((ml - bl >= math.log(DIVERGE_LOSS_RISE)) & (ml - ll[0] >= math.log(DIVERGE_LOSS_START))
+           & (mg - bg >= math.log(DIVERGE_GRAD_RISE)))
+    hit[h:] &= (ml[h:] > ml[:-h]) & (mg[h:] > mg[:-h])
+    hit[:h] = False
+    if not hit.any():
+        return None
+    j = int(np.argmax(hit))  # window j ends at finite step j + w - 1
+    end = j + w - 1
+    # The last step at the best level before the window (else, the first one at all: the
+    # best window and this one overlap).
+    at_best = np.flatnonzero(ll[:end] <= bl[j])
+    before = at_best[at_best <= j]
+    lo = int(before[-1] if before.size else at_best[0])
+    return int(idx[lo]), int(idx[end]), "rose"
+
+
+def _jumped(g: np.ndarray, loss: np.ndarray, finite: np.ndarray) -> tuple[int, int, str] | None:
+    """Loss and gradient norm both ``DIVERGE_JUMP`` x their first finite step's, for
+    ``DIVERGE_JUMP_STEPS`` steps in a row."""
+    if not finite.any():
+        return None
+    first = int(np.argmax(finite))
+    high = finite & (g >= DIVERGE_JUMP * g[first]) & (loss >= DIVERGE_JUMP * loss[first])
+    for start, end in _runs_of(high):
+        if end - start >= DIVERGE_JUMP_STEPS:
+            return first, start + DIVERGE_JUMP_STEPS - 1, "jumped"
+    return None
+
+
+def _divergence_hint(steps: Steps, at: int, how: str, optimizer: dict | None) -> str:
+    """Why a run diverges and what to try, with the run's momentum and learning rates when it
+    recorded them."""
+    hint = "Each update overshoots and makes the next gradient larger: "
+    momentum = [m for m in (optimizer or {}).get("momentum", []) if isinstance(m, (int, float)) and 0 < m < 1]
+    lrs = [lr for lr in (steps.lrs[at] if at < len(steps.lrs) else []) if lr > 0]
+    if momentum:
+        m = max(momentum)
+        hint += (f"with momentum {m:g}, each step adds the earlier steps' updates, so the weights "
+                 f"move up to lr / (1 - momentum) = {1 / (1 - m):.3g}x the learning rate per step"
+                 + (f" (lr {fmt_num(max(lrs))}: {fmt_num(max(lrs) / (1 - m))} in effect)" if lrs else "")
+                 + ", and a learning rate stable without momentum swings back and forth, further "
+                 f"each time. Lower the learning rate (about {1 / (1 - m):.2g}x lower to step as "
+                 "without momentum) or the momentum, ")
+    elif how == "rose":
+        hint += ("a zigzag that keeps rising is the mark of SGD momentum at too high a learning "
+                 "rate (with momentum m the weights move lr / (1 - m) per step, 10x lr at 0.9). "
+                 "Lower the learning rate or the momentum, ")
+    else:
+        hint += "lower the learning rate (or its warm-up peak), "
+    first = [lr for lr in (steps.lrs[0] if len(steps.lrs) else []) if lr > 0]
+    if lrs and first and max(lrs) >= 1.5 * max(first):
+        hint += (f"stop the schedule's rise before it (the learning rate grew {fmt_num(max(first))}"
+                 f" -> {fmt_num(max(lrs))} by step {int(steps.step[at])}), ")
+    return hint + ("clip gradients with torch.nn.utils.clip_grad_norm_, and check that lr x "
+                   "weight_decay is well below 1 (for Adam, that the learning rate is ~1e-3 or "
+                   "less: its steps are lr-sized however small the gradient)")
 
 
 def _fastest_growing(series, params: list[RunParam], a: int, b: int, limit: int = 3) -> list[int]:

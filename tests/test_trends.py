@@ -24,11 +24,12 @@ def _params() -> list[RunParam]:
     return out
 
 
-def _write(folder: Path, losses, norms, *, scales=None, accumulating=None, updates=None) -> Path:
+def _write(folder: Path, losses, norms, *, scales=None, accumulating=None, updates=None,
+           meta=None, lrs=None) -> Path:
     """A run whose step k (from 1) has loss ``losses[k-1]`` and per-parameter gradient norms
     ``norms[k-1]`` (one row of 6; NaN rows are non-finite gradients)."""
     ps = _params()
-    w = RunWriter(folder, ps, meta={"model": "Test"})
+    w = RunWriter(folder, ps, meta={"model": "Test", **(meta or {})})
     for i, (loss, row) in enumerate(zip(losses, norms)):
         row = np.asarray(row, dtype=float)
         bad = ~np.isfinite(row)
@@ -37,7 +38,8 @@ def _write(folder: Path, losses, norms, *, scales=None, accumulating=None, updat
             grad_norm=float(np.sqrt((row ** 2).sum())), norms=row, absmax=row / 2,
             zero_frac=np.zeros(len(ps)), nonfinite=int(bad.sum()),
             nonfinite_params={int(j): 1 for j in np.flatnonzero(bad)},
-            accumulating=0 if accumulating is None else accumulating[i], lr=[0.1],
+            accumulating=0 if accumulating is None else accumulating[i],
+            lr=[0.1 if lrs is None else lrs[i]],
             loss_scale=None if scales is None else scales[i]))
     for step, ratios in (updates or {}).items():
         w.add_updates(step, np.full(len(ps), ratios))
@@ -149,3 +151,57 @@ def test_accumulation_over_every_parameter_names_them(tmp_path):
     loss, norms = _healthy(12)
     (f,) = _found(_write(tmp_path / "r", loss, norms, accumulating=[0] + [6] * 11), "accumulating")
     assert f.step == 2 and f.found_at == 4 and len(f.params) == 6
+
+
+def _zigzag(n: int, start: int, rise: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy converging run whose loss, from step ``start + 1``, rises ``rise`` x a step
+    (its gradient norm sqrt(rise) x) while every other step falls back to a quarter (half):
+    SGD with momentum at too high a learning rate, overshooting back and forth."""
+    loss, norms = _healthy(n, seed)
+    for k in range(start, n):
+        up = rise ** (k - start + 1)
+        low = k % 2 == 1
+        loss[k] = loss[start - 1] * up * (0.25 if low else 1.0)
+        norms[k] = norms[start - 1] * math.sqrt(up) * (0.5 if low else 1.0)
+    return loss, norms
+
+
+def test_a_divergence_rising_in_a_zigzag_is_found_before_the_nan(tmp_path):
+    """Loss and gradient norm rising 1.5x a step but falling every other step (no two growing
+    steps in a row, so no geometric stretch): found from medians over 6 steps, several steps
+    before the values become non-finite, from the step the rise began."""
+    loss, norms = _zigzag(60, 30, 1.5)
+    loss[50:], norms[50:] = math.inf, math.nan
+    up = (np.diff(loss[29:50]) > 0) & (np.diff(norms[29:50, 0]) > 0)
+    assert not (up[1:] & up[:-1]).any()  # the rise has no run of growing steps
+    (div,) = _found(_write(tmp_path / "r", loss, norms), "divergence")
+    assert div.severity == Severity.WARNING
+    assert 30 <= div.step <= 34 and div.found_at <= 51 - 5
+    assert "swinging up and down" in div.message and "non-finite (step 51)" in div.message
+
+
+def test_a_zigzag_divergence_names_momentum_and_the_growing_learning_rate(tmp_path):
+    """With the optimizer's momentum in the run's meta, the hint gives the effective learning
+    rate lr / (1 - momentum), and the schedule's growth when the learning rate had risen."""
+    loss, norms = _zigzag(50, 30, 1.5)
+    lrs = [0.01 * 1.05 ** k for k in range(50)]
+    path = _write(tmp_path / "r", loss, norms, meta={"optimizer": {"name": "SGD", "momentum": [0.9]}},
+                  lrs=lrs)
+    (div,) = _found(path, "divergence")
+    assert "momentum 0.9" in div.hint and "lr / (1 - momentum) = 10x" in div.hint
+    assert f"lr {lrs[div.step - 1]:.3g}" in div.hint
+    assert "the learning rate grew 0.01 ->" in div.hint
+
+
+def test_a_healthy_zigzag_and_a_loss_bump_are_not_a_divergence(tmp_path):
+    """Momentum's back-and-forth on a falling loss (3x swings), and a loss that rises 3x over
+    its start for a while with a flat gradient norm, get no warning."""
+    for seed in range(5):
+        loss, norms = _healthy(200, seed)
+        swing = np.where(np.arange(200) % 2 == 1, 3.0, 1.0)
+        path = _write(tmp_path / f"zig{seed}", loss * swing, norms * np.sqrt(swing)[:, None])
+        assert not _warnings(path), seed
+        loss, norms = _healthy(200, seed)
+        loss[20:60] *= 3 * np.exp(np.arange(40) / 80)
+        norms[20:60] *= 2
+        assert not _warnings(_write(tmp_path / f"bump{seed}", loss, norms)), seed

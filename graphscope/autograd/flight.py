@@ -50,6 +50,16 @@ def _absmax(v: torch.Tensor) -> torch.Tensor:
     return torch.maximum(-lo, hi).float()
 
 
+def _optimizer_meta(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+    """The optimizer's class and each param group's momentum (0 without), for the findings'
+    hints: SGD's momentum m makes its steps lr / (1 - m) in effect."""
+    if optimizer is None:
+        return None
+    momentum = [g.get("momentum") for g in optimizer.param_groups]
+    return {"name": type(optimizer).__name__,
+            "momentum": [float(m) if isinstance(m, (int, float)) else 0.0 for m in momentum]}
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("graphscope")
@@ -104,6 +114,7 @@ class FlightRecorder:
             "argv": list(sys.argv),
             "every": every,
             "thresholds": thresholds.to_dict(),
+            "optimizer": _optimizer_meta(optimizer),
             "world_size": world,
             "distributed": {"backend": backend(), "wrapper": wrapper_of(model)},
         })

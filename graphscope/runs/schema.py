@@ -7,7 +7,8 @@ Any SQLite client can read it; the tables, version 1:
 ``meta(key TEXT PRIMARY KEY, value TEXT)``
     JSON values: ``format`` ("graphscope.run"), ``schema_version`` (1), ``graphscope_version``,
     ``created`` (Unix time), ``model`` (class name), ``argv``, ``every`` (captures one step in),
-    ``thresholds`` (the limits captures were judged with).
+    ``thresholds`` (the limits captures were judged with), ``optimizer`` (``name``, its class,
+    and ``momentum``, per param group; null without an optimizer).
 
 ``params(rank, idx, name, module, shape, numel, dtype, grp)``
     The parameters of rank ``rank`` in the order of every per-parameter array below: qualified

@@ -114,6 +114,35 @@ def test_a_diverging_run_is_found_before_it_is_non_finite(tmp_path):
     assert any(f.kind == "nonfinite_origin" for f in g.findings)
 
 
+def test_momentum_sgd_diverging_in_a_zigzag_is_found_well_before_the_nan(tmp_path):
+    """SGD with momentum 0.9 at lr=0.3 (3.0 in effect) on a GELU MLP: loss and gradient norm
+    rise while swinging up and down, with no run of growing steps until the last blow-up; the
+    divergence is found at least 5 steps before the loss is non-finite, and its hint names the
+    momentum's effective learning rate."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.GELU(), nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 1))
+    x, y = torch.randn(64, 6), torch.randn(64, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with graphscope.watch(model, optimizer=opt, run=tmp_path / "run", every=50):
+            for _ in range(40):
+                loss = ((model(x) - y) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+    run = open_run(tmp_path / "run")
+    bad = first_nonfinite_loss(run.steps())
+    assert bad is not None and bad == 1 + int(np.flatnonzero(~np.isfinite(losses))[0])
+    (div,) = [f for f in analyze(run) if f.kind == "divergence"]
+    assert div.severity == graphscope.Severity.WARNING and div.found_at <= bad - 5
+    assert losses[div.step - 2] < losses[0]  # it began after the loss had fallen
+    assert "swinging up and down" in div.message
+    assert "momentum 0.9" in div.hint and "lr 0.3: 3 in effect" in div.hint
+
+
 def test_a_forgotten_zero_grad_is_found_and_accumulation_on_purpose_is_not(tmp_path):
     """.grad carried over optimizer steps is a warning from the step it started; micro-batch
     accumulation (step every 4 backward passes) and a proper loop are not."""

@@ -58,6 +58,7 @@ from graphscope.model import (
     Node,
     ParamStatus,
     Severity,
+    Source,
     fmt_count,
 )
 
@@ -397,6 +398,9 @@ def _births(graph: Graph) -> list[dict]:
 
 def _birth_place(graph: Graph, birth: dict) -> str:
     node = graph.nodes[birth["node"]]
+    made = birth.get("made")
+    if birth["at"] == "data" and isinstance(made, dict) and not made.get("from_data"):
+        return f"at {_made_where(made)}, outside the autograd graph"
     if birth["at"] == "data":
         return f"in the data fed to {node.title}"
     if birth["at"] == "leaf":
@@ -436,6 +440,8 @@ def _forward_origins(graph: Graph) -> list[Finding]:
             if b is not leaves[0]:
                 continue  # weights already non-finite are one divergence: one finding
             message, hint = _nonfinite_leaves(graph, leaves)
+        elif b["at"] == "data" and isinstance(b.get("made"), dict):
+            message, hint = _made_outside(graph, node, b)
         elif b["at"] == "data":
             message = f"NaN/Inf came in with the data: the input '{b['tensor']}' of " \
                 f"{where(node)} holds {_held(b)}, and no op of the graph made it (a batch, a " \
@@ -478,6 +484,47 @@ def _forward_origins(graph: Graph) -> list[Finding]:
         out.append(Finding(kind=FindingKind.NONFINITE_ORIGIN, severity=Severity.ERROR,
                            node=node.id, message=message, hint=hint, param=param))
     return out
+
+
+def _made_where(made: dict) -> str:
+    """``div in module norm, created at file:line in f``: an op the recording saw outside the
+    graph."""
+    text = str(made.get("op") or "an op")
+    if made.get("module"):
+        text += f" in module {made['module']}"
+    src = made.get("source")
+    if isinstance(src, list) and len(src) == 3:
+        text += f", created at {Source(str(src[0]), int(src[1]), str(src[2]))}"
+    return text
+
+
+def _made_outside(graph: Graph, node: Node, birth: dict) -> tuple[str, str]:
+    """A NaN/Inf that entered the graph as data, made in the forward pass by ops outside it
+    (none of their inputs needed a gradient), as the forward recording saw them."""
+    made = birth["made"]
+    at = _made_where(made)
+    through = int(made.get("through") or 1)
+    path = f" (and {through - 1} more op{'s' if through > 2 else ''} after it)" if through > 1 else ""
+    enters = f"It enters the graph as the input '{birth['tensor']}' of {where(node)}, which " \
+        f"holds {_held(birth)}."
+    if made.get("from_data"):
+        message = f"NaN/Inf came in with the data and went through {at}{path} outside the " \
+            f"autograd graph: what it read was already non-finite when the forward pass " \
+            f"began. {enters}"
+        hint = "Check the batch before the forward pass: torch.isfinite(x).all(). Look for " \
+            "missing values in the data set or a corrupt sample; no change to the model can " \
+            "fix it."
+        return message, hint
+    message = f"NaN/Inf born in the forward pass at {at}{path}, outside the autograd graph: none " \
+        "of its inputs needs a gradient, so no node records it, but its inputs are finite and " \
+        f"its output is not. {enters} Every non-finite value computed from it, in forward and " \
+        "backward, comes from there."
+    hint = _FORWARD_HINTS.get(
+        str(made.get("op")),
+        "An op made NaN or Inf from finite inputs: 0 / 0 or x / 0, log or sqrt of a negative "
+        "number, inf - inf, or a result past the dtype's range; guard it where it is undefined "
+        "(an epsilon, a clamp).")
+    return message, hint
 
 
 def _nonfinite_leaves(graph: Graph, leaves: list[dict]) -> tuple[str, str]:

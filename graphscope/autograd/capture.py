@@ -21,7 +21,7 @@ import torch
 
 from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.origin import trace_nonfinite
-from graphscope.autograd.recording import module_classes
+from graphscope.autograd.recording import module_classes, outside_of
 from graphscope.autograd.walk import read_values, small_enough, walk
 from graphscope.diagnostics import diagnose, mode_note
 from graphscope.health import Thresholds
@@ -331,6 +331,7 @@ def _build(
             [(root_ids[t.grad_fn], t) for _, t in tensors],
             inputs,
             _forward_order(*_neighbours(graph)),
+            outside.origin if (outside := outside_of()) is not None else None,
         )
     scale = loss_scale_of(w.fns[w.roots[0]]) if len(w.roots) == 1 else None
     if scale is not None:

@@ -26,7 +26,7 @@ module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ def trace_nonfinite(
     roots: list[tuple[int, torch.Tensor]],
     producers: list[list[tuple[int, int]]],
     order: list[int],
+    outside: Callable[[torch.Tensor], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Where the NaN/Inf of a forward pass was born.
 
@@ -62,7 +63,9 @@ def trace_nonfinite(
         may have been born instead; ``unseen_more`` counts those not listed); a data birth has
         ``tensor``, the name under which the op saved the input. ``nonfinite``: the ids of the
         nodes whose forward output is non-finite, seen or carried, in forward order.
-        ``leaf_abs_max``: ``[id, largest magnitude]`` of each finite leaf.
+        ``leaf_abs_max``: ``[id, largest magnitude]`` of each finite leaf. With ``outside``
+        (a forward recording's ``Outside.origin``), a data birth the recording saw being made
+        outside the graph also has ``made``: that op, its module and line.
     """
     index = {fn: nid for nid, fn in enumerate(fns)}
     slots: dict[Slot, torch.Tensor] = {}
@@ -84,7 +87,13 @@ def trace_nonfinite(
     # all-gather) cannot be read: it counts as unseen.
     slots = {slot: t for slot, t in slots.items() if allocated(t)}
     values = dict(zip(slots, _reduce(list(slots.values()))))
-    return _judge(values, producers, order)
+    found = _judge(values, producers, order)
+    for birth in found["births"]:
+        if outside is not None and birth["at"] == "data":
+            made = outside(slots[("data", birth["node"], birth["tensor"])])
+            if made is not None:
+                birth["made"] = made
+    return found
 
 
 def _saved(fn: Any) -> Iterator[tuple[str, torch.Tensor]]:

@@ -36,6 +36,7 @@ import contextlib
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from types import CodeType, TracebackType
 from typing import Any, Callable, Iterator
 
@@ -123,6 +124,124 @@ def user_stacklevel() -> int:
     return level if frame is not None else 1
 
 
+# The recordings active on each thread, innermost last: what a capture asks for the values made
+# outside the autograd graph (``outside_of``).
+_active: dict[int, list[Recording]] = {}
+# At most this many values made outside the graph are noted per forward pass.
+_OUTSIDE_MAX = 4096
+_REFLECTED = {"truediv": "div", "rtruediv": "div", "itruediv": "div", "floordiv": "floor_divide",
+              "rsub": "sub", "isub": "sub", "radd": "add", "iadd": "add", "rmul": "mul",
+              "imul": "mul", "rpow": "pow", "ipow": "pow", "rmatmul": "matmul", "getitem": "index"}
+
+
+def _key(t: torch.Tensor) -> tuple[int, int]:
+    """What identifies a value across views of it (a reshape keeps both)."""
+    return t.data_ptr(), t.numel()
+
+
+def _floating(t: Any) -> bool:
+    return (isinstance(t, torch.Tensor) and t.layout == torch.strided and not t.is_nested
+            and (t.is_floating_point() or t.is_complex()) and t.numel() > 0)
+
+
+@dataclass
+class _Made:
+    """A floating value made by a torch call that recorded no autograd node."""
+
+    label: str
+    module: str | None
+    source: Source | None
+    inputs: tuple[tuple[int, int], ...]  # keys of its floating tensor inputs
+    finite: torch.Tensor  # 0-dim bool, computed on its device without a sync
+
+
+class Outside:
+    """The values a forward pass computes outside the autograd graph (no input needs a
+    gradient: a parameter-free normalisation of the batch, a mask, a constant), each with its
+    op, module, line and a lazily read finiteness, so a NaN that enters the graph as data can be
+    traced to the op that made it. Noted only while grad mode is on (a training forward), at
+    most ``_OUTSIDE_MAX`` per pass; each costs one small reduction on the value's device."""
+
+    def __init__(self) -> None:
+        self.made: dict[tuple[int, int], _Made] = {}
+        self.external: dict[tuple[int, int], torch.Tensor] = {}  # inputs made before: finiteness
+
+    def clear(self) -> None:
+        self.made.clear()
+        self.external.clear()
+
+    def note(self, func: Any, args: tuple[Any, ...], kwargs: Any, out: torch.Tensor,
+             recording: Recording) -> None:
+        if recording.paused or not _floating(out) or len(self.made) >= _OUTSIDE_MAX:
+            return
+        if threading.get_ident() != recording._thread:
+            return
+        inputs, own = [], _key(out)
+        for a in (*args, *(kwargs or {}).values()):
+            for t in (a if isinstance(a, (list, tuple)) else (a,)):
+                if _floating(t):
+                    k = _key(t)
+                    if k == own:
+                        continue  # an in-place op: what it read is overwritten
+                    if k not in self.made and k not in self.external:
+                        self.external[k] = torch.isfinite(t).all()
+                    inputs.append(k)
+        name = getattr(func, "__name__", "") or type(func).__name__
+        bare = name.strip("_")
+        label = _REFLECTED.get(bare, bare)
+        where = user_frame() if recording.sources else None
+        self.made[own] = _Made(label, recording.module, Source(*where) if where else None,
+                                     tuple(inputs), torch.isfinite(out).all())
+
+    def origin(self, t: torch.Tensor) -> dict[str, Any] | None:
+        """Where the non-finite value ``t`` (a graph's input that no node made) was made, as
+        plain data: ``{"op", "module", "source", "through", "from_data"}``: the first op, in
+        forward order, whose output is non-finite while its inputs are finite (``from_data``
+        False), or, when an input it was made from was already non-finite, the first op that
+        read it (``from_data`` True); ``through``: how many ops outside the graph led from it
+        to ``t``. ``None`` when ``t`` was not made inside this forward pass."""
+        top = self.made.get(_key(t))
+        if top is None:
+            return None
+        chain, seen, todo = [], set(), [_key(t)]
+        while todo:  # everything t was made from, outside the graph
+            k = todo.pop()
+            if k in seen or k not in self.made:
+                continue
+            seen.add(k)
+            chain.append(k)
+            todo += self.made[k].inputs
+        flags = [self.made[k].finite for k in chain]
+        ext = sorted({i for k in chain for i in self.made[k].inputs if i in self.external})
+        flags += [self.external[i] for i in ext]
+        with torch.no_grad():
+            ok = [bool(v) for v in torch.stack([f.cpu() for f in flags]).tolist()]
+        finite = dict(zip(chain + ext, ok))
+        order = {k: i for i, k in enumerate(self.made)}  # insertion order is forward order
+        bad = sorted((k for k in chain if not finite[k]), key=order.__getitem__)
+        for k in bad:
+            m = self.made[k]
+            if all(finite.get(i, True) for i in m.inputs):
+                return self._said(m, len(bad), from_data=False)
+        for k in bad:  # every bad value came from an input already bad when the pass began
+            m = self.made[k]
+            if any(i in self.external and not finite[i] for i in m.inputs):
+                return self._said(m, len(bad), from_data=True)
+        return None
+
+    @staticmethod
+    def _said(m: _Made, through: int, *, from_data: bool) -> dict[str, Any]:
+        return {"op": m.label, "module": m.module, "through": through, "from_data": from_data,
+                "source": None if m.source is None else
+                [m.source.file, m.source.line, m.source.function]}
+
+
+def outside_of() -> Outside | None:
+    """The values made outside the graph by the innermost recording active on this thread."""
+    mine = _active.get(threading.get_ident())
+    return mine[-1].outside if mine else None
+
+
 class _TagMode(TorchFunctionMode):
     """Tags the nodes each torch call creates with the current module and source line."""
 
@@ -141,6 +260,11 @@ class _TagMode(TorchFunctionMode):
         # Cheap test first: most calls (shape reads, no-grad ops) create no autograd node.
         if _next_sequence_nr() != start:
             self._recording._tag(out, start)
+        elif type(out) is torch.Tensor and out.grad_fn is None and torch.is_grad_enabled():
+            try:
+                self._recording.outside.note(func, args, kwargs, out, self._recording)
+            except RuntimeError:
+                pass  # a value without storage (a torch.func wrapper): nothing to note
         return out
 
 
@@ -170,6 +294,7 @@ class Recording:
         self._handles: list[Any] = []
         self._mode: _TagMode | None = None
         self._thread: int | None = None
+        self.outside = Outside()
 
     @property
     def active(self) -> bool:
@@ -179,6 +304,7 @@ class Recording:
         if self._mode is not None:
             raise RuntimeError("this graphscope recording is already active; do not nest it")
         self._thread = threading.get_ident()
+        _active.setdefault(self._thread, []).append(self)
         try:
             if self.model is not None:
                 self._hook_modules(self.model)
@@ -201,6 +327,9 @@ class Recording:
         # Hooks and the mode are removed even when the forward raised: a module left hooked
         # would keep attributing (and slowing) every later forward of the user's model.
         mode, self._mode = self._mode, None
+        mine = _active.get(self._thread or 0, [])
+        if self in mine:
+            mine.remove(self)
         try:
             if mode is not None:
                 _remove_mode(mode)
@@ -251,6 +380,8 @@ class Recording:
             lifted = region and torch.overrides._get_current_function_mode() is self._mode
             if lifted:
                 torch._C._pop_torch_function_stack()
+            if not stack:
+                self.outside.clear()  # a new forward pass
             stack.append((path, _next_sequence_nr(), lifted))
 
         return pre

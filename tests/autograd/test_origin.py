@@ -260,3 +260,66 @@ def test_every_non_finite_weight_is_one_divergence_finding():
     assert origin.param in names
     assert all(f"'{n}'" in origin.message for n in names)
     assert "diverged" in origin.hint
+
+
+class _ParameterFreeNorm(nn.Module):
+    """(x - mean) / std with no epsilon and no parameter: on a batch that needs no grad, its
+    ops are outside the autograd graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)  # the norm line
+
+
+class _NormThenMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = _ParameterFreeNorm()
+        self.mlp = TinyMLP()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(x))
+
+
+def _norm_line() -> int:
+    return next(i for i, text in enumerate(open(__file__, encoding="utf-8"), 1)
+                if text.rstrip().endswith("# the norm line"))
+
+
+def _watched_origin(x: torch.Tensor) -> tuple[graphscope.Finding, graphscope.Graph]:
+    model = seeded(_NormThenMLP)
+    with watch(model, on_nonfinite="ignore", warn=False) as w:
+        F.mse_loss(model(x), torch.zeros(x.shape[0], 1)).backward()
+    g = w.graphs[-1]
+    (origin,) = _origins(g)
+    return origin, g
+
+
+def test_nan_made_outside_the_graph_is_traced_to_its_op_under_watch():
+    """A constant row through a parameter-free norm on a batch that needs no grad: 0/0 happens
+    outside the autograd graph, where a capture alone sees only NaN data entering fc1; the
+    forward recording of watch saw the div make it, with its module and line."""
+    x = torch.randn(5, 4)
+    x[1] = 0.7  # a constant row: std 0, x - mean 0
+    origin, g = _watched_origin(x)
+    assert g.nodes[origin.node].module == "mlp.fc1"  # where it enters the graph
+    assert origin.message.startswith("NaN/Inf born in the forward pass at div in module norm")
+    assert f"test_origin.py:{_norm_line()} in _ParameterFreeNorm.forward" in origin.message
+    assert "outside the autograd graph" in origin.message and "'mat1'" in origin.message
+    assert "denominator" in origin.hint
+    loss = [f for f in g.findings if f.kind == FindingKind.NONFINITE_LOSS][0]
+    assert "at div in module norm" in loss.message
+    # A capture without the recording still says only what it can see.
+    model = seeded(_NormThenMLP)
+    (plain,) = _origins(_run(F.mse_loss(model(x), torch.zeros(5, 1)), model))
+    assert "came in with the data" in plain.message and "module norm" not in plain.message
+
+
+def test_nan_already_in_the_batch_is_data_even_after_ops_outside_the_graph():
+    """A NaN in the batch itself, normalised outside the graph before fc1: it came in with the
+    data, through the norm's first op (sub), not born there."""
+    x = torch.randn(5, 4)
+    x[2, 3] = float("nan")
+    origin, _ = _watched_origin(x)
+    assert origin.message.startswith("NaN/Inf came in with the data and went through ")
+    assert "in module norm" in origin.message and "torch.isfinite(x).all()" in origin.hint
+    assert "born" not in origin.message

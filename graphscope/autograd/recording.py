@@ -20,9 +20,14 @@ and leaving the block). Wherever Dynamo still traces the hooks or the mode (a co
 ``module.compile()``), they do nothing while ``torch.compiler.is_compiling()``. TorchScript
 modules cannot carry Python hooks; their ops keep no module path.
 
+Values made outside the graph (a torch call that creates no autograd node while grad mode is on:
+a parameter-free normalisation of a batch that needs no grad, a mask) are noted in ``Outside``,
+with their op, module, line and a lazily read finiteness, so that a capture whose NaN enters
+the graph as data can name the op that made it (``Outside.origin``, read by ``origin``).
+
 Everything is undone on exit (hooks removed, mode taken off the stack even when the user's own
 modes were pushed above it), also when the forward raised. The recording never changes values,
-RNG state, grad mode or train/eval mode: it only writes node metadata.
+RNG state, grad mode or train/eval mode: it only writes node metadata (and keeps its notes).
 
 Repeated blocks (``layers.0`` .. ``layers.11``) are recognised where they are drawn, from the op
 structure itself: ``graphscope.export.collapse``.

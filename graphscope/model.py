@@ -141,8 +141,9 @@ class Values:
     """The actual numbers of a small tensor, kept where a statistic would say less than the tensor.
 
     A capture keeps them for tensors of at most ``capture(values=16)`` elements (each leaf's data,
-    each node's gradient, and the forward value where the op saved it or it is the captured
-    output); larger tensors keep ``GradStats`` only, so memory stays bounded.
+    each node's gradient, and the forward value where the op saved it, it is the captured
+    output, or a forward recording (``record``/``watch``) kept it as the op made it); larger
+    tensors keep ``GradStats`` only, so memory stays bounded.
 
     Attributes:
         shape: The tensor's shape (``()`` for a scalar).

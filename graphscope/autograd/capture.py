@@ -22,15 +22,13 @@ import torch
 from graphscope.autograd.hooks import Recorder, gc_paused
 from graphscope.autograd.origin import trace_nonfinite
 from graphscope.autograd.recording import module_classes, outside_of
-from graphscope.autograd.walk import read_values, small_enough, walk
+from graphscope.autograd.walk import VALUES, read_values, small_enough, walk
 from graphscope.diagnostics import diagnose, mode_note
 from graphscope.health import Thresholds
 from graphscope.errors import CaptureError, CaptureTypeError, ModeWarning, RecordingWarning, explain
 from graphscope.model import LEAF, OP, PARAM, Graph, ParamInfo, ParamStatus, fmt_shape
 
 _GRAPH_KEY = "graphscope.graph"
-# Tensors of at most this many elements keep their actual values (``capture(values=)``).
-VALUES = 16
 G = TypeVar("G", bound=Graph)
 
 

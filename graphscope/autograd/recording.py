@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.overrides import TorchFunctionMode
 
-from graphscope.autograd.walk import METADATA_KEY, Tag
+from graphscope.autograd.walk import METADATA_KEY, VALUE_KEY, VALUES, Tag, small_enough
 from graphscope.model import Source
 
 _next_sequence_nr = torch._C._autograd._get_sequence_nr
@@ -280,13 +280,15 @@ class Recording:
     one may be entered again.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, sources: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module | None = None, *, sources: bool = True,
+                 values: int = VALUES) -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"graphscope.record expects an nn.Module (or None), got {type(model).__name__}"
             )
         self.model = model
         self.sources = sources
+        self.values = values
         self.paused = False
         # Set by watch: while paused, the mode is taken off the stack at the start of the root
         # module's forward (outside any torch call, where a mode may be popped) and put back at
@@ -444,6 +446,12 @@ class Recording:
         fns = []
         if isinstance(out, torch.Tensor):
             fns.append(out.grad_fn)
+            if self.values and out.grad_fn is not None and out.output_nr == 0 \
+                    and small_enough(out, self.values) \
+                    and VALUE_KEY not in out.grad_fn.metadata:
+                # A small forward value, as it was made (a copy: a later in-place op or the
+                # optimizer must not change it); read by the walk as the node's value.
+                out.grad_fn.metadata[VALUE_KEY] = out.detach().clone()
         elif isinstance(out, (tuple, list)):
             fns.extend(t.grad_fn for t in out if isinstance(t, torch.Tensor))
         fns = [f for f in fns if f is not None]
@@ -463,13 +471,16 @@ class Recording:
             fns.extend(child for child, _ in fn.next_functions if child is not None)
 
 
-def record(model: torch.nn.Module | None = None, *, sources: bool = True) -> Recording:
+def record(model: torch.nn.Module | None = None, *, sources: bool = True,
+           values: int = VALUES) -> Recording:
     """Attribute every autograd node made inside the block to its module and source line.
 
     Args:
         model: The model whose module paths to record (``encoder.layers.3.attn``); ``None``
             records source lines only.
         sources: Also record the user's source line (file, line, function) of each node.
+        values: Keep a copy of each op's output of at most this many elements, so a capture
+            shows the forward value of ops that saved nothing for backward (0 keeps none).
 
     Returns:
         A ``Recording`` context manager; a ``capture`` of a loss computed inside it shows
@@ -485,7 +496,7 @@ def record(model: torch.nn.Module | None = None, *, sources: bool = True) -> Rec
         ...     loss = model(x).sum()
         >>> graph = graphscope.capture(loss, model=model)  # doctest: +SKIP
     """
-    return Recording(model, sources=sources)
+    return Recording(model, sources=sources, values=values)
 
 
 def module_classes(model: torch.nn.Module) -> dict[str, str]:

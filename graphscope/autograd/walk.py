@@ -38,6 +38,10 @@ OPAQUE_OPS = {
 }
 # Where ``graphscope.watch`` (recording) leaves a node's ``Tag``.
 METADATA_KEY = "graphscope"
+# A recording's copy of an op's small forward output, under the node's ``metadata``.
+VALUE_KEY = "graphscope.value"
+# Tensors of at most this many elements keep their actual values (``capture(values=)``).
+VALUES = 16
 
 
 class Tag(NamedTuple):
@@ -448,8 +452,12 @@ def _describe(
             module=param_modules.get(id(variable)),
             is_root=is_root,
         )
-    tag = fn.metadata.get(METADATA_KEY) if hasattr(fn, "metadata") else None
+    metadata = fn.metadata if hasattr(fn, "metadata") else {}
+    tag = metadata.get(METADATA_KEY)
     module, source = (tag.module, tag.source) if isinstance(tag, Tag) else (None, None)
+    recorded = metadata.get(VALUE_KEY)
+    if reader.limit and recorded is not None and recorded.numel() <= reader.limit:
+        reader.values[nid] = recorded  # as the op made it, before any in-place change
     return Node(
         id=nid,
         op=op,

@@ -53,6 +53,29 @@ def test_vector_values_keep_shape_and_match_the_leaf_grad():
     assert sig.value.tolist() == torch.sigmoid(a * 3).detach().double().tolist()
 
 
+def test_a_recorded_forward_gives_the_value_of_ops_that_saved_nothing():
+    """add and sum save nothing for backward, so a capture alone cannot show their forward
+    value; under graphscope.record each op's small output is kept as it was made (also when an
+    in-place op changes the tensor afterwards), equal to torch's forward values."""
+    w = torch.tensor([2.0, -1.0], requires_grad=True)
+    b = torch.tensor(0.5, requires_grad=True)
+    x = torch.tensor([1.0, 3.0])
+    plain = graphscope.capture((w * x).sum() + b, warn=False)
+    assert next(n for n in plain.nodes if n.label == "sum").value is None
+    with graphscope.record():
+        s = (w * x).sum()
+        y = s + b
+        z = y * 1.0
+        z.mul_(4.0)  # in place: z's node holds the value made by mul, before the mul_
+        loss = (z - 1.0) ** 2
+    graph = graphscope.capture(loss, warn=False)
+    value = {n.label: n.value for n in graph.nodes if n.kind == "op" and n.label != "mul"}
+    assert value["sum"] == Values((), (s.item(),)) and value["add"] == Values((), (y.item(),))
+    assert value["pow"] == Values((), (loss.item(),))
+    muls = sorted(n.value.data for n in graph.nodes if n.label == "mul")
+    assert muls == sorted([(y.item(),), (4 * y.item(),), tuple((w * x).tolist())])
+
+
 def test_big_tensors_keep_statistics_only():
     """Tensors over the limit get no values, so memory stays bounded; values=0 keeps none."""
     big = torch.randn(17, requires_grad=True)

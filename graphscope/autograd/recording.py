@@ -196,7 +196,7 @@ class Outside:
         label = _REFLECTED.get(bare, bare)
         where = user_frame() if recording.sources else None
         self.made[own] = _Made(label, recording.module, Source(*where) if where else None,
-                                     tuple(inputs), torch.isfinite(out).all())
+                               tuple(inputs), torch.isfinite(out).all())
 
     def origin(self, t: torch.Tensor) -> dict[str, Any] | None:
         """Where the non-finite value ``t`` (a graph's input that no node made) was made, as

@@ -1250,8 +1250,9 @@ def _times_zero_finding(graph: Graph, node: Node, starved: list[int]) -> Finding
     return Finding(
         kind=FindingKind.STRUCTURAL, severity=Severity.INFO, node=node.id, param=first.name,
         nodes=(node.id, *starved),
-        message=f"{where(node)} multiplies by the constant 0, so {what} get an exactly-zero "
-        "gradient through it this step.",
+        message=f"{where(node)} multiplies by the constant 0, so {what} "
+        f"{'gets' if len(starved) == 1 else 'get'} an exactly-zero gradient through it this "
+        "step.",
         hint="Written on purpose, x * 0 keeps a loss term in the graph when it has nothing to "
         "learn from (a detection head with no positive region in the batch): nothing is "
         "broken. If it was not meant, the 0 is a weight or a mask set to zero by mistake.",

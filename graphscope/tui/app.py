@@ -14,11 +14,11 @@ from textual.binding import Binding
 
 from graphscope.diagnostics import rediagnose
 from graphscope.health import Thresholds
-from graphscope.model import Graph, fmt_count
+from graphscope.model import Graph
 from graphscope.runs import Run
 from graphscope.tui.history import History
-from graphscope.tui.screens.help import HelpScreen
-from graphscope.tui.screens.main import MainScreen
+from graphscope.tui.screens.help import KEYS, READING, HelpScreen
+from graphscope.tui.screens.main import MainScreen, headline
 from graphscope.tui.screens.timeline import TimelineScreen
 
 
@@ -88,12 +88,10 @@ class InspectorApp(App[None]):
         if self.history is not None:
             self.sub_title = self.history.headline(self.source)
             return
-        # Findings first: a narrow header cuts the end, and the counts are what matter most.
-        g = self.graph
-        self.sub_title = (f"{self.source}: {g.severity_counts()} · {fmt_count(len(g), 'node')}, "
-                          f"{fmt_count(len(g.param_nodes), 'parameter')}, "
-                          f"{fmt_count(g.passes, 'backward pass')}")
+        self.sub_title = headline(self.graph, self.source)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            # The keys of the screen it opens over: the timeline's differ from the graph's.
+            self.push_screen(HelpScreen(getattr(self.screen, "HELP_KEYS", KEYS),
+                                        getattr(self.screen, "HELP_READING", READING)))

@@ -258,11 +258,16 @@ def _module_sort_key(path: str) -> tuple:
 
 
 class SearchIndex:
-    """Case-insensitive substring search over op names, labels and parameter names."""
+    """Case-insensitive substring search over what the tree and the details show of a node:
+    its title and op, label, variable and parameter names, module path and the module's class
+    (``linear`` finds the ops that ran in ``nn.Linear`` modules)."""
 
     def __init__(self, graph: Graph) -> None:
+        classes = graph.meta.get("module_classes") or {}
         self._text = [
-            " ".join((n.op, n.label, *n.names, n.module or "")).lower() for n in graph.nodes
+            " ".join((n.title, n.op, n.label, n.var_name or "", *n.names, n.module or "",
+                      classes.get(n.module, "") if n.module is not None else "")).lower()
+            for n in graph.nodes
         ]
         self._query: str | None = None
         self._hits: list[int] = []

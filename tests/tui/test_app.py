@@ -440,7 +440,12 @@ def test_search_counts_matches_and_says_which_is_selected(drive):
         assert box.border_title == "1 of 2 matches"  # wrapped around
         await pilot.press(*"zzz")
         await pilot.pause()
-        assert box.border_title == "no matches"
+        assert box.border_title == "no matches for 'fc1.zzz'"
+        await pilot.press("enter")
+        await pilot.pause()
+        # The title says it; a toast would sit over the box at 80x24.
+        assert box.border_title == "no matches for 'fc1.zzz'"
+        assert not pilot.app._notifications
     drive(sigmoid_mlp(), steps)
 
 

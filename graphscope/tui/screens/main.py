@@ -37,6 +37,14 @@ def free_path(path: Path) -> Path:
     return found
 
 
+def headline(graph: Graph, source: str) -> str:
+    """The header's line for a capture: findings first (a narrow header cuts the end, and the
+    counts are what matter most), then its size."""
+    return (f"{source}: {graph.severity_counts()} · {fmt_count(len(graph), 'node')}, "
+            f"{fmt_count(len(graph.param_nodes), 'parameter')}, "
+            f"{fmt_count(graph.passes, 'backward pass')}")
+
+
 def render_svg(graph: Graph, path: Path) -> Path:
     """Draw ``graph`` to ``path`` with the shared exporter (imported only when asked)."""
     from graphscope import export
@@ -139,14 +147,15 @@ class MainScreen(Screen[None]):
         found = self._search.next(event.value, self._selected)
         self._count_matches(event.value, found)
         if found is None:
-            self.notify(f"nothing matches {event.value!r}", severity="warning")
+            self.app.bell()  # the box's title says so; a toast would cover the box at 80x24
         else:
             self.query_one(GraphTree).reveal(found)
 
     def _count_matches(self, query: str, found: int | None) -> None:
         """The search box's title: how many nodes match, and which one is selected."""
         hits = self._search.matches(query)
-        title = "" if not query.strip() else "no matches" if not hits else fmt_count(len(hits), "match")
+        title = ("" if not query.strip() else f"no matches for {query.strip()!r}" if not hits
+                 else fmt_count(len(hits), "match"))
         if found is not None and hits:
             title = f"{hits.index(found) + 1} of {title}"
         self.query_one("#search", Input).border_title = title
@@ -189,6 +198,9 @@ class MainScreen(Screen[None]):
         findings = self.query_one(FindingsList)
         if findings.has_focus:
             self.query_one(GraphTree).focus()
+            return
+        if not findings.findings:
+            self.notify("no findings in this capture", timeout=2)
             return
         findings.focus()
         if findings.highlighted is None and findings.option_count:

@@ -20,7 +20,7 @@ from graphscope.diagnostics import rediagnose
 from graphscope.errors import RunError
 from graphscope.health import Thresholds
 from graphscope.tui.history import History
-from graphscope.tui.screens.main import MainScreen
+from graphscope.tui.screens.main import MainScreen, headline
 from graphscope.tui.widgets.curves import Curves
 from graphscope.tui.widgets.heatmap import Heatmap
 from graphscope.tui.widgets.step_table import StepSummary, StepTable, summary
@@ -35,15 +35,40 @@ class CaptureScreen(MainScreen):
 
     BINDINGS = [Binding("escape", "close_search", "Timeline")]
 
-    def __init__(self, graph, *, stem: str, step: int) -> None:
+    def __init__(self, graph, *, stem: str, step: int, source: str = "run") -> None:
         super().__init__(graph, stem=stem)
         self.step = step
+        # The header names the step shown, not the run's totals the timeline showed.
+        self.sub_title = headline(graph, f"{source} step {step:,}")
 
     def action_close_search(self) -> None:
         if self.query_one("#search", Input).has_class("-shown"):
             super().action_close_search()
         else:
             self.dismiss()
+
+
+TIMELINE_KEYS = [
+    ("← →", "the previous / next step (a click on the heatmap moves there too)"),
+    ("page up  page down", "a tenth of the run back / forward"),
+    ("home  end", "the first / last step"),
+    ("n  N", "next / previous step where a finding starts (● marks)"),
+    ("c  C", "next / previous full capture (◆ marks)"),
+    ("enter", "open the step's full capture in the graph inspector (esc comes back)"),
+    ("m", "mark this step; move on and the table compares the two (m or esc: unmark)"),
+    ("↑ ↓", "scroll the table of parameters"),
+    ("r  R", "next / previous rank of a multi-process run"),
+    ("?", "this help"),
+    ("q", "quit"),
+]
+
+TIMELINE_READING = (
+    "Reading the timeline: the curves are the loss and the total gradient norm per step, on a "
+    "log scale (their colours are those of their names in the summary line). Below them each "
+    "layer's gradient RMS per step, two layers a row (upper/lower half of each cell, named "
+    "'upper/lower' on the left), coloured blue (vanishing) through green and orange to red "
+    "(exploding); magenta means NaN or Inf. ▲ is the step shown below, △ the marked one."
+)
 
 
 class TimelineScreen(Screen[None]):
@@ -55,6 +80,9 @@ class TimelineScreen(Screen[None]):
         follow: Read the run again every second (training still writing it).
         thresholds: Judge the captures with these instead of their own.
     """
+
+    HELP_KEYS = TIMELINE_KEYS
+    HELP_READING = TIMELINE_READING
 
     BINDINGS = [
         Binding("n", "finding(1)", "Finding", key_display="n/N"),
@@ -155,7 +183,8 @@ class TimelineScreen(Screen[None]):
             self.notify(str(e), severity="error")
             return
         graph = rediagnose(graph, thresholds=self.thresholds)
-        self.app.push_screen(CaptureScreen(graph, stem=f"{self.stem}-step{step}", step=step))
+        self.app.push_screen(CaptureScreen(graph, stem=f"{self.stem}-step{step}", step=step,
+                                           source=getattr(self.app, "source", "run")))
 
     def action_mark(self) -> None:
         heat = self.query_one(Heatmap)

@@ -64,7 +64,12 @@ class Curves(PlotWidget):
 
     def on_resize(self) -> None:
         # The axis as wide as the heatmap's names: its columns sit under the same steps.
-        self.margin_left = label_width(self.size.width, self.history.layers.names)
+        width = label_width(self.size.width, self.history.layers.names)
+        if width != self.margin_left:
+            self.margin_left = width
+            # The margin's canvas takes its new width at the next layout, blank: the tick labels
+            # are drawn again onto it then (at 80x24 the y axis had no numbers at all).
+            self.call_after_refresh(self.refresh, layout=True)
 
     def draw(self, cursor: int, mark: int | None = None) -> None:
         """Plot the curves again with a vertical line at ``cursor`` (and one at ``mark``)."""
@@ -79,7 +84,10 @@ class Curves(PlotWidget):
         lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (-1.0, 1.0)
         pad = max((hi - lo) * 0.08, 0.25)
         lo, hi = lo - pad, hi + pad
-        self.set_y_formatter(_PowerOfTen())
+        ticks = _PowerOfTen()
+        # At most a tick a row: more land on the same row and overwrite each other.
+        ticks.rows = max(2, self.size.height - self.margin_top - self.margin_bottom)
+        self.set_y_formatter(ticks)
         for y, colour, label in ((loss, LOSS, "loss"), (norm, NORM, "grad norm")):
             ex, ey = envelope(x, y)
             if len(ex):

@@ -31,11 +31,16 @@ class FindingsList(OptionList):
     def __init__(self, findings: list[Finding], **kw) -> None:
         self.findings = sorted(findings, key=lambda f: -f.severity)
         options = [Option(_prompt(f), id=str(i)) for i, f in enumerate(self.findings)]
+        if not options:  # one line saying so, not an empty box (the screen's CSS shrinks it)
+            options = [Option(Text("the diagnosis flagged nothing here",
+                                   style="dim italic"), id="none", disabled=True)]
         super().__init__(*options, **kw)
         # The key that focuses the list, in its title, as lazygit numbers its panels (no brackets: they are markup).
         self.border_title = f"findings ({len(self.findings)}) · key f" if self.findings else "no findings"
+        self.set_class(not self.findings, "-empty")
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.post_message(self.Chosen(self.findings[event.option_index]))
+        if event.option_index < len(self.findings):
+            self.post_message(self.Chosen(self.findings[event.option_index]))

@@ -59,6 +59,16 @@ _EDGE = 0.02
 limit falls outside the plot's canvas)."""
 
 
+def _power_label(t: float) -> str:
+    """A log10 tick as people write the number: ``1e-6``, ``2e-1``, ``5e+0``."""
+    e = math.floor(t + 1e-9)
+    m = 10 ** (t - e)
+    if abs(m - round(m)) > 1e-6:  # a tick between the round ones (a window under a decade)
+        return f"{10 ** t:.2g}"
+    m, e = (1, e + 1) if round(m) == 10 else (round(m), e)
+    return f"{m}e{e:+d}"
+
+
 class _PowerOfTen(NumericAxisFormatter):
     """Ticks on log10 values, labelled as powers of ten (``1e-06``); at most ``rows`` of them
     (about one every other row of the canvas: more land on the same row, and only some show,
@@ -72,10 +82,20 @@ class _PowerOfTen(NumericAxisFormatter):
         max_ticks = min(max_ticks, self.rows)
         lo, hi = math.ceil(min_), math.floor(max_)
         step = max(1, math.ceil((hi - lo + 1) / max(max_ticks, 1)))
-        return [float(t) for t in range(lo, hi + 1, step)] or super().get_ticks(min_, max_, max_ticks)
+        decades = [float(t) for t in range(lo, hi + 1, step)]
+        if len(decades) >= 2 or max_ticks < 2:
+            return decades
+        # Less than two decades (a loss between 0.4 and 0.8): 1, 2 and 5 of each, so the axis
+        # still has numbers to read (it had one tick, or none).
+        for mantissas in ((1, 2, 5), (1, 2, 3, 5, 7)):
+            ticks = [math.log10(m) + e for e in range(lo - 1, hi + 1) for m in mantissas
+                     if min_ <= math.log10(m) + e <= max_]
+            if len(ticks) >= 2:  # uneven (1 and 2 are nearer than 2 and 5): half as many
+                return ticks[:: math.ceil(len(ticks) / max(max_ticks // 2, 2))]
+        return ticks or decades or super().get_ticks(min_, max_, max_ticks)
 
     def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
-        labels = [f"1e{int(round(t)):+d}" if float(t).is_integer() else f"{10**t:.1g}" for t in ticks]
+        labels = [_power_label(t) for t in ticks]
         # One width for all: the plot writes each label over the axis column without clearing
         # it, so a short label under a long one kept its stray first digit ("11e-7").
         width = max(map(len, labels), default=0)

@@ -214,6 +214,26 @@ def test_tiny_and_huge_finite_gradients_have_exact_norms(tmp_path):
     assert open_run(tmp_path / "run").steps().nonfinite[0] == 0
 
 
+def test_norms_stay_exact_when_gradients_turn_tiny_huge_or_normal(tmp_path):
+    """Over steps, gradients whose scale moves between 1e-25 (float32 squares underflow), 1e25
+    (they overflow) and 1 are recorded with their float64 norms every step: the step after a
+    tiny or huge one, normed in float64 at once, and the step one turns back to normal."""
+    a, b, c = (nn.Parameter(torch.linspace(0.5, 1.5, 64)) for _ in range(3))
+    holder = nn.Module()
+    holder.a, holder.b, holder.c = a, b, c
+    scales = [(1e-25, 1e25, 1.0), (1e-25, 1e25, 1.0), (1.0, 1.0, 1e-25), (1e-25, 1.0, 1e25),
+              (1.0, 1e25, 1e-25)]
+    want = []
+    with graphscope.watch(holder, run=tmp_path / "run", warn=False):
+        for sa, sb, sc in scales:
+            for p in (a, b, c):
+                p.grad = None
+            ((a * a).sum() * sa + (b * b).sum() * sb + (c * c).sum() * sc).backward()
+            want.append([p.grad.double().norm().item() for p in (a, b, c)])
+    got = open_run(tmp_path / "run").param_series().norm
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
 def test_raise_on_nonfinite_still_commits_the_step(tmp_path):
     """on_nonfinite='raise' stops the loop, and the failing step and its capture are in the run."""
     model = _mlp()

@@ -18,7 +18,11 @@ so machine load hits each alike, medians over rounds:
   step; W&B's own default logs only every 1,000 steps because of this cost.
 
 Usage: ``python benchmarks/bench_recorder.py [--models mlp50,lstm200,gpt2] [--rounds 5]
-[--steps 3] [--threads N]``. Prints a Markdown table of step times and ratios to plain.
+[--steps 3] [--threads N] [--flush-denormal]``. Prints a Markdown table of step times and
+ratios to plain. ``--flush-denormal`` (``torch.set_flush_denormal(True)``) takes subnormal
+arithmetic out of both sides: on CPUs where it is slow, MLP-50's float32-subnormal sigmoid
+gradients dominate its plain step (about 20x slower unflushed on an Intel VM), and every pass
+over them, the recorder's too.
 Needs ``tensorboard`` (``pip install -e ".[bench]"``).
 """
 
@@ -130,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="flush subnormal floats to zero (torch.set_flush_denormal)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        print("--flush-denormal: this CPU cannot flush subnormals (no SSE3); measured without",
+              file=sys.stderr)
     warnings.simplefilter("ignore")
     wanted = args.models.split(",")
     rows = []
@@ -147,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                                      for k in ("graphscope", "tensorboard", "wandb-style")) + " |")
             print(rows[-1], flush=True)
     print(f"\nTraining step (forward, backward, SGD step, zero_grad), medians of {args.rounds} "
-          f"rounds x {args.steps} steps, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+          f"rounds x {args.steps} steps, {torch.get_num_threads()} threads, torch {torch.__version__}"
+          + (", subnormals flushed to zero" if args.flush_denormal else "") + "\n")
     print("| model | plain | graphscope run= (every step) | TensorBoard histograms | W&B-style histograms |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

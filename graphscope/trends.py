@@ -425,16 +425,18 @@ def _divergence_hint(steps: Steps, at: int, how: str, optimizer: dict | None) ->
     """Why a run diverges and what to try, with the run's momentum and learning rates when it
     recorded them."""
     hint = "Each update overshoots and makes the next gradient larger: "
-    momentum = [m for m in (optimizer or {}).get("momentum", []) if isinstance(m, (int, float)) and 0 < m < 1]
+    momentum = [m for m in (optimizer or {}).get("momentum", [])
+                if isinstance(m, (int, float)) and 0 < m < 1]
     lrs = [lr for lr in (steps.lrs[at] if at < len(steps.lrs) else []) if lr > 0]
     if momentum:
         m = max(momentum)
+        lr = max(lrs) if lrs else None
         hint += (f"with momentum {m:g}, each step adds the earlier steps' updates, so the weights "
                  f"move up to lr / (1 - momentum) = {1 / (1 - m):.3g}x the learning rate per step"
-                 + (f" (lr {fmt_num(max(lrs))}: {fmt_num(max(lrs) / (1 - m))} in effect)" if lrs else "")
+                 + (f" (lr {fmt_num(lr)}: {fmt_num(lr / (1 - m))} in effect)" if lr else "")
                  + ", and a learning rate stable without momentum swings back and forth, further "
-                 f"each time. Lower the learning rate (about {1 / (1 - m):.2g}x lower to step as "
-                 "without momentum) or the momentum, ")
+                 f"each time. Lower the learning rate (about {1 / (1 - m):.2g}x lower takes steps "
+                 "the size they would have without momentum) or the momentum, ")
     elif how == "rose":
         hint += ("a zigzag that keeps rising is the mark of SGD momentum at too high a learning "
                  "rate (with momentum m the weights move lr / (1 - m) per step, 10x lr at 0.9). "

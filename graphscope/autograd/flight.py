@@ -243,7 +243,7 @@ class FlightRecorder:
         # gradient's magnitude moves slowly from step to step), so their float32 norm, whose
         # squares underflow or overflow, is not taken only to be redone.
         wide = [j for j, i in enumerate(have) if i in self._wide]
-        narrow = [j for j, i in enumerate(have) if i not in self._wide] if wide else list(range(len(have)))
+        narrow = [j for j, i in enumerate(have) if i not in self._wide]
         if values:
             if narrow:
                 half = any(values[j].dtype in (torch.float16, torch.bfloat16) for j in narrow)
@@ -256,7 +256,8 @@ class FlightRecorder:
             # slow one, and after the other passes its data is in cache (measured: the
             # recorder's step 8.5 -> 6.5 ms, against 14 ms with this pass first).
             if wide:
-                parts.append(torch.stack(torch._foreach_norm([values[j] for j in wide], 2, dtype=torch.float64)))
+                parts.append(torch.stack(
+                    torch._foreach_norm([values[j] for j in wide], 2, dtype=torch.float64)))
         loss = self._loss
         if loss is not None:
             parts.append(loss.reshape(1).to(parts[0].device if parts else loss.device))
@@ -282,8 +283,8 @@ class FlightRecorder:
         # vanishing or exploding gradients, not seen so at the last step) are taken again in
         # float64, in one fused call.
         extreme = finite & (((absmax_v > 0) & (absmax_v < _TINY_ABSMAX)) | (absmax_v > _HUGE_ABSMAX))
-        redo = np.array([j for j in narrow if extreme[j] or (finite[j] and not math.isfinite(norm_v[j]))],
-                        dtype=int)
+        redo = np.array([j for j in narrow
+                         if extreme[j] or (finite[j] and not math.isfinite(norm_v[j]))], dtype=int)
         if redo.size:
             exact = torch._foreach_norm([values[j] for j in redo], 2, dtype=torch.float64)
             norm_v[redo] = torch.stack(exact).cpu().numpy()

@@ -15,7 +15,7 @@ from textual.geometry import Region
 from textual.widgets import Input
 
 from graphscope.export import recurrent
-from graphscope.model import LEAF, Source
+from graphscope.model import LEAF, PARAM, Source
 from graphscope.runs import open_run
 from graphscope.tui.app import InspectorApp
 from graphscope.tui.screens.help import KEYS, HelpScreen
@@ -88,12 +88,12 @@ def lstm_cell(steps: int = 2):
 
 
 def test_tree_line_puts_the_gradient_before_the_module(drive):
-    """At 80x24 a long module path cut the RMS off the line: the number comes first now, and
-    grouped by module (the module is the heading) the lines leave the module out."""
+    """At 80x24 a long op, shape or module cut the RMS off the line: the number comes right after
+    the op's name, and grouped by module (the module is the heading) the lines leave the module out."""
     async def steps(pilot):
         tree = pilot.app.screen.query_one(GraphTree)
         line = tree._label_for(1).plain  # addmm in fc2
-        assert line.index("● 0.3") < line.index("fc2")
+        assert line.index("● 0.3") < line.index("(3, 4)") < line.index("fc2")
         await pilot.press("g")
         await pilot.pause()
         assert tree.grouping == "module"
@@ -324,3 +324,33 @@ def test_details_lstm_roles_found_once(drive, monkeypatch):
         assert pilot.app.screen.query_one(NodeDetails)._lstm
     drive(graph, steps)
     assert len(calls) == 1
+
+
+def test_flow_legend_cuts_long_names_at_their_start(drive):
+    """At 80x24 'encoder.layers.0.self_attn.in_proj_weight' and its bias were both cut to
+    'encoder.layers.0.…': names lose their start, where a layer's parameters agree, so each
+    parameter's own ending shows (and at 200 columns the whole name)."""
+    b = Builder()
+    loss = b.add("SumBackward0", "sum", shapes=((),), root=True, rms=1.0)
+    mm = b.add("AddmmBackward0", "addmm", module="encoder.layers.0.self_attn", rms=0.1)
+    b.edge(mm, loss)
+    for k, p in enumerate(("in_proj_weight", "in_proj_bias")):
+        name = f"encoder.layers.0.self_attn.{p}"
+        b.edge(b.add("AccumulateGrad", name, kind=PARAM, names=(name,),
+                     module="encoder.layers.0.self_attn", rms=0.01), mm, input_nr=k + 1)
+    graph = b.graph()
+
+    def check(size, whole):
+        async def steps(pilot):
+            await pilot.press("3")
+            await pilot.pause()
+            legend = _plain(pilot.app.screen.query_one("#flow-names").content, width=size[0])
+            if whole:
+                assert "encoder.layers.0.self_attn.in_proj_weight" in legend, legend
+            else:
+                assert "…" in legend and "in_proj_weight" in legend and "in_proj_bias" in legend, legend
+                assert "encoder.layers.0.…" not in legend
+            assert "dotted lines: vanishing ≤" in legend  # the plot's limit lines have a key
+        drive(graph, steps, size=size)
+    check((80, 24), whole=False)
+    check((200, 50), whole=True)

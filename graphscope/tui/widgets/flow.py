@@ -35,6 +35,7 @@ from textual_plot.axis_formatter import AxisFormatter, NumericAxisFormatter
 from graphscope import formatting
 from graphscope.health import Band, Health, forward_params, layer_key
 from graphscope.model import GradStats, Graph
+from graphscope.tui.widgets.heatmap import fit_tail
 
 MAX_LEGEND = 40
 """Layers the legend names at most; the rest are counted, and the CSV export has them all."""
@@ -314,6 +315,7 @@ class GradientFlow(Vertical):
         self._layers = layers
         self._health = health
         self._plotted = False
+        self._legend_width = 0
         self._tick_width = 0
         self._y_ticks = _PowerOfTen()
 
@@ -346,6 +348,10 @@ class GradientFlow(Vertical):
         h = self._health
         cap = picture(self._layers, h).cap
         shown = self._shown()
+        # Names cut at their start, where a layer's parameters agree ("encoder.layers.0.…" was
+        # both the weight and the bias at 80x24): the room left of the number, mark, RMS, band.
+        # (a number, the mark, an RMS of 8, a band of 9, 4 gaps, the legend's scrollbar of 2)
+        names = max(12, (self.size.width or 80) - len(str(len(self._layers))) - 1 - 8 - 9 - 4 - 2)
         previous = 0
         present: set[str] = set()
         for i, layer in shown:
@@ -362,9 +368,11 @@ class GradientFlow(Vertical):
                 colour = formatting.BAND_COLOURS[Band.NONFINITE] if m == NONFINITE else _text_colour(p, h)
                 rms = "-" if stats is None else formatting.fmt_num(stats.rms)
                 table.add_row(Text(str(i) if k == 0 else "", style="dim"), Text(m, style=colour),
-                              p.name, Text(rms, style=colour), Text(str(p.band), style="dim"))
+                              fit_tail(p.name, names), Text(rms, style=colour),
+                              Text(str(p.band), style="dim"))
         scaled = f" (x{h.scale:g} loss scale)" if h.scale != 1.0 else ""
-        limits = (f"vanishing ≤ {formatting.fmt_num(h.vanishing_rms)} or "
+        # What the plot's dotted lines are (they had no key): the limits the bands use.
+        limits = (f"dotted lines: vanishing ≤ {formatting.fmt_num(h.vanishing_rms)} or "
                   f"< {h.thresholds.vanishing_ratio:g} × the largest; exploding ≥ "
                   f"{formatting.fmt_num(h.exploding_rms)}{scaled}")
         table.add_row("", "", Text(limits, style="dim italic"))
@@ -391,6 +399,7 @@ class GradientFlow(Vertical):
         if not self._layers or self._plotted:
             return
         self._plotted = True
+        self._legend_width = self.size.width
         self.query_one("#flow-names", Static).update(self._legend())
         plot = self.query_one(PlotWidget)
         h = self._health
@@ -434,6 +443,9 @@ class GradientFlow(Vertical):
     def on_resize(self) -> None:
         if self._plotted:
             self._set_x_ticks()
+            if self.size.width != self._legend_width:
+                self._legend_width = self.size.width
+                self.query_one("#flow-names", Static).update(self._legend())
 
     def _set_x_ticks(self) -> None:
         """Name the layers on the x axis where the names fit the plot's width, and give the y

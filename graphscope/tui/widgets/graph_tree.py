@@ -142,15 +142,16 @@ class GraphTree(Tree[Line]):
     def _label_for(self, node_id: int) -> Text:
         node = self._graph.nodes[node_id]
         text = Text(node.title, style="bold" if node.kind == PARAM else "")
-        text.append(f" {formatting.fmt_shape(node.shape)}", style="dim")
-        # The gradient and the finding mark before the module: a narrow tree cuts the end of a
-        # line, and the number is what the tree is read for.
+        # The gradient and the finding mark before the shape and the module: a narrow tree cuts
+        # the end of a line ("native_layer_norm (4, 16, 64)" filled it), and the number is what
+        # the tree is read for.
         if node.grad is not None:
             colour = formatting.magnitude_colour(node, self._health)
             text.append(f" ● {formatting.fmt_num(node.grad.rms)}", style=colour)
         worst = self._worst.get(node_id)
         if worst is not None:
             text.append(" ⚠", style=SEVERITY_STYLE[worst])
+        text.append(f" {formatting.fmt_shape(node.shape)}", style="dim")
         # Grouped by module, the module is the line above: said once there, not on every line.
         if node.module and node.kind != PARAM and self.grouping == "backward":
             text.append(f"  {node.module}", style="dim italic")

@@ -88,8 +88,8 @@ class Heatmap(Widget, can_focus=True):
         text = upper if lower is None else f"{upper}/{lower}"
         if len(text) > room and lower is not None:
             half = (room - 1) // 2
-            text = f"{_tail(upper, half)}/{_tail(lower, room - 1 - half)}"
-        return Text(_tail(text, room).rjust(room) + " ", style="dim")
+            text = f"{fit_tail(upper, half)}/{fit_tail(lower, room - 1 - half)}"
+        return Text(fit_tail(text, room).rjust(room) + " ", style="dim")
 
     def render(self) -> Text:
         h = self.history
@@ -174,7 +174,7 @@ def label_width(width: int, names: list[str]) -> int:
     return max(8, min(2 * longest + 1, width // 5, 40))
 
 
-def _tail(text: str, width: int) -> str:
+def fit_tail(text: str, width: int) -> str:
     """The end of ``text`` in ``width`` characters (``…`` where cut): names differ at the end."""
     return text if len(text) <= width else "…" + text[len(text) - width + 1:] if width > 1 else text[:width]
 

@@ -118,12 +118,7 @@ def _inspect(graph, source: str, args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.list:  # checked before the demos (and torch) are imported: fail at once
-        name = args.name or DEFAULT_DEMO
-        _need_terminal(f"to draw the demo instead, save it with `python -c \"from graphscope.demos "
-                       f"import DEMOS; DEMOS['{name}'].build().save('{name}.json')\"`, then run "
-                       f"`graphscope render {name}.json -o {name}.svg`")
-    demos = _demos()
+    demos = _demos()  # the catalogue is plain data: listing and checking a name import no torch
     if args.list:
         width = max(len(name) for name in demos)
         for name, demo in demos.items():
@@ -133,9 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     name = args.name or (DEFAULT_DEMO if DEFAULT_DEMO in demos else next(iter(demos)))
     demo = demos.get(name)
-    if demo is None:
+    if demo is None:  # before the terminal check: its advice would build this missing demo
         raise _Failure(f"no demo named {name!r}; `graphscope demo --list` shows them: "
                        + ", ".join(demos), EXIT_USAGE)
+    # Before the demo (and torch) is built: fail at once.
+    _need_terminal(f"to draw the demo instead, save it with `python -c \"from graphscope.demos "
+                   f"import DEMOS; DEMOS['{name}'].build().save('{name}.json')\"`, then run "
+                   f"`graphscope render {name}.json -o {name}.svg`")
     _thresholds(args)  # a bad option fails before the demo is built
     print(f"building {name}: {demo.description} …", file=sys.stderr, flush=True)
     graph = demo.build()  # its lesson is in graph.meta, shown inside the inspector

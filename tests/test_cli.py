@@ -152,6 +152,20 @@ def test_unknown_demo_exits_2_listing_names(fake_demos, capsys, terminal):
     assert "sigmoid_mlp, tiny" in capsys.readouterr().err
 
 
+def test_unknown_demo_without_a_terminal_names_the_demo_not_the_terminal(fake_demos, capsys,
+                                                                          monkeypatch):
+    """Without a terminal, an unknown name was answered with the no-terminal advice to build
+    DEMOS['nope'] (which does not exist): the name is checked first."""
+    monkeypatch.setattr(cli, "_terminal_problem", lambda: "stdin")
+    assert cli.main(["demo", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no demo named 'nope'" in err and "terminal" not in err
+    assert cli.main(["demo", "tiny"]) == 2  # a known one still gets the terminal advice
+    err = capsys.readouterr().err
+    assert "needs a terminal, but stdin" in err and "DEMOS['tiny']" in err
+    assert not fake_demos  # nothing built
+
+
 def test_view_opens_the_saved_capture(capture_file, opened):
     """view loads the file and opens the inspector titled by its name."""
     assert cli.main(["view", str(capture_file)]) == 0

@@ -102,6 +102,19 @@ def test_tree_line_puts_the_gradient_before_the_module(drive):
     drive(mlp(), steps, size=(80, 24))
 
 
+def test_tree_line_names_the_modules_class(drive):
+    """A Sequential's ops showed their module as a bare '38'; with the class recorded the line
+    ends '38 (Linear)'."""
+    graph = mlp()
+    graph.nodes[1].module = "38"
+    graph.meta["module_classes"] = {"38": "Linear"}
+
+    async def steps(pilot):
+        line = pilot.app.screen.query_one(GraphTree)._label_for(1).plain
+        assert line.endswith("  38 (Linear)")
+    drive(graph, steps)
+
+
 # -- help ----------------------------------------------------------------------------------------
 
 

@@ -153,8 +153,10 @@ class GraphTree(Tree[Line]):
             text.append(" ⚠", style=SEVERITY_STYLE[worst])
         text.append(f" {formatting.fmt_shape(node.shape)}", style="dim")
         # Grouped by module, the module is the line above: said once there, not on every line.
+        # With its class (a Sequential's "38" alone read like a count): "38 (Linear)". Last on
+        # the line, where a narrow tree may cut it.
         if node.module and node.kind != PARAM and self.grouping == "backward":
-            text.append(f"  {node.module}", style="dim italic")
+            text.append(f"  {formatting.fmt_module(node.module, self._graph)}", style="dim italic")
         return text
 
     def _more_text(self, count: int, step: int) -> Text:

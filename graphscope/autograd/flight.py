@@ -40,7 +40,7 @@ from graphscope.autograd.distributed import LocalCheck, backend, local_tensor, r
 from graphscope.health import Thresholds
 from graphscope.model import Graph
 from graphscope.runs import NO_GRAD, RunParam, RunWriter, StepRecord
-from graphscope.trends import SPIKE_HISTORY, is_spike
+from graphscope.trends import SCALER_SKIP_LIMIT, SPIKE_HISTORY, is_spike
 
 # Below this largest magnitude, float32 squares are subnormal or zero; above the other, they
 # may overflow: such a gradient's norm is taken in float64.
@@ -129,6 +129,7 @@ class FlightRecorder:
         self._last_loss: float | None = None
         self._history: list[float] = []
         self._seen_nonfinite = False
+        self._overflows = 0  # GradScaler overflows in a row
         self._accumulating = 0
         self._loss_scale: float | None = None
         self._force_next: str | None = None
@@ -209,8 +210,16 @@ class FlightRecorder:
         self._last_step, self._last_loss = run_step, rec.loss
         self.writer.add_step(rec)
         nonfinite = bool(rec.nonfinite_params) or not rec.loss_finite
+        # A GradScaler's overflow (scaled loss finite, its gradients not) is a step the scaler
+        # skips, not the run's first NaN: a later real one must still be caught at its birth.
+        overflow = nonfinite and rec.loss_finite and rec.loss_scale is not None
+        self._overflows = self._overflows + 1 if overflow else 0
+        if self._overflows > SCALER_SKIP_LIMIT:
+            overflow = False  # that many in a row: non-finite at any scale
         self._local_events(run_step, rec, graph is not None or (nonfinite and not self._seen_nonfinite))
-        if nonfinite and not self._seen_nonfinite:
+        if overflow:
+            pass
+        elif nonfinite and not self._seen_nonfinite:
             self._seen_nonfinite = True
             self.writer.add_event(run_step, "nonfinite", {
                 "loss": None if rec.loss is None else repr(rec.loss), "elements": rec.nonfinite})

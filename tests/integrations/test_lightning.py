@@ -238,10 +238,6 @@ def test_grad_scaler_overflow_recorded_as_a_skipped_step(tmp_path, every):
         assert exported[step] == pytest.approx(math.sqrt(sum(w * w for w in want)), rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flight.py counts the GradScaler's overflow at step 3 as the run's first non-finite step "
-    "(FlightRecorder._seen_nonfinite), so the NaN loss at step 5 gets no capture and "
-    "on_nonfinite='raise' never fires between captures"))
 def test_a_nan_after_a_skipped_overflow_still_stops_the_fit(tmp_path):
     """A real NaN (step 5) after a GradScaler overflow the scaler skipped (step 3) still
     stops the fit under on_nonfinite='raise', though neither step is a regular capture."""

@@ -62,12 +62,13 @@ def fmt_num(x: float | int | None) -> str:
 
 def fmt_module(path: str | None, graph: Graph) -> str:
     """A module as people know it: ``encoder.layers.3 (TransformerEncoderLayer)``, with the
-    class the capture recorded; ``(top level) (Net)`` for the model itself; ``-`` for none."""
+    class the capture recorded; ``Net (top level)`` for the model itself; ``-`` for none."""
     if path is None:
         return "-"
     cls = (graph.meta.get("module_classes") or {}).get(path)
-    head = path or "(top level)"
-    return f"{head} ({cls})" if cls else head
+    if not path:
+        return f"{cls} (top level)" if cls else "(top level)"
+    return f"{path} ({cls})" if cls else path
 
 
 def fmt_meta(meta: TensorMeta) -> str:

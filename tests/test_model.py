@@ -91,3 +91,17 @@ def test_counts_are_plural_only_when_not_one():
     assert fmt_count(1, "node") == "1 node" and fmt_count(0, "node") == "0 nodes"
     assert fmt_count(2, "backward pass") == "2 backward passes"
     assert fmt_count(12000, "node") == "12,000 nodes" and fmt_count(3, "info", "info") == "3 info"
+
+
+def test_modules_are_named_with_their_class_and_the_model_itself_once():
+    """fmt_module: a submodule with the class the capture recorded, the model itself as its class
+    and "(top level)" (not "(top level) (Net)"), an unknown path bare, no module as -."""
+    from graphscope.formatting import fmt_module
+
+    g = Graph()
+    g.meta["module_classes"] = {"": "Net", "fc1": "Linear"}
+    assert fmt_module("fc1", g) == "fc1 (Linear)"
+    assert fmt_module("", g) == "Net (top level)"
+    assert fmt_module("head", g) == "head"
+    assert fmt_module(None, g) == "-"
+    assert fmt_module("", Graph()) == "(top level)"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 from graphscope.errors import (
     DeadUnitWarning,
@@ -679,13 +680,20 @@ def _through_time(graph: Graph, t: Thresholds, found: list[Finding]) -> list[Fin
     """One warning per recurrence whose gradient fades (or grows) through time, unless a
     finding of the same kind already names its recurrent weights (one cause, one finding: an
     RNN exploding through time is usually past the absolute limit too)."""
-    out = []
-    for trend in time_trends(graph, t):
+    return _chain_findings(graph, time_trends(graph, t), found, _time_finding)
+
+
+def _chain_findings(graph: Graph, trends: list[ChainTrend], found: list[Finding],
+                    make: Callable[[Graph, ChainTrend, FindingKind], Finding]) -> list[Finding]:
+    """A finding per chain trend whose weights no finding of its kind (``found``, or one made
+    here before it) names yet."""
+    out: list[Finding] = []
+    for trend in trends:
         kind = FindingKind.VANISHING if trend.band is Band.VANISHING else FindingKind.EXPLODING
-        named = {n for f in found if f.kind == kind for n in (*f.nodes, f.node)}
+        named = {n for f in found + out if f.kind == kind for n in (*f.nodes, f.node)}
         if not trend.shared or set(trend.shared) & named:
             continue
-        out.append(_time_finding(graph, trend, kind))
+        out.append(make(graph, trend, kind))
     return out
 
 
@@ -734,14 +742,7 @@ def _through_depth(graph: Graph, t: Thresholds, found: list[Finding]) -> list[Fi
     """One warning per stack of layers whose activations' gradient grows (or fades) through
     depth, unless a finding of the same kind already names one of its weights (the parameter
     depth rule, or the absolute limit, said it first)."""
-    out = []
-    for trend in depth_trends(graph, t):
-        kind = FindingKind.VANISHING if trend.band is Band.VANISHING else FindingKind.EXPLODING
-        named = {n for f in found + out if f.kind == kind for n in (*f.nodes, f.node)}
-        if not trend.shared or set(trend.shared) & named:
-            continue
-        out.append(_depth_finding(graph, trend, kind))
-    return out
+    return _chain_findings(graph, depth_trends(graph, t), found, _depth_finding)
 
 
 def _depth_finding(graph: Graph, trend: ChainTrend, kind: FindingKind) -> Finding:
